@@ -1,0 +1,139 @@
+"""The ``sensorium-zarr`` command: a thin layer over the Python API.
+
+Exit codes: 0 success; 1 ``verify`` found mismatches or ``validate`` found the store
+does not match its schema; 2 bad input (malformed source, missing or incomplete store,
+DEST in the way, bad arguments); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SourceError, StoreError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors exit 2 too, on one line
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _progress(args) -> bool | None:
+    return False if getattr(args, "quiet", False) else None
+
+
+def _sample(args) -> int:
+    from .progress import Progress
+    from .sample import make_sample
+
+    try:
+        with Progress(args.trials, "sample", _progress(args)) as bar:
+            path = make_sample(args.dest, trials=args.trials, neurons=args.neurons, competition=args.competition,
+                               as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, progress=bar)
+    except ValueError as e:  # argument values make_sample cannot honour
+        print(f"sensorium-zarr: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(path)
+    return EXIT_OK
+
+
+def _convert(args) -> int:
+    from .convert import convert
+
+    dest = convert(args.src, args.dest, overwrite=args.overwrite, workers=args.workers, progress=_progress(args))
+    if not args.quiet:
+        print(f"wrote {dest}")
+    return EXIT_OK
+
+
+def _verify(args) -> int:
+    from .verify import verify
+
+    report = verify(args.src, args.dest, workers=args.workers, progress=_progress(args))
+    print(report)
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _validate(args) -> int:
+    from .schema import read_root, validate
+
+    read_root(args.dest)  # a missing store is bad input (2), not a failed check
+    try:
+        m = validate(args.dest)
+    except StoreError as e:
+        print(e)
+        return EXIT_MISMATCH
+    print(f"OK: {args.dest} matches schema {m['attributes']['schema_version']} ({len(m['arrays'])} arrays)")
+    return EXIT_OK
+
+
+def _info(args) -> int:
+    import json
+
+    from .dataset import format_info, info
+
+    d = info(args.dest)
+    print(json.dumps(d, indent=1) if args.json else format_info(d))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sensorium-zarr", description="Pack Sensorium 2022 scans into lossless, chunked Zarr v3 stores.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("sample", help="write a synthetic dataset in the real file layout")
+    s.add_argument("dest", type=Path, help="folder to write the dataset folder (or zip) into")
+    s.add_argument("--trials", type=int, default=200)
+    s.add_argument("--neurons", type=int, default=150)
+    s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
+    s.add_argument("--zip", action="store_true", help="write the distributed .zip form")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-dtype", choices=["float32", "uint8"], default="float32")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_sample)
+
+    c = sub.add_parser("convert", help="convert a dataset folder or .zip into one Zarr store")
+    c.add_argument("src", type=Path, help="dataset folder or the distributed .zip (read in place)")
+    c.add_argument("dest", type=Path, help="store to create")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing store at DEST")
+    c.add_argument("--workers", type=int, default=None, help="parallel writers (default: one per core)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_convert)
+
+    v = sub.add_parser("verify", help="compare every source array with the store, bit for bit")
+    v.add_argument("src", type=Path)
+    v.add_argument("dest", type=Path)
+    v.add_argument("--workers", type=int, default=None)
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=_verify)
+
+    a = sub.add_parser("validate", help="check a store against its schema")
+    a.add_argument("dest", type=Path)
+    a.set_defaults(func=_validate)
+
+    i = sub.add_parser("info", help="counts per tier, dims, sizes and compression")
+    i.add_argument("dest", type=Path)
+    i.add_argument("--json", action="store_true", help="print as JSON")
+    i.set_defaults(func=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SourceError, StoreError, OSError) as e:
+        print(f"sensorium-zarr: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("sensorium-zarr: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""``convert``: one dataset (folder or zip) into one store, atomically.
+
+The store is built under ``<DEST>.incomplete`` next to DEST and renamed to DEST only
+after it is complete and validates against the schema, so DEST never holds a partial
+store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import layout
+from .errors import SourceError, StoreError
+from .npy import NpyHeader, parse_header
+from .progress import Progress
+from .source import Inventory, Source, open_source, read_array, scan
+from .store import BlockResult, MetaArray, create_skeleton, finalize, write_block, write_checksums
+
+LICENSE = "CC BY-NC-ND 4.0"
+LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
+CITATION = (
+    "Willeke, K. F., Fahey, P. G., Bashiri, M., Pede, L., Burg, M. F., Blessing, C., Cadena, S. A., "
+    "Ding, Z., Lurz, K.-K., Ponder, K., Muhammad, T., Patel, S. S., Ecker, A. S., Tolias, A. S., "
+    "Sinz, F. H. (2022). The Sensorium competition on predicting large-scale mouse primary visual "
+    "cortex activity. arXiv:2206.08666."
+)
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first trial is written."""
+
+    inventory: Inventory
+    data_vars: dict[str, layout.DataVar]
+    expect: dict[str, NpyHeader]
+    n_neurons: int | None
+    neuron_coord: MetaArray | np.ndarray | None
+    meta: list[MetaArray]
+    statistics: list[MetaArray]
+    labels: dict[str, tuple[str, ...]]
+
+    @property
+    def n_trials(self) -> int:
+        return self.inventory.n_trials
+
+
+def _meta_array(source: Source, rel: str, name: str, base: str | None, length: int | None, data: layout.DataVar | None = None) -> MetaArray:
+    values, crc, header = read_array(source, rel)
+    if base is None:  # statistics
+        dims = layout.stat_dims(name.rsplit("/", 1)[1], values.shape, data)
+    else:
+        if values.ndim == 0 or (length is not None and values.shape[0] != length):
+            got = "a 0-d array" if values.ndim == 0 else f"{values.shape[0]} rows"
+            raise SourceError(source.where(rel), f"has {got}, expected one row per {base} ({length})")
+        dims = layout.meta_dims(name, base, values.shape)
+    return MetaArray(rel, name, dims, values, crc, header)
+
+
+def plan(source: Source) -> Plan:
+    """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
+    inv = scan(source)
+    expect, data_vars = {}, {}
+    for key in inv.data_keys:
+        rel = inv.trial_path(key, 0)
+        h = parse_header(source.read(rel), source.where(rel))
+        expect[key] = h
+        data_vars[key] = layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype)
+    resp = data_vars.get("responses")
+    n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == "neuron" else None
+    names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)
+
+    meta, neuron_coord = [], None
+    for f in inv.trial_meta:
+        rel = f"meta/trials/{f}"
+        meta.append(_meta_array(source, rel + ".npy", names[rel], "trial", inv.n_trials))
+    for f in inv.neuron_meta:
+        rel = f"meta/neurons/{f}"
+        m = _meta_array(source, rel + ".npy", names[rel], "neuron", n_neurons)
+        n_neurons = m.values.shape[0] if n_neurons is None else n_neurons
+        if m.name == "neuron":
+            if m.values.ndim != 1:
+                raise SourceError(source.where(m.rel), f"expected a 1-d array of unit ids, found shape {m.values.shape}")
+            neuron_coord = m
+        else:
+            meta.append(m)
+    if neuron_coord is None and n_neurons is not None:
+        neuron_coord = np.arange(n_neurons, dtype=np.int64)
+
+    statistics = []
+    for s in inv.statistics:
+        key = s.split("/", 1)[0]
+        statistics.append(_meta_array(source, f"meta/statistics/{s}.npy", f"statistics/{s}", None, None, data_vars.get(key)))
+
+    labels = {}
+    for v in data_vars.values():
+        for dim, size in zip(v.dims, v.shape):
+            if (dim, size) in layout.LABELS:
+                labels[dim] = layout.LABELS[(dim, size)]
+    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels)
+
+
+def fingerprint(crcs: dict[str, int]) -> str:
+    """SHA-256 over the sorted ``path<TAB>crc32`` lines of every source ``.npy`` file.
+
+    The same content gives the same fingerprint from a folder or from its zip.
+    """
+    h = hashlib.sha256()
+    for rel in sorted(crcs):
+        h.update(f"{rel}\t{crcs[rel]:08x}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
+    from . import __version__
+
+    inv = p.inventory
+    crcs = {m.rel: m.crc32 for m in [*p.meta, *p.statistics]}
+    if isinstance(p.neuron_coord, MetaArray):
+        crcs[p.neuron_coord.rel] = p.neuron_coord.crc32
+    for r in results:
+        for key, c in r.crc32.items():
+            for i, crc in zip(r.block, c.tolist()):
+                crcs[inv.trial_path(key, i)] = crc
+    tier = next(m for m in p.meta if m.name == "tier").stored_values()
+    names, counts = np.unique(tier.astype(str), return_counts=True)
+    return {
+        "title": "Sensorium 2022 mouse visual cortex data: one scan",
+        "dataset": inv.name,
+        **layout.parse_name(inv.name),
+        "n_trials": inv.n_trials,
+        "n_neurons": p.n_neurons,
+        "data_keys": list(inv.data_keys),
+        "tier_counts": {str(n): int(c) for n, c in zip(names, counts)},
+        "withheld_trials": {k: sum(r.withheld[k] for r in results) for k in inv.data_keys},
+        "schema": "sensorium-zarr",
+        "schema_version": layout.SCHEMA_VERSION,
+        "converter_version": __version__,
+        "source_name": Path(source.location).name,
+        "source_fingerprint": fingerprint(crcs),
+        "ignored_files": list(inv.ignored),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "license": LICENSE,
+        "license_url": LICENSE_URL,
+        "citation": CITATION,
+    }
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse to replace anything at DEST that is not a Zarr store."""
+    if not (dest.is_dir() and ((dest / "zarr.json").exists() or not any(dest.iterdir()))):
+        raise StoreError(f"{dest}: exists and is not a Zarr store; refusing to delete it")
+
+
+def convert(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Convert one dataset folder or zip into a consolidated Zarr v3 store at ``dest``.
+
+    Parameters
+    ----------
+    src : path to the dataset folder (holding ``data/`` and ``meta/``) or its ``.zip``.
+    dest : path of the store to create.
+    overwrite : replace an existing store at ``dest`` (only once the new one is complete).
+    workers : threads writing blocks of trials in parallel; default: one per core.
+    progress : draw a progress bar on stderr; default: only when stderr is a terminal.
+
+    Returns
+    -------
+    The path of the finished store.
+
+    Raises
+    ------
+    SourceError : the source is malformed (the message names the file).
+    StoreError : ``dest`` exists (without ``overwrite``) or the result does not validate.
+    """
+    from .schema import validate
+
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+    if dest.exists():
+        _check_replaceable(dest)
+    source = open_source(src)
+    tmp = dest.with_name(dest.name + ".incomplete")
+    try:
+        p = plan(source)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics)
+            total = p.n_trials * len(p.data_vars)
+            with Progress(total, f"convert {p.inventory.name[:40]}", progress) as bar:
+                with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+                    results = list(pool.map(lambda b: write_block(source, tmp, p.data_vars, p.expect, b, bar), layout.blocks(p.n_trials)))
+            crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
+            headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
+            write_checksums(tmp, crcs, headers)
+            finalize(tmp, _root_attrs(source, p, results))
+            validate(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        source.close()
+    return dest

@@ -1,0 +1,102 @@
+"""Opening stores for analysis: `open_mouse` and `info`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .errors import StoreError
+from .layout import BLOCK_TRIALS
+from .schema import manifest, read_root
+
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
+             "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
+
+
+def _checked_root(path: str | os.PathLike) -> dict:
+    root = read_root(path)
+    if root.get("attributes", {}).get("schema") != "sensorium-zarr":
+        raise StoreError(f"{path}: a Zarr store, but not one written by sensorium-zarr")
+    return root
+
+
+def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load: bool = False) -> xr.Dataset:
+    """Open one store as a lazy, dask-backed `xarray.Dataset`.
+
+    Parameters
+    ----------
+    path : the store written by `convert`.
+    trial_chunk : trials per dask chunk (a multiple of the stored chunks reads each
+        chunk once); the other dimensions are one dask chunk each.
+    load : read everything into memory now.
+    """
+    _checked_root(path)
+    with warnings.catch_warnings():
+        # the small coordinates are stored whole; they are loaded just below
+        warnings.filterwarnings("ignore", message="The specified chunks separate", category=UserWarning)
+        ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1})
+    if load:
+        return ds.load()
+    return ds.assign_coords({name: ds[name].variable.load() for name in ds.coords})
+
+
+def info(path: str | os.PathLike) -> dict:
+    """Counts, dimensions and sizes of a store (on disk and decoded in memory)."""
+    root = _checked_root(path)
+    m = manifest(root)
+    base = Path(path)
+    arrays = {}
+    for name, a in m["arrays"].items():
+        disk = sum(f.stat().st_size for f in (base / name).rglob("*") if f.is_file())
+        n = int(np.prod(a["shape"], dtype=np.int64))
+        memory = n * _ITEMSIZE[a["dtype"]] if a["dtype"] in _ITEMSIZE else None
+        arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"],
+                        "disk_bytes": disk, "memory_bytes": memory}
+    attrs = m["attributes"]
+    disk_total = sum(f.stat().st_size for f in base.rglob("*") if f.is_file())
+    memory_total = sum(a["memory_bytes"] or 0 for a in arrays.values())
+    dims: dict[str, int] = {}
+    for a in arrays.values():
+        dims.update(zip(a["dims"], a["shape"]))
+    return {
+        "dataset": attrs["dataset"],
+        "data_key": attrs["data_key"],
+        "n_trials": attrs["n_trials"],
+        "n_neurons": attrs["n_neurons"],
+        "tier_counts": attrs["tier_counts"],
+        "withheld_trials": attrs["withheld_trials"],
+        "dims": dims,
+        "arrays": arrays,
+        "disk_bytes": disk_total,
+        "memory_bytes": memory_total,
+        "compression_ratio": memory_total / disk_total if disk_total else None,
+    }
+
+
+def format_info(d: dict) -> str:
+    """`info` as a few readable lines and a table of the data variables."""
+    mb = 1e6
+    lines = [
+        f"{d['dataset']}  ({d['data_key']})",
+        f"trials {d['n_trials']}, neurons {d['n_neurons']}; tiers: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(d["tier_counts"].items())),
+        "withheld (all-zero) trials: " + ", ".join(f"{k} {v}" for k, v in d["withheld_trials"].items()),
+        "dims: " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()),
+        "",
+        f"{'array':<28} {'dtype':<8} {'shape':<24} {'chunks':<22} {'memory MB':>10} {'disk MB':>9} {'ratio':>6}",
+    ]
+    rows = sorted(d["arrays"].items(), key=lambda kv: -(kv[1]["memory_bytes"] or 0))
+    for name, a in rows[:12]:
+        mem = a["memory_bytes"]
+        ratio = f"{mem / a['disk_bytes']:.2f}" if mem and a["disk_bytes"] else "-"
+        lines.append(f"{name:<28} {a['dtype']:<8} {str(tuple(a['shape'])):<24} {str(tuple(a['chunks'] or ())):<22} "
+                     f"{(mem or 0) / mb:>10.1f} {a['disk_bytes'] / mb:>9.1f} {ratio:>6}")
+    if len(rows) > 12:
+        lines.append(f"... and {len(rows) - 12} smaller arrays")
+    lines.append(f"total: {d['memory_bytes'] / mb:.1f} MB in memory, {d['disk_bytes'] / mb:.1f} MB on disk, "
+                 f"compression ratio {d['compression_ratio']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Synthetic datasets in the real Sensorium 2022 file layout, as a folder or a zip.
+
+Values are realistic in kind (integer-valued 0-255 images, sparse heavy-tailed
+non-negative responses that depend on the image, plausible behavior and eye position)
+so that compression, statistics and normalisation behave as on real data.  Generation
+streams in blocks of trials, so the real sizes need little memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+COMPETITIONS = ("none", "sensorium", "sensorium+")
+_SESSION = {"none": 1, "sensorium": 2, "sensorium+": 3}
+_AREAS = np.array(["V1", "V1", "V1", "LM"])
+_LAYERS = np.array(["L2/3", "L2/3", "L4"])
+_BLOCK = 512
+_REPEATS = 10
+
+
+def sample_name(seed: int = 0, competition: str = "none") -> str:
+    """Folder name of a sample dataset, in the pattern of the real ones."""
+    animal, session, scan = 90000 + seed % 10000, _SESSION[competition], 1
+    digest = hashlib.md5(f"{seed}-{competition}".encode()).hexdigest()
+    return f"static{animal}-{session}-{scan}-GrayImageNet-{digest}"
+
+
+def _tiers(n_trials: int, competition: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tier labels and image ids per trial, in random (file) order."""
+    repeats = _REPEATS if n_trials >= 20 * _REPEATS else 2
+    n_test_images = max(1, round(n_trials * 0.144) // repeats)
+    test_tiers = ["test", "final_test"] if competition != "none" else ["test"]
+    n_val = max(1, round(n_trials * 0.075))
+    n_train = n_trials - n_val - len(test_tiers) * n_test_images * repeats
+    if n_train < 1:
+        raise ValueError(f"--trials {n_trials} is too few for the tiers of this variant")
+    # Test images are common to every scan (as the live test images are), so their
+    # ids come from a fixed stream; the others are unique per scan.
+    fixed = np.random.default_rng(12345).choice(np.arange(1_000, 100_000), 2 * n_test_images, replace=False)
+    unique = rng.choice(np.arange(100_000, 1_000_000), n_train + n_val, replace=False)
+    tiers = ["train"] * n_train + ["validation"] * n_val
+    ids = list(unique)
+    for k, tier in enumerate(test_tiers):
+        tiers += [tier] * (n_test_images * repeats)
+        ids += list(np.repeat(fixed[k * n_test_images : (k + 1) * n_test_images], repeats))
+    order = rng.permutation(n_trials)
+    return np.array(tiers)[order], np.array(ids, dtype=np.int64)[order]
+
+
+def _image(image_id: int, shape: tuple[int, int]) -> np.ndarray:
+    """A natural-looking grey image (1/f noise), integer-valued on 0-255, same for one id."""
+    rng = np.random.default_rng(int(image_id))
+    h, w = shape
+    spec = np.fft.rfft2(rng.standard_normal((h, w)))
+    spec /= np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]) + 1.0 / w
+    img = np.fft.irfft2(spec, s=(h, w))
+    img = (img - img.mean()) / (img.std() + 1e-12) * 45 + 128
+    return np.clip(np.round(img), 0, 255)
+
+
+class _Out:
+    """Writes files of the tree into a folder or into a zip under one top folder."""
+
+    def __init__(self, dest: Path, name: str, as_zip: bool) -> None:
+        self.top = name
+        if as_zip:
+            self.path = dest / f"{name}.zip"
+            self.zf: zipfile.ZipFile | None = zipfile.ZipFile(self.path, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+            self._dirs: set[str] = set()
+        else:
+            self.path = dest / name
+            self.zf = None
+
+    def save(self, rel: str, arr: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        if self.zf is None:
+            target = self.path / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(buf.getvalue())
+            return
+        parts = f"{self.top}/{rel}".split("/")
+        for k in range(1, len(parts)):
+            d = "/".join(parts[:k]) + "/"
+            if d not in self._dirs:
+                self._dirs.add(d)
+                self.zf.writestr(zipfile.ZipInfo(d, (2022, 6, 1, 0, 0, 0)), b"")
+        info = zipfile.ZipInfo(f"{self.top}/{rel}", (2022, 6, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        self.zf.writestr(info, buf.getvalue(), compresslevel=1)
+
+    def close(self) -> None:
+        if self.zf is not None:
+            self.zf.close()
+
+
+def _stats(x: np.ndarray, axis) -> dict[str, np.ndarray]:
+    return {
+        "mean": x.mean(axis=axis),
+        "std": x.std(axis=axis),
+        "min": x.min(axis=axis),
+        "max": x.max(axis=axis),
+        "median": np.median(x, axis=axis),
+    }
+
+
+def make_sample(
+    dest: str | os.PathLike,
+    *,
+    trials: int = 200,
+    neurons: int = 150,
+    competition: str = "none",
+    as_zip: bool = False,
+    seed: int = 0,
+    image_dtype: str = "float32",
+    image_shape: tuple[int, int] = (144, 256),
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write a synthetic dataset under ``dest``; return the dataset folder or zip.
+
+    ``competition`` is ``"none"`` (a pre-training scan), ``"sensorium"`` (responses of
+    the test tiers, behavior and pupil center zeroed) or ``"sensorium+"`` (responses of
+    the test tiers zeroed); both competition variants hash ``trial_idx``.
+    """
+    if competition not in COMPETITIONS:
+        raise ValueError(f"competition must be one of {COMPETITIONS}, not {competition!r}")
+    if image_dtype not in ("float32", "uint8"):
+        raise ValueError(f"image_dtype must be float32 or uint8, not {image_dtype!r}")
+    if neurons < 1:
+        raise ValueError("neurons must be at least 1")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tiers, image_ids = _tiers(trials, competition, rng)
+    out = _Out(dest, sample_name(seed, competition), as_zip)
+
+    # Per-neuron tuning: a baseline rate and a sparse image-dependent gain.
+    rate = rng.lognormal(-1.0, 0.8, neurons).astype(np.float32)
+    train = tiers == "train"
+    train_resp = np.empty((int(train.sum()), neurons), dtype=np.float32)
+    behavior = np.empty((trials, 3), dtype=np.float32)
+    pupil = np.empty((trials, 2), dtype=np.float32)
+    hist = np.zeros(256, dtype=np.int64)
+    img_sum = img_sq = 0.0
+    withhold_responses = np.isin(tiers, ["test", "final_test"]) if competition != "none" else np.zeros(trials, bool)
+    withhold_behavior = competition == "sensorium"
+    k_train = 0
+    for start in range(0, trials, _BLOCK):
+        block = range(start, min(start + _BLOCK, trials))
+        for i in block:
+            img = _image(image_ids[i], image_shape)
+            if train[i]:
+                hist += np.bincount(img.astype(np.int64).ravel(), minlength=256)
+                img_sum += float(img.sum())
+                img_sq += float((img * img).sum())
+            out.save(f"data/images/{i}.npy", img.astype(image_dtype)[None])
+            drive = np.random.default_rng(int(image_ids[i]) + 7).gamma(0.4, 1.0, neurons).astype(np.float32)
+            resp = rate * drive * rng.gamma(2.0, 0.5, neurons).astype(np.float32)
+            resp[rng.random(neurons) < 0.35] = 0.0
+            beh = np.array([rng.normal(18, 4), rng.normal(0, 1.5), abs(rng.normal(0, 6))], dtype=np.float32)
+            pc = np.array([rng.normal(210, 12), rng.normal(130, 9)], dtype=np.float32)
+            behavior[i], pupil[i] = beh, pc
+            if train[i]:
+                train_resp[k_train] = resp
+                k_train += 1
+            out.save(f"data/responses/{i}.npy", np.zeros_like(resp) if withhold_responses[i] else resp)
+            out.save(f"data/behavior/{i}.npy", np.zeros_like(beh) if withhold_behavior else beh)
+            out.save(f"data/pupil_center/{i}.npy", np.zeros_like(pc) if withhold_behavior else pc)
+        if progress is not None:
+            progress(len(block))
+
+    # meta/statistics: over the training tier, before anything was withheld.
+    n_px = hist.sum()
+    mean = img_sum / n_px
+    cdf = np.cumsum(hist)
+    image_stats = {
+        "mean": mean,
+        "std": np.sqrt(max(img_sq / n_px - mean * mean, 0.0)),
+        "min": float(np.nonzero(hist)[0][0]),
+        "max": float(np.nonzero(hist)[0][-1]),
+        "median": float((np.searchsorted(cdf, (n_px - 1) // 2 + 1) + np.searchsorted(cdf, n_px // 2 + 1)) / 2),
+    }
+    per_key = {
+        "images": {k: np.asarray(v, dtype=np.float32) for k, v in image_stats.items()},
+        "responses": _stats(train_resp, 0),
+        "behavior": _stats(behavior[train], 0),
+        "pupil_center": _stats(pupil[train], 0),
+    }
+    for key, stats in per_key.items():
+        for source in ("all", "stimulus_frame"):
+            for stat, value in stats.items():
+                out.save(f"meta/statistics/{key}/{source}/{stat}.npy", np.asarray(value, dtype=np.float32))
+
+    # meta/trials
+    order = rng.permutation(trials)
+    if competition == "none":
+        trial_idx = order.astype(np.int64)
+    else:
+        trial_idx = np.array([hashlib.md5(f"{seed}:{t}".encode()).hexdigest() for t in order])
+    t0 = np.datetime64("2019-09-18T15:25:10.617")
+    ts = t0 + order.astype("timedelta64[ms]") * 1517
+    trial_meta = {
+        "tiers": tiers,
+        "frame_image_id": image_ids,
+        "frame_image_class": np.array(["imagenet"] * trials),
+        "trial_idx": trial_idx,
+        "frame_trial_ts": np.array([f"Timestamp('{str(t).replace('T', ' ')}000')" for t in ts]),
+        "condition_hash": np.array([hashlib.sha1(str(i).encode()).hexdigest()[:20] for i in image_ids]),
+        "frame_last_flip": (order.astype(np.int64) * 1517 + 10_000_000),
+        "frame_pre_blank_period": np.full(trials, 0.3, dtype=np.float64) + rng.random(trials) * 0.2,
+        "frame_presentation_time": np.full(trials, 0.5, dtype=np.float64),
+        "animal_id": np.full(trials, 90000 + seed % 10000, dtype=np.int64),
+        "session": np.full(trials, _SESSION[competition], dtype=np.int64),
+        "scan_idx": np.full(trials, 1, dtype=np.int64),
+    }
+    for name, arr in trial_meta.items():
+        out.save(f"meta/trials/{name}.npy", arr)
+
+    # meta/neurons
+    neuron_meta = {
+        "unit_ids": np.cumsum(rng.integers(1, 4, neurons)).astype(np.int64),
+        "area": _AREAS[rng.integers(0, len(_AREAS), neurons)],
+        "layer": _LAYERS[rng.integers(0, len(_LAYERS), neurons)],
+        "cell_motor_coordinates": np.round(rng.uniform([-400, -400, 100], [400, 400, 400], (neurons, 3)), 1),
+        "animal_ids": np.full(neurons, 90000 + seed % 10000, dtype=np.int64),
+        "sessions": np.full(neurons, _SESSION[competition], dtype=np.int64),
+        "scan_idx": np.full(neurons, 1, dtype=np.int64),
+    }
+    for name, arr in neuron_meta.items():
+        out.save(f"meta/neurons/{name}.npy", arr)
+    out.close()
+    return out.path

@@ -1,0 +1,133 @@
+"""Checking a store against ``schemas/store-<version>.json``.
+
+The check reads only the root ``zarr.json`` (consolidated metadata), turns it into a
+plain manifest, validates that with JSON Schema, then checks the cross-array rules the
+schema lists under ``x-cross-checks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+from .errors import StoreError
+from .layout import SCHEMA_VERSION
+
+
+@functools.cache
+def load_schema(version: str = SCHEMA_VERSION) -> dict:
+    """The JSON Schema of store layout ``version``."""
+    name = f"store-{version}.json"
+    checkout = Path(__file__).resolve().parent.parent / "schemas" / name
+    if checkout.exists():
+        return json.loads(checkout.read_text())
+    return json.loads(resources.files("converter.schemas").joinpath(name).read_text())
+
+
+def _dtype_name(data_type) -> str:
+    return data_type if isinstance(data_type, str) else data_type.get("name", "?")
+
+
+def _codec_names(codecs: list[dict]) -> list[str]:
+    names = []
+    for c in codecs:
+        names.append(c["name"])
+        if c["name"] == "sharding_indexed":
+            cfg = c.get("configuration", {})
+            names += _codec_names(cfg.get("codecs", [])) + _codec_names(cfg.get("index_codecs", []))
+    return names
+
+
+def manifest(root_json: dict) -> dict:
+    """A plain description of a store from its root ``zarr.json``."""
+    consolidated = root_json.get("consolidated_metadata") or {}
+    arrays = {}
+    for path, meta in (consolidated.get("metadata") or {}).items():
+        if meta.get("node_type") != "array":
+            continue
+        grid = meta.get("chunk_grid", {}).get("configuration", {})
+        arrays[path] = {
+            "shape": meta.get("shape"),
+            "dtype": _dtype_name(meta.get("data_type")),
+            # a 0-d array has no dimension names to write
+            "dims": meta.get("dimension_names") or ([] if meta.get("shape") == [] else None),
+            "chunks": grid.get("chunk_shape"),
+            "codecs": _codec_names(meta.get("codecs", [])),
+            "attributes": meta.get("attributes", {}),
+        }
+    return {
+        "zarr_format": root_json.get("zarr_format"),
+        "consolidated": bool(consolidated),
+        "attributes": root_json.get("attributes", {}),
+        "arrays": arrays,
+    }
+
+
+def read_root(path: str | os.PathLike) -> dict:
+    """The root ``zarr.json`` of a store; `StoreError` when there is none."""
+    p = Path(path)
+    try:
+        return json.loads((p / "zarr.json").read_text())
+    except FileNotFoundError:
+        if Path(str(p) + ".incomplete").exists():
+            raise StoreError(f"{p}: no complete store here (an interrupted conversion left {p}.incomplete)") from None
+        raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{p}/zarr.json: unreadable ({e})") from None
+
+
+def cross_check(m: dict) -> list[str]:
+    """The rules of ``x-cross-checks``; returns the problems found."""
+    problems = []
+    attrs, arrays = m["attributes"], m["arrays"]
+    sizes = {"trial": attrs.get("n_trials"), "neuron": attrs.get("n_neurons")}
+    for key in attrs.get("data_keys", []):
+        a = arrays.get(key)
+        if a is None:
+            problems.append(f"data variable {key!r} is missing")
+            continue
+        if not a["dims"] or a["dims"][0] != "trial":
+            problems.append(f"{key}: first dimension is not 'trial'")
+        if a["attributes"].get("source") != f"data/{key}/{{trial}}.npy":
+            problems.append(f"{key}: attribute source is not 'data/{key}/{{trial}}.npy'")
+        if f"{key}_withheld" not in arrays:
+            problems.append(f"{key}_withheld is missing")
+    for path, a in arrays.items():
+        dims, shape = a["dims"] or [], a["shape"] or []
+        if len(dims) != len(shape):
+            problems.append(f"{path}: {len(dims)} dimension names for {len(shape)} axes")
+            continue
+        for dim, n in zip(dims, shape):
+            if sizes.setdefault(dim, n) != n:
+                problems.append(f"{path}: dimension {dim!r} has length {n}, elsewhere {sizes[dim]}")
+    if sum(attrs.get("tier_counts", {}).values()) != attrs.get("n_trials"):
+        problems.append("tier_counts do not add up to n_trials")
+    return problems
+
+
+def validate(path: str | os.PathLike) -> dict:
+    """Check the store at ``path`` against its schema; return its manifest.
+
+    Raises `StoreError` with the first problems found, on one line.
+    """
+    m = manifest(read_root(path))
+    version = m["attributes"].get("schema_version", SCHEMA_VERSION)
+    try:
+        schema = load_schema(version)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: unknown schema version {version!r}") from None
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:200]}"
+        for e in sorted(validator.iter_errors(m), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    problems += cross_check(m)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise StoreError(f"{path}: does not match schema {version}: " + "; ".join(problems[:3]) + more)
+    return m

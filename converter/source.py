@@ -1,0 +1,293 @@
+"""Where the source bytes are read: a dataset folder, or the distributed zip in place.
+
+`open_source` gives a `Source`; `scan` lists what it holds and checks file names and
+trial indices; `read_array` and `read_trials` are the only places `.npy` bytes are decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SourceError
+from .npy import NpyHeader, array_from_header, parse_header
+
+KNOWN_KEYS = ("images", "responses", "behavior", "pupil_center")
+_TRIAL_FILE = re.compile(r"(0|[1-9][0-9]*)\.npy")
+_IGNORED_TOP = ("__MACOSX",)
+
+
+class Source:
+    """Read-only access to one dataset, by paths relative to its top folder."""
+
+    name: str
+    location: str
+
+    def read(self, rel: str) -> bytes:
+        raise NotImplementedError
+
+    def tree(self) -> dict[str, set[str]]:
+        """Map each folder (``""`` for the top) to the names of its files and subfolders."""
+        raise NotImplementedError
+
+    def crc32(self, rel: str, data: bytes) -> int:
+        """CRC-32 of a file just read; a zip already knows it (and has checked it)."""
+        return zlib.crc32(data)
+
+    def where(self, rel: str) -> str:
+        """How to name ``rel`` in an error message."""
+        return f"{self.location}/{rel}"
+
+    def close(self) -> None:
+        pass
+
+
+class FolderSource(Source):
+    """A dataset unpacked on disk (the folder that holds ``data/`` and ``meta/``)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.name = self.root.resolve().name
+        self.location = str(self.root)
+
+    def read(self, rel: str) -> bytes:
+        try:
+            with open(self.root / rel, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise SourceError(self.where(rel), e.strerror or str(e)) from None
+
+    def tree(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel = "" if rel == "." else rel
+            for name in dirnames + filenames:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    raise SourceError(self.where(f"{rel}/{name}".lstrip("/")), "is a symbolic link")
+            out[rel] = set(dirnames) | set(filenames)
+        return out
+
+    def __reduce__(self):
+        return (FolderSource, (self.root,))
+
+
+class ZipSource(Source):
+    """The distributed zip, read member by member without extracting it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        try:
+            self._zf = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise SourceError(self.location, f"cannot open as a zip ({e})") from None
+        self._members, self.prefix = self._index(self._zf.infolist())
+        self.name = self.prefix.rstrip("/") or self.path.stem
+
+    def _index(self, infos: list[zipfile.ZipInfo]) -> tuple[dict[str, zipfile.ZipInfo], str]:
+        members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            name = info.filename
+            parts = name.rstrip("/").split("/")
+            if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\\" in name:
+                raise SourceError(f"{self.location}:{name}", "unsafe path in zip (absolute or '..')")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise SourceError(f"{self.location}:{name}", "symbolic link in zip")
+            if parts[0] in _IGNORED_TOP or info.is_dir():
+                continue
+            if name in members:
+                raise SourceError(f"{self.location}:{name}", "duplicate entry in zip")
+            members[name] = info
+        tops = {n.split("/", 1)[0] for n in members}
+        if len(tops) == 1 and all("/" in n for n in members):
+            prefix = tops.pop() + "/"
+        else:
+            prefix = ""
+        return {n[len(prefix) :]: i for n, i in members.items()}, prefix
+
+    def where(self, rel: str) -> str:
+        return f"{self.location}:{self.prefix}{rel}"
+
+    def read(self, rel: str) -> bytes:
+        try:
+            info = self._members[rel]
+        except KeyError:
+            raise SourceError(self.where(rel), "missing") from None
+        try:
+            return self._zf.read(info)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
+
+    def crc32(self, rel: str, data: bytes) -> int:
+        return self._members[rel].CRC
+
+    def tree(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {"": set()}
+        for rel in self._members:
+            parts = rel.split("/")
+            for depth in range(len(parts)):
+                parent = "/".join(parts[:depth])
+                out.setdefault(parent, set()).add(parts[depth])
+        return out
+
+    def close(self) -> None:
+        self._zf.close()
+
+    def __reduce__(self):
+        return (ZipSource, (self.path,))
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """Open a dataset folder or a ``.zip`` for reading."""
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(str(p), "no such file or folder")
+    if p.is_dir():
+        return FolderSource(p)
+    if zipfile.is_zipfile(p):
+        return ZipSource(p)
+    raise SourceError(str(p), "neither a dataset folder nor a zip file")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a source holds, checked for consistent names and trial indices."""
+
+    name: str
+    n_trials: int
+    data_keys: tuple[str, ...]
+    trial_meta: tuple[str, ...]
+    neuron_meta: tuple[str, ...]
+    statistics: tuple[str, ...]  # "<key>/<source>/<stat>"
+    ignored: tuple[str, ...] = field(default=())
+
+    def trial_path(self, key: str, i: int) -> str:
+        return f"data/{key}/{i}.npy"
+
+
+def _npy_names(source: Source, tree: dict[str, set[str]], folder: str, ignored: list[str]) -> tuple[str, ...]:
+    names = []
+    for entry in sorted(tree.get(folder, ())):
+        rel = f"{folder}/{entry}"
+        if entry.endswith(".npy") and rel not in tree:
+            names.append(entry[:-4])
+        else:
+            ignored.append(rel)
+    return tuple(names)
+
+
+def scan(source: Source) -> Inventory:
+    """List and check the dataset's files; raise `SourceError` on the first problem."""
+    tree = source.tree()
+    for folder in ("data", "meta"):
+        if folder not in tree:
+            raise SourceError(source.where(folder), "missing (not a Sensorium dataset folder)")
+    keys = sorted(tree["data"], key=lambda k: (KNOWN_KEYS.index(k) if k in KNOWN_KEYS else len(KNOWN_KEYS), k))
+    if not keys:
+        raise SourceError(source.where("data"), "no data folders")
+    n_trials = None
+    first = None
+    for key in keys:
+        folder = f"data/{key}"
+        if folder not in tree:
+            raise SourceError(source.where(folder), "expected a folder of per-trial .npy files")
+        entries = tree[folder]
+        if not entries:
+            raise SourceError(source.where(folder), "empty folder")
+        idx = []
+        for entry in entries:
+            m = _TRIAL_FILE.fullmatch(entry)
+            if m is None or f"{folder}/{entry}" in tree:
+                raise SourceError(source.where(f"{folder}/{entry}"), "not a trial file (expected <non-negative integer>.npy)")
+            idx.append(int(m.group(1)))
+        idx.sort()
+        if idx[-1] != len(idx) - 1:
+            missing = next(i for i, v in enumerate(idx) if i != v)
+            raise SourceError(source.where(f"{folder}/{missing}.npy"), f"missing: trial indices have gaps (found {len(idx)} files up to {idx[-1]}.npy)")
+        if n_trials is None:
+            n_trials, first = len(idx), key
+        elif len(idx) != n_trials:
+            raise SourceError(source.where(folder), f"has {len(idx)} trial files but data/{first} has {n_trials}")
+    ignored: list[str] = [f for f in sorted(tree[""]) if f not in ("data", "meta")]
+    trial_meta = _npy_names(source, tree, "meta/trials", ignored)
+    neuron_meta = _npy_names(source, tree, "meta/neurons", ignored)
+    stats = []
+    for key in sorted(tree.get("meta/statistics", ())):
+        for src in sorted(tree.get(f"meta/statistics/{key}", ())):
+            folder = f"meta/statistics/{key}/{src}"
+            if folder in tree:
+                stats += [f"{key}/{src}/{s}" for s in _npy_names(source, tree, folder, ignored)]
+            else:
+                ignored.append(folder)
+        if f"meta/statistics/{key}" not in tree:
+            ignored.append(f"meta/statistics/{key}")
+    ignored += [f"meta/{f}" for f in sorted(tree["meta"]) if f not in ("trials", "neurons", "statistics")]
+    for required in ("tiers", "frame_image_id"):
+        if required not in trial_meta:
+            raise SourceError(source.where(f"meta/trials/{required}.npy"), "missing")
+    return Inventory(source.name, n_trials, tuple(keys), trial_meta, neuron_meta, tuple(stats), tuple(ignored))
+
+
+def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:
+    """One whole ``.npy`` file: the array (source byte order kept), CRC-32, header bytes."""
+    buf = source.read(rel)
+    path = source.where(rel)
+    h = parse_header(buf, path)
+    return array_from_header(buf, h, path), source.crc32(rel, buf), bytes(buf[: h.offset])
+
+
+@dataclass
+class TrialBlock:
+    """Per-trial files of one data folder for a run of trials, stacked in native order."""
+
+    values: np.ndarray
+    crc32: np.ndarray
+    headers: set[bytes]
+    source_dtype: str  # as in the files, byte order kept
+
+
+def read_trials(
+    source: Source,
+    key: str,
+    trials: Iterable[int],
+    expect: NpyHeader | None,
+    progress: Callable[[int], None] | None = None,
+) -> TrialBlock:
+    """Read ``data/<key>/<i>.npy`` for each trial, checking every one against ``expect``.
+
+    ``expect`` carries the shape and dtype (byte order included) that every trial of
+    this folder must have; ``None`` takes the first trial read as the reference.
+    """
+    trials = list(trials)
+    crcs = np.empty(len(trials), dtype=np.uint32)
+    headers: set[bytes] = set()
+    out = None
+    for j, i in enumerate(trials):
+        rel = f"data/{key}/{i}.npy"
+        buf = source.read(rel)
+        path = source.where(rel)
+        h = parse_header(buf, path)
+        if expect is None:
+            expect = h
+        if h.shape != expect.shape or h.dtype != expect.dtype:
+            raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from other trials' shape {expect.shape} dtype {expect.dtype.str}")
+        if out is None:
+            out = np.empty((len(trials), *expect.shape), dtype=expect.dtype.newbyteorder("="))
+        out[j] = array_from_header(buf, h, path)
+        crcs[j] = source.crc32(rel, buf)
+        headers.add(bytes(buf[: h.offset]))
+        if progress is not None and j % 64 == 63:
+            progress(64)
+    if progress is not None and len(trials) % 64:
+        progress(len(trials) % 64)
+    assert out is not None
+    return TrialBlock(out, crcs, headers, expect.dtype.str)

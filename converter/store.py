@@ -1,0 +1,158 @@
+"""Where the store is written: the skeleton, one block of trials, the final metadata.
+
+The skeleton (every array's metadata, all coordinates and statistics) is written by
+xarray itself, so plain ``xarray.open_zarr`` reads the result by construction.  The
+per-trial data arrays are then filled block by block with zarr region writes; blocks
+own disjoint chunks, so they may run in any order and in parallel.
+"""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from .layout import BLOCK_TRIALS, DataVar
+from .npy import NpyHeader
+from .source import Source, read_trials
+
+warnings.filterwarnings("ignore", message=".*Consolidated metadata.*", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=UserWarning)
+
+
+@dataclass
+class MetaArray:
+    """One meta or statistics file, read and ready to store."""
+
+    rel: str  # path relative to the dataset folder
+    name: str  # coordinate or variable name in the store
+    dims: tuple[str, ...]
+    values: np.ndarray  # source dtype and byte order
+    crc32: int
+    header: bytes
+
+    def attrs(self) -> dict:
+        return {
+            "source": self.rel,
+            "source_dtype": self.values.dtype.str,
+            "npy_header": base64.b64encode(self.header).decode(),
+            "source_crc32": self.crc32,
+        }
+
+    def stored_values(self) -> np.ndarray:
+        """Text as variable-length strings, numbers in native byte order."""
+        v = self.values
+        if v.dtype.kind == "U":
+            return v.astype(object)
+        if v.dtype.kind == "S":
+            return np.vectorize(lambda b: b.decode("latin-1"), otypes=[object])(v) if v.size else v.astype(object)
+        return v.astype(v.dtype.newbyteorder("="), order="C")
+
+
+@dataclass
+class BlockResult:
+    """What writing one block learned: checksums, headers seen, withheld trials."""
+
+    block: range
+    crc32: dict[str, np.ndarray] = field(default_factory=dict)
+    headers: dict[str, set[bytes]] = field(default_factory=dict)
+    withheld: dict[str, int] = field(default_factory=dict)
+
+
+def blosc(codec) -> BloscCodec:
+    return BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle)
+
+
+def create_skeleton(
+    path: Path,
+    data_vars: dict[str, DataVar],
+    trial_coord: np.ndarray,
+    neuron_coord: MetaArray | np.ndarray | None,
+    meta: list[MetaArray],
+    labels: dict[str, tuple[str, ...]],
+    statistics: list[MetaArray],
+) -> None:
+    """Write every array's metadata and every small array; data arrays stay empty."""
+    coords: dict[str, xr.Variable] = {
+        "trial": xr.Variable(("trial",), trial_coord, {"derived": "i of data/<key>/<i>.npy"}),
+    }
+    if isinstance(neuron_coord, MetaArray):
+        coords["neuron"] = xr.Variable(("neuron",), neuron_coord.stored_values(), neuron_coord.attrs())
+    elif neuron_coord is not None:
+        coords["neuron"] = xr.Variable(("neuron",), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
+    for m in meta:
+        coords[m.name] = xr.Variable(m.dims, m.stored_values(), m.attrs())
+    for dim, names in labels.items():
+        coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
+    encoding: dict[str, dict] = {name: {"_FillValue": None} for name in coords}
+    variables = {}
+    for key, v in data_vars.items():
+        placeholder = da.zeros(v.shape, dtype=v.dtype, chunks=v.chunks)
+        variables[key] = xr.Variable(v.dims, placeholder, {"source": f"data/{key}/{{trial}}.npy", "source_dtype": v.source_dtype})
+        encoding[key] = {"chunks": v.chunks, "compressors": [blosc(v.codec)], "_FillValue": None}
+        coords[v.withheld_name] = xr.Variable(
+            ("trial",),
+            da.zeros(v.shape[:1], dtype=bool, chunks=BLOCK_TRIALS),
+            {"derived": f"True where every value of data/{key}/<i>.npy is zero (withheld by the source, not measured)"},
+        )
+        encoding[v.withheld_name] = {"chunks": (min(BLOCK_TRIALS, v.shape[0]),), "_FillValue": None}
+    ds = xr.Dataset(variables, coords=coords)
+    ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+
+    groups: dict[str, dict[str, MetaArray]] = {}
+    for s in statistics:
+        group, stat = s.name.rsplit("/", 1)
+        groups.setdefault(group, {})[stat] = s
+    for group, stats in groups.items():
+        sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
+        sds.to_zarr(path, group=group, mode="w-", zarr_format=3, consolidated=False,
+                    encoding={stat: {"_FillValue": None} for stat in stats})
+
+
+def write_block(
+    source: Source,
+    path: Path,
+    data_vars: dict[str, DataVar],
+    expect: dict[str, NpyHeader],
+    block: range,
+    progress=None,
+) -> BlockResult:
+    """Read one block of trials of every data folder and write it into its chunks."""
+    result = BlockResult(block)
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    for key, v in data_vars.items():
+        tb = read_trials(source, key, block, expect[key], progress)
+        group[key][block.start : block.stop] = tb.values
+        withheld = ~tb.values.reshape(len(block), -1).any(axis=1) if tb.values[0].size else np.zeros(len(block), bool)
+        group[v.withheld_name][block.start : block.stop] = withheld
+        result.crc32[key] = tb.crc32
+        result.headers[key] = tb.headers
+        result.withheld[key] = int(withheld.sum())
+    return result
+
+
+def write_checksums(path: Path, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]]) -> None:
+    """Store each data file's CRC-32 (``checksums/data/<key>``) and its folder's header."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    for key, crc in crcs.items():
+        attrs = {"checksum_of": f"data/{key}/{{trial}}.npy", "derived": "CRC-32 of each source file"}
+        if len(headers[key]) == 1:
+            attrs["npy_header"] = base64.b64encode(next(iter(headers[key]))).decode()
+        group.create_array(f"checksums/data/{key}", data=crc, chunks=(min(len(crc), 65536),),
+                           dimension_names=("trial",), attributes=attrs, overwrite=True)
+        if "npy_header" in attrs:
+            group[key].attrs["npy_header"] = attrs["npy_header"]
+
+
+def finalize(path: Path, attrs: dict) -> None:
+    """Set the root attributes and consolidate all metadata into the root ``zarr.json``."""
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    group.attrs.update(attrs)
+    zarr.consolidate_metadata(str(path), zarr_format=3)

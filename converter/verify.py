@@ -1,0 +1,153 @@
+"""``verify``: re-read every source array and compare dtype, shape and bits with the store.
+
+Source files are matched to store arrays through the arrays' ``source`` attributes,
+not through the converter's naming rules, so a naming bug cannot hide a mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+
+from . import layout
+from .convert import fingerprint
+from .npy import to_native
+from .progress import Progress
+from .schema import manifest, read_root
+from .source import open_source, read_array, read_trials, scan
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of `verify`: ``ok`` only when every source array matched."""
+
+    files_checked: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    limit: int = 20
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def add(self, problem: str) -> None:
+        if len(self.mismatches) < self.limit:
+            self.mismatches.append(problem)
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.files_checked} source files match the store bit for bit"
+        lines = [f"MISMATCH: {len(self.mismatches)} problem(s) in {self.files_checked} files checked (first {self.limit} shown)"]
+        return "\n".join(lines + [f"  {m}" for m in self.mismatches])
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The bytes of each element, native order, as a (n, itemsize * rest) uint8 view."""
+    a = to_native(a)
+    n = a.shape[0] if a.ndim else 1
+    return a.reshape(n, -1).view(np.uint8).reshape(n, -1)
+
+
+def _text_equal(stored: np.ndarray, src: np.ndarray) -> bool:
+    if src.dtype.kind == "S":
+        src = np.vectorize(lambda b: b.decode("latin-1"), otypes=[object])(src) if src.size else src
+    return stored.shape == src.shape and bool(np.all(np.asarray(stored, dtype=object) == np.asarray(src, dtype=object)))
+
+
+def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str, src_dtype: str | None = None) -> str | None:
+    """A one-line description of how ``stored`` differs from ``src``, or None.
+
+    ``recorded_dtype`` is the store's ``source_dtype`` attribute; ``src_dtype`` the
+    dtype found in the files when ``src`` was already converted to native order.
+    """
+    src_dtype = src_dtype or src.dtype.str
+    if recorded_dtype != src_dtype:
+        return f"{name}: dtype {src_dtype} in the source, {recorded_dtype} recorded in the store"
+    if stored.shape != src.shape:
+        return f"{name}: shape {src.shape} in the source, {stored.shape} in the store"
+    if src.dtype.kind in "US":
+        return None if _text_equal(stored, src) else f"{name}: text values differ"
+    if stored.dtype != src.dtype.newbyteorder("="):
+        return f"{name}: stored as {stored.dtype}, source is {src.dtype}"
+    diff = (_bits(stored) != _bits(src)).any(axis=1)
+    if diff.any():
+        row = int(np.argmax(diff))
+        a, b = src.reshape(len(diff), -1)[row], stored.reshape(len(diff), -1)[row]
+        col = int(np.argmax(_bits(a[None]) != _bits(b[None])) // src.dtype.itemsize)
+        return f"{name}: values differ (first at row {row}, element {col}: source {a[col]!r}, store {b[col]!r})"
+    return None
+
+
+def verify(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    limit: int = 20,
+) -> VerifyReport:
+    """Compare every array of the source dataset ``src`` with the store ``dest``.
+
+    Returns a `VerifyReport`; raises `SourceError` if the source itself is malformed
+    and `StoreError` if ``dest`` is not a complete store.
+    """
+    m = manifest(read_root(dest))
+    by_source = {a["attributes"]["source"]: path for path, a in m["arrays"].items() if "source" in a["attributes"]}
+    report = VerifyReport(limit=limit)
+    source = open_source(src)
+    try:
+        inv = scan(source)
+        group = zarr.open_group(str(dest), mode="r", zarr_format=3)
+        crcs: dict[str, int] = {}
+        meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
+        meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]
+        meta_files += [f"meta/statistics/{s}.npy" for s in inv.statistics]
+        for rel in meta_files:
+            values, crcs[rel], _ = read_array(source, rel)
+            report.files_checked += 1
+            path = by_source.pop(rel, None)
+            if path is None:
+                report.add(f"{rel}: not in the store")
+                continue
+            problem = compare(rel, group[path][...], values, m["arrays"][path]["attributes"].get("source_dtype", ""))
+            if problem:
+                report.add(problem)
+
+        keys = [k for k in inv.data_keys if by_source.pop(f"data/{k}/{{trial}}.npy", None) == k]
+        for k in inv.data_keys:
+            if k not in keys:
+                report.add(f"data/{k}: not in the store")
+        for extra in by_source:
+            report.add(f"{extra}: in the store but not in the source")
+
+        def check_block(block: range) -> list[tuple[str, dict[str, int]]]:
+            found = []
+            for key in keys:
+                arr = group[key]
+                tb = read_trials(source, key, block, None, bar)
+                if arr.shape[1:] != tb.values.shape[1:] or arr.shape[0] != inv.n_trials:
+                    found.append((f"data/{key}: source trials of shape {tb.values.shape[1:]}, store array {arr.shape}", {}))
+                    continue
+                name = f"data/{key}/{{{block.start}..{block.stop - 1}}}.npy"
+                recorded = m["arrays"][key]["attributes"].get("source_dtype", "")
+                problem = compare(name, arr[block.start : block.stop], tb.values, recorded, tb.source_dtype)
+                found.append((problem or "", {inv.trial_path(key, i): int(c) for i, c in zip(block, tb.crc32)}))
+            return found
+
+        total = inv.n_trials * len(keys)
+        with Progress(total, "verify", progress) as bar:
+            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+                for found in pool.map(check_block, layout.blocks(inv.n_trials)):
+                    for problem, block_crcs in found:
+                        if problem:
+                            report.add(problem)
+                        crcs.update(block_crcs)
+        report.files_checked += len(keys) * inv.n_trials
+        if report.ok and len(keys) == len(inv.data_keys) and fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
+            report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
+    finally:
+        source.close()
+    return report

@@ -1,0 +1,182 @@
+"""The store contract: what plain xarray sees after `convert`, for every variant."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import converter
+from converter.errors import StoreError
+
+from .conftest import bits, load_source
+
+VARIANTS = [("none", False), ("none", True), ("sensorium", False), ("sensorium+", True)]
+
+
+def source_folder(make_dataset, competition, as_zip, tmp_path_factory):
+    """The dataset as a folder (extracting a zip only for the test's reference reads)."""
+    src = make_dataset(competition, as_zip)
+    if not as_zip:
+        return src
+    out = tmp_path_factory.mktemp("unzipped")
+    with zipfile.ZipFile(src) as zf:
+        zf.extractall(out)
+    return out / src.stem
+
+
+@pytest.mark.parametrize("competition, as_zip", VARIANTS)
+def test_every_source_array_is_in_the_store_bit_for_bit(make_dataset, make_store, competition, as_zip, tmp_path_factory):
+    folder = source_folder(make_dataset, competition, as_zip, tmp_path_factory)
+    ds = xr.open_zarr(make_store(competition, as_zip))
+    n = len(os.listdir(folder / "data/images"))
+    assert ds.sizes["trial"] == n
+    for key in ("images", "responses", "behavior", "pupil_center"):
+        stacked = np.stack([load_source(folder, f"data/{key}/{i}.npy") for i in range(n)])
+        assert ds[key].dtype == stacked.dtype and ds[key].shape == stacked.shape
+        assert bits(ds[key].values) == bits(stacked)
+        assert ds[key].attrs["source"] == f"data/{key}/{{trial}}.npy"
+    assert ds["responses"].dims == ("trial", "neuron")
+    assert ds["images"].dims == ("trial", "channel", "height", "width")
+    np.testing.assert_array_equal(ds["trial"], np.arange(n))
+    np.testing.assert_array_equal(ds["neuron"], load_source(folder, "meta/neurons/unit_ids.npy"))
+    for rel, name in [("meta/trials/tiers.npy", "tier"), ("meta/trials/frame_image_id.npy", "image_id"),
+                      ("meta/trials/trial_idx.npy", "trial_idx"), ("meta/trials/frame_trial_ts.npy", "frame_trial_ts"),
+                      ("meta/trials/scan_idx.npy", "trial_scan_idx"), ("meta/neurons/scan_idx.npy", "neuron_scan_idx"),
+                      ("meta/neurons/area.npy", "area"), ("meta/neurons/cell_motor_coordinates.npy", "cell_motor_coordinates")]:
+        src = load_source(folder, rel)
+        assert name in ds.coords, name
+        assert ds[name].attrs["source"] == rel and ds[name].attrs["source_dtype"] == src.dtype.str
+        if src.dtype.kind == "U":
+            assert ds[name].values.tolist() == src.tolist()
+        else:
+            assert bits(ds[name].values) == bits(src)
+    assert ds["tier"].dims == ("trial",) and ds["area"].dims == ("neuron",)
+    assert ds["cell_motor_coordinates"].dims == ("neuron", "xyz")
+
+
+@pytest.mark.parametrize("competition, as_zip", VARIANTS)
+def test_statistics_groups(make_dataset, make_store, competition, as_zip, tmp_path_factory):
+    folder = source_folder(make_dataset, competition, as_zip, tmp_path_factory)
+    group = zarr.open_group(make_store(competition, as_zip), mode="r")
+    stats_dir = folder / "meta/statistics"
+    files = sorted(p.relative_to(stats_dir) for p in stats_dir.rglob("*.npy"))
+    assert len(files) == 4 * 2 * 5
+    for f in files:
+        arr = group[f"statistics/{f.with_suffix('').as_posix()}"]
+        src = load_source(stats_dir, f)
+        assert arr.shape == src.shape and bits(arr[...]) == bits(src)
+        assert arr.attrs["source"] == f"meta/statistics/{f.as_posix()}"
+    assert group["statistics/images/all/mean"].shape == ()  # 0-d arrays are kept 0-d
+    mean = xr.open_zarr(make_store(competition, as_zip), group="statistics/responses/all")["mean"]
+    assert mean.dims == ("neuron",)
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium", "sensorium+"])
+def test_withheld_trials_are_marked(make_dataset, make_store, competition):
+    ds = xr.open_zarr(make_store(competition))
+    test_tiers = ds["tier"].isin(["test", "final_test"]).values
+    if competition == "none":
+        expected_resp, expected_beh = np.zeros_like(test_tiers), np.zeros_like(test_tiers)
+    elif competition == "sensorium":
+        expected_resp, expected_beh = test_tiers, np.ones_like(test_tiers)
+    else:
+        expected_resp, expected_beh = test_tiers, np.zeros_like(test_tiers)
+    np.testing.assert_array_equal(ds["responses_withheld"], expected_resp)
+    np.testing.assert_array_equal(ds["behavior_withheld"], expected_beh)
+    np.testing.assert_array_equal(ds["pupil_center_withheld"], expected_beh)
+    assert not ds["images_withheld"].any()
+    assert ds.attrs["withheld_trials"]["responses"] == int(expected_resp.sum())
+    # the marks agree with the data: withheld rows are zero, the others are not
+    resp = ds["responses"].values
+    assert not resp[expected_resp].any() and resp[~expected_resp].any(axis=1).all()
+    if competition != "none":
+        assert ds["trial_idx"].dtype.kind in "OT" and len(str(ds["trial_idx"].values[0])) == 32  # hashed
+        assert set(ds["tier"].values.tolist()) == {"train", "validation", "test", "final_test"}
+
+
+def test_root_attributes(make_dataset, make_store):
+    src = make_dataset()
+    attrs = xr.open_zarr(make_store()).attrs
+    assert attrs["dataset"] == src.name and attrs["data_key"] == src.name[len("static"):].split("-GrayImageNet")[0]
+    assert attrs["n_trials"] == 60 and attrs["n_neurons"] == 40
+    assert sum(attrs["tier_counts"].values()) == 60
+    assert attrs["license"] == "CC BY-NC-ND 4.0" and "arXiv:2206.08666" in attrs["citation"]
+    assert attrs["schema_version"] == "1.0" and attrs["converter_version"] == converter.__version__
+    assert attrs["source_fingerprint"].startswith("sha256:")
+    for k in ("animal_id", "session", "scan_idx", "created"):
+        assert k in attrs
+
+
+def test_folder_and_zip_give_the_same_fingerprint(make_store):
+    a = xr.open_zarr(make_store("none", False)).attrs["source_fingerprint"]
+    b = xr.open_zarr(make_store("none", True)).attrs["source_fingerprint"]
+    c = xr.open_zarr(make_store("sensorium", False)).attrs["source_fingerprint"]
+    assert a == b != c
+
+
+def test_zip_is_read_in_place(make_dataset, tmp_path):
+    src = make_dataset("none", True)
+    before = sorted(os.listdir(src.parent))
+    converter.convert(src, tmp_path / "m.zarr", progress=False)
+    assert sorted(os.listdir(src.parent)) == before  # nothing extracted next to the zip
+    assert sorted(os.listdir(tmp_path)) == ["m.zarr"]  # and nothing left beside the store
+
+
+def test_big_endian_fortran_nan_and_inf_are_kept_exactly(dataset_copy, tmp_path):
+    folder = dataset_copy()
+    weird = np.array([np.nan, -np.inf, np.inf], dtype="<f4")
+    weird = np.concatenate([weird, np.frombuffer(np.uint32(0x7FC0DEAD).tobytes(), "<f4"), np.float32([-0.0])])
+    for i in range(60):  # behavior: big-endian in every trial
+        np.save(folder / f"data/behavior/{i}.npy", load_source(folder, f"data/behavior/{i}.npy").astype(">f4"))
+        img = load_source(folder, f"data/images/{i}.npy")
+        np.save(folder / f"data/images/{i}.npy", np.asfortranarray(img))  # Fortran order
+    resp = load_source(folder, "data/responses/5.npy")
+    resp[: len(weird)] = weird
+    np.save(folder / "data/responses/5.npy", resp)
+    ds = xr.open_zarr(converter.convert(folder, tmp_path / "m.zarr", progress=False))
+    assert bits(ds["responses"].values[5]) == bits(resp)
+    assert ds["behavior"].attrs["source_dtype"] == ">f4" and ds["behavior"].dtype == np.dtype("<f4")
+    assert bits(ds["behavior"].values[7]) == bits(load_source(folder, "data/behavior/7.npy"))
+    assert bits(ds["images"].values[3]) == bits(load_source(folder, "data/images/3.npy"))
+    assert converter.verify(folder, tmp_path / "m.zarr").ok
+
+
+def test_uint8_images_and_extra_files(dataset_copy, tmp_path):
+    folder = dataset_copy(image_dtype="uint8")
+    (folder / "config.json").write_text('{"links": {}}')  # what the official loader leaves behind
+    (folder / "change.log").write_text("v1\n")
+    store = converter.convert(folder, tmp_path / "m.zarr", progress=False)
+    ds = xr.open_zarr(store)
+    assert ds["images"].dtype == np.uint8
+    assert bits(ds["images"].values[0]) == bits(load_source(folder, "data/images/0.npy"))
+    assert ds.attrs["ignored_files"] == ["change.log", "config.json"]
+
+
+def test_dest_is_refused_unless_overwrite(make_dataset, tmp_path):
+    src = make_dataset()
+    dest = converter.convert(src, tmp_path / "m.zarr", progress=False)
+    with pytest.raises(StoreError, match="already exists"):
+        converter.convert(src, dest)
+    mtime = (dest / "zarr.json").stat().st_mtime_ns
+    converter.convert(src, dest, overwrite=True, progress=False)
+    assert (dest / "zarr.json").stat().st_mtime_ns != mtime
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("do not delete")
+    with pytest.raises(StoreError, match="not a Zarr store; refusing"):
+        converter.convert(src, tmp_path / "precious", overwrite=True)
+    assert (tmp_path / "precious" / "thesis.tex").exists()
+
+
+def test_open_mouse_chunks_and_coordinates(make_store):
+    ds = converter.open_mouse(make_store(), trial_chunk=16)
+    assert ds["images"].data.chunks[0] == (16, 16, 16, 12)  # never one task per trial
+    assert isinstance(ds["tier"].data, np.ndarray)  # coordinates in memory, ready for selection
+    train = ds.sel(trial=ds["tier"] == "train")
+    assert train.sizes["trial"] == xr.open_zarr(make_store()).attrs["tier_counts"]["train"]
+    loaded = converter.open_mouse(make_store(), load=True)
+    assert isinstance(loaded["responses"].data, np.ndarray)

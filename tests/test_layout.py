@@ -1,0 +1,98 @@
+"""The pure layout decisions, checked without any I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from converter import layout
+
+
+@pytest.mark.parametrize(
+    "key, shape, dims",
+    [
+        ("images", (1, 144, 256), ("trial", "channel", "height", "width")),
+        ("images", (144, 256), ("trial", "height", "width")),
+        ("responses", (7776,), ("trial", "neuron")),
+        ("behavior", (3,), ("trial", "behavior_variable")),
+        ("behavior", (1, 3), ("trial", "behavior_dim_0", "behavior_dim_1")),  # the readme's "1 x 3"
+        ("pupil_center", (2,), ("trial", "pupil_axis")),
+        ("videos", (36, 64, 300), ("trial", "videos_dim_0", "videos_dim_1", "videos_dim_2")),  # unknown key
+    ],
+)
+def test_data_dims(key, shape, dims):
+    assert layout.data_dims(key, shape) == dims
+
+
+@pytest.mark.parametrize(
+    "key, n, shape, dtype, chunks",
+    [
+        ("images", 6955, (1, 144, 256), ">f4", (32, 1, 144, 256)),  # 4.7 MB chunks, native dtype
+        ("images", 6955, (1, 144, 256), "u1", (128, 1, 144, 256)),
+        ("images", 10, (1, 144, 256), "<f4", (10, 1, 144, 256)),  # never more trials than exist
+        ("responses", 6955, (7776,), "<f4", (1024, 256)),  # tiles
+        ("responses", 60, (40,), "<f4", (60, 40)),
+        ("behavior", 6955, (3,), "<f4", (1024, 3)),
+    ],
+)
+def test_chunks(key, n, shape, dtype, chunks):
+    v = layout.plan_data_var(key, n, shape, np.dtype(dtype))
+    assert v.chunks == chunks
+    assert v.dtype == np.dtype(dtype).newbyteorder("=").str and v.source_dtype == np.dtype(dtype).str
+    assert layout.BLOCK_TRIALS % v.chunks[0] == 0 or v.chunks[0] == n  # blocks own whole chunks
+
+
+def test_codec_choice():
+    assert layout.codec_for("images", np.dtype("f4")).shuffle == "bitshuffle"
+    assert layout.codec_for("images", np.dtype("u1")).shuffle == "noshuffle"
+    assert layout.codec_for("responses", np.dtype("f4")).shuffle == "shuffle"
+
+
+@given(st.integers(1, 20_000))
+def test_blocks_partition_the_trials_on_chunk_boundaries(n):
+    bs = layout.blocks(n)
+    assert [i for b in bs for i in b] == list(range(n))
+    assert all(b.start % layout.BLOCK_TRIALS == 0 for b in bs)
+
+
+@pytest.mark.parametrize(
+    "trials, neurons, keys, expected",
+    [
+        # the documented renames; unit_ids becomes the neuron dimension coordinate
+        (("tiers", "frame_image_id", "trial_idx"), ("unit_ids", "area"), ("responses",),
+         {"meta/trials/tiers": "tier", "meta/trials/frame_image_id": "image_id", "meta/trials/trial_idx": "trial_idx",
+          "meta/neurons/unit_ids": "neuron", "meta/neurons/area": "area"}),
+        # the same name in both folders gets a prefix on both sides
+        (("scan_idx",), ("scan_idx",), (), {"meta/trials/scan_idx": "trial_scan_idx", "meta/neurons/scan_idx": "neuron_scan_idx"}),
+        # a meta file named like a data variable, a dimension or a withheld flag
+        (("responses", "neuron", "images_withheld"), ("trial", "channel"), ("responses", "images"),
+         {"meta/trials/responses": "trial_responses", "meta/trials/neuron": "trial_neuron",
+          "meta/trials/images_withheld": "trial_images_withheld", "meta/neurons/trial": "neuron_trial",
+          "meta/neurons/channel": "neuron_channel"}),
+    ],
+)
+def test_coord_names(trials, neurons, keys, expected):
+    assert layout.coord_names(trials, neurons, keys) == expected
+
+
+def test_meta_and_stat_dims():
+    assert layout.meta_dims("cell_motor_coordinates", "neuron", (5, 3)) == ("neuron", "xyz")
+    assert layout.meta_dims("thing", "trial", (5, 2, 4)) == ("trial", "thing_dim_1", "thing_dim_2")
+    resp = layout.plan_data_var("responses", 10, (7,), np.dtype("f4"))
+    assert layout.stat_dims("mean", (7,), resp) == ("neuron",)
+    assert layout.stat_dims("mean", (), None) == ()
+    assert layout.stat_dims("mean", (1, 144, 256), resp) == ("mean_dim_0", "mean_dim_1", "mean_dim_2")
+
+
+@pytest.mark.parametrize(
+    "name, parsed",
+    [
+        ("static26872-17-20-GrayImageNet-94c6ff995dac583098847cfecd43e7b6",
+         {"data_key": "26872-17-20", "animal_id": 26872, "session": 17, "scan_idx": 20}),
+        ("my_own_scan", {"data_key": "my_own_scan"}),
+    ],
+)
+def test_parse_name(name, parsed):
+    assert parsed.items() <= layout.parse_name(name).items()
