@@ -153,7 +153,7 @@ def open_source(path: str | os.PathLike) -> Source:
         raise SourceError(str(p), "no such file or folder")
     if p.is_dir():
         return FolderSource(p)
-    if zipfile.is_zipfile(p):
+    if p.suffix.lower() == ".zip" or zipfile.is_zipfile(p):
         return ZipSource(p)
     raise SourceError(str(p), "neither a dataset folder nor a zip file")
 

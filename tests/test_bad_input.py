@@ -1,0 +1,186 @@
+"""Bad input: exit 2, one line naming the file, no traceback, nothing left at DEST."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import load_source
+
+
+def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "converter.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def remove_trial(f: Path):
+    os.remove(f / "data/behavior/17.npy")
+    return "data/behavior"
+
+
+def gap_in_every_folder(f: Path):
+    for key in ("images", "responses", "behavior", "pupil_center"):
+        os.rename(f / f"data/{key}/59.npy", f / f"data/{key}/60.npy")
+    return "data/images/59.npy: missing"
+
+
+def extra_trial(f: Path):
+    shutil.copy(f / "data/responses/0.npy", f / "data/responses/60.npy")
+    return "data/responses: has 61 trial files but data/images has 60"
+
+
+def non_integer_name(f: Path):
+    shutil.copy(f / "data/images/0.npy", f / "data/images/abc.npy")
+    return "data/images/abc.npy: not a trial file"
+
+
+def negative_name(f: Path):
+    shutil.copy(f / "data/images/0.npy", f / "data/images/-1.npy")
+    return "data/images/-1.npy: not a trial file"
+
+
+def leading_zero_name(f: Path):
+    os.rename(f / "data/pupil_center/7.npy", f / "data/pupil_center/007.npy")
+    return "data/pupil_center/007.npy: not a trial file"
+
+
+def empty_folder(f: Path):
+    shutil.rmtree(f / "data/behavior")
+    (f / "data/behavior").mkdir()
+    return "data/behavior: empty folder"
+
+
+def shape_differs(f: Path):
+    np.save(f / "data/responses/33.npy", np.zeros(41, np.float32))
+    return "data/responses/33.npy: shape (41,)"
+
+
+def dtype_differs(f: Path):
+    np.save(f / "data/behavior/40.npy", np.zeros(3, np.float64))
+    return "data/behavior/40.npy: shape (3,) dtype <f8 differs"
+
+
+def truncated(f: Path):
+    p = f / "data/images/12.npy"
+    p.write_bytes(p.read_bytes()[:-100])
+    return "data/images/12.npy: truncated"
+
+
+def not_npy(f: Path):
+    (f / "data/responses/3.npy").write_text("<html>404 Not Found</html>")
+    return "data/responses/3.npy: not a .npy file"
+
+
+def meta_length(f: Path):
+    np.save(f / "meta/trials/tiers.npy", load_source(f, "meta/trials/tiers.npy")[:-1])
+    return "meta/trials/tiers.npy: has 59 rows, expected one row per trial (60)"
+
+
+def neuron_meta_length(f: Path):
+    np.save(f / "meta/neurons/area.npy", load_source(f, "meta/neurons/area.npy")[:30])
+    return "meta/neurons/area.npy: has 30 rows, expected one row per neuron (40)"
+
+
+def pickled_meta(f: Path):
+    np.save(f / "meta/trials/frame_image_class.npy", np.array(["a", None] * 30, dtype=object), allow_pickle=True)
+    return "meta/trials/frame_image_class.npy: holds Python objects"
+
+
+def missing_tiers(f: Path):
+    os.remove(f / "meta/trials/tiers.npy")
+    return "meta/trials/tiers.npy: missing"
+
+
+def not_a_dataset(f: Path):
+    shutil.rmtree(f / "meta")
+    return "meta: missing"
+
+
+CASES = [remove_trial, gap_in_every_folder, extra_trial, non_integer_name, negative_name, leading_zero_name,
+         empty_folder, shape_differs, dtype_differs, truncated, not_npy, meta_length, neuron_meta_length,
+         pickled_meta, missing_tiers, not_a_dataset]
+
+
+@pytest.mark.parametrize("damage", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_folder(dataset_copy, tmp_path, damage):
+    folder = dataset_copy()
+    expected = damage(folder)
+    dest = tmp_path / "out" / "m.zarr"
+    r = run_cli("convert", folder, dest)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert expected in r.stderr and str(folder) in r.stderr, r.stderr
+    assert not dest.exists() and not Path(str(dest) + ".incomplete").exists()
+
+
+def rewrite_zip(src: Path, dst: Path, edit) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            for name, new in edit(info.filename, data):
+                zout.writestr(name, new)
+    return dst
+
+
+def flip_crc(src: Path, dst: Path) -> Path:
+    """Corrupt one member's stored data so that its CRC no longer matches."""
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("data/responses/4.npy"))
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    with open(dst, "r+b") as f:
+        f.seek(start + info.compress_size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b)] + ([("../evil.npy", b)] if n.endswith("0.npy") and "images" in n else [])),
+         "../evil.npy: unsafe path in zip"),
+        (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b[:-10] if n.endswith("responses/9.npy") else b)]),
+         "data/responses/9.npy: truncated"),
+        (flip_crc, "data/responses/4.npy: damaged zip entry"),
+        (lambda s, d: (d.write_bytes(s.read_bytes()[:1000]), d)[1], "bad.zip: cannot open as a zip"),
+    ],
+    ids=["dotdot", "truncated_member", "bad_crc", "truncated_zip"],
+)
+def test_bad_zip(make_dataset, tmp_path, make, expected):
+    bad = make(make_dataset("none", True), tmp_path / "bad.zip")
+    dest = tmp_path / "m.zarr"
+    r = run_cli("convert", bad, dest)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert expected in r.stderr, r.stderr
+    assert not dest.exists() and not Path(str(dest) + ".incomplete").exists()
+    assert sorted(os.listdir(tmp_path)) == ["bad.zip"]
+
+
+def test_missing_source_and_existing_dest(make_store, tmp_path):
+    r = run_cli("convert", tmp_path / "nope", tmp_path / "m.zarr")
+    assert r.returncode == 2 and "nope: no such file or folder" in r.stderr
+    store = make_store()
+    r = run_cli("convert", tmp_path, store)
+    assert r.returncode == 2 and "already exists (use --overwrite" in r.stderr
+
+
+def test_bad_arguments_exit_2():
+    r = run_cli("convert")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run_cli("sample", "/tmp/x", "--trials", "3")
+    assert r.returncode == 2 and "too few" in r.stderr
