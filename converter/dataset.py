@@ -12,6 +12,7 @@ import xarray as xr
 from .errors import StoreError
 from .layout import BLOCK_TRIALS
 from .schema import manifest, read_root
+from .store import _CONSOLIDATED_WARNING
 
 _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
              "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
@@ -38,6 +39,7 @@ def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load
     with warnings.catch_warnings():
         # the small coordinates are stored whole; they are loaded just below
         warnings.filterwarnings("ignore", message="The specified chunks separate", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
         ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1})
     if load:
         return ds.load()
