@@ -1,8 +1,10 @@
 """sensorium-zarr: each Sensorium 2022 scan as one chunked, lossless Zarr v3 store."""
 
+from . import accessor  # registers ds.sensorium
 from .convert import convert
-from .dataset import info, open_mouse
+from .dataset import info, open_mice, open_mouse, read_statistics
 from .errors import SourceError, StoreError
+from .normalize import Normalizer, standardize
 from .sample import make_sample
 from .schema import validate
 from .verify import VerifyReport, verify
@@ -16,8 +18,12 @@ __all__ = [
     "__version__",
     "convert",
     "info",
+    "Normalizer",
     "make_sample",
+    "open_mice",
     "open_mouse",
+    "read_statistics",
+    "standardize",
     "validate",
     "verify",
 ]

@@ -41,9 +41,51 @@ def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load
         warnings.filterwarnings("ignore", message="The specified chunks separate", category=UserWarning)
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
         ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1})
-    if load:
-        return ds.load()
-    return ds.assign_coords({name: ds[name].variable.load() for name in ds.coords})
+    ds = ds.load() if load else ds.assign_coords({name: ds[name].variable.load() for name in ds.coords})
+    ds.encoding["source"] = str(path)  # lets ds.sensorium find the statistics
+    return ds
+
+
+def read_statistics(path: str | os.PathLike, source: str = "all") -> dict[str, dict[str, np.ndarray]]:
+    """``{key: {stat: array}}`` from ``statistics/<key>/<source>/`` of a store, as stored."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    if "statistics" not in group:
+        return {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, per_key in group["statistics"].groups():
+        if source in per_key:
+            out[key] = {name: arr[...] for name, arr in per_key[source].arrays()}
+    return out
+
+
+def _store_paths(paths_or_folder) -> list[Path]:
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        folder = Path(paths_or_folder)
+        if (folder / "zarr.json").exists():
+            return [folder]
+        found = sorted(p.parent for p in folder.glob("*/zarr.json"))
+        if not found:
+            raise StoreError(f"{folder}: no stores in this folder")
+        return found
+    return [Path(p) for p in paths_or_folder]
+
+
+def open_mice(paths_or_folder, **kwargs) -> xr.DataTree:
+    """Open several stores as one `xarray.DataTree`, one child per mouse named by data key.
+
+    ``paths_or_folder`` is a list of stores or a folder holding them; ``kwargs`` go to
+    `open_mouse`.
+    """
+    children = {}
+    for p in _store_paths(paths_or_folder):
+        ds = open_mouse(p, **kwargs)
+        key = ds.attrs["data_key"]
+        if key in children:
+            raise StoreError(f"{p}: a second store for data key {key!r}")
+        children[key] = ds
+    return xr.DataTree.from_dict({f"/{k}": ds for k, ds in children.items()})
 
 
 def info(path: str | os.PathLike) -> dict:

@@ -1,0 +1,116 @@
+"""``ds.sensorium``: selections and transforms that read naturally on an opened store.
+
+Registered when `converter` is imported; every method returns a new, still lazy,
+`xarray.Dataset` (or a groupby), so the usual xarray idioms follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import xarray as xr
+
+from .normalize import Normalizer, standardize
+
+
+def _as_list(values) -> list:
+    return [values] if isinstance(values, (str, int, np.integer)) else list(values)
+
+
+@xr.register_dataset_accessor("sensorium")
+class SensoriumAccessor:
+    """Selections by tier, image and neuron; repeats; normalisation (`Normalizer`)."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    def tier(self, *tiers: str) -> xr.Dataset:
+        """Trials of the given tier(s), e.g. ``ds.sensorium.tier("train")``."""
+        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds["tier"].values, tiers)))
+
+    def images(self, image_ids: Iterable[int] | int) -> xr.Dataset:
+        """Every trial that showed one of ``image_ids`` (repeats included), in trial order."""
+        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds["image_id"].values, _as_list(image_ids))))
+
+    def neurons(self, *, area=None, layer=None, unit_ids=None) -> xr.Dataset:
+        """Neurons by area and/or layer (any of the given values), or by unit ids in the order given."""
+        ds = self._ds
+        if unit_ids is not None:
+            if area is not None or layer is not None:
+                raise ValueError("select neurons either by unit_ids or by area/layer, not both")
+            return ds.sel(neuron=_as_list(unit_ids))
+        keep = np.ones(ds.sizes["neuron"], dtype=bool)
+        if area is not None:
+            keep &= np.isin(ds["area"].values, _as_list(area))
+        if layer is not None:
+            keep &= np.isin(ds["layer"].values, _as_list(layer))
+        return ds.isel(neuron=np.flatnonzero(keep))
+
+    def repeats(self, tiers: Iterable[str] = ("test", "final_test")):
+        """Trials of the repeated-image tiers grouped by ``image_id`` (an xarray groupby).
+
+        ``ds.sensorium.repeats().mean()`` is the mean response per image; the variance
+        across repeats of each image feeds repeat-based metrics (oracle correlation).
+        """
+        return self.tier(*_as_list(tiers)).groupby("image_id")
+
+    def mask_withheld(self) -> xr.Dataset:
+        """Each data variable with its withheld (all-zero) trials set to NaN."""
+        ds = self._ds.copy()
+        for key in ds.data_vars:
+            flag = f"{key}_withheld"
+            if flag in ds.coords and ds[key].dtype.kind == "f":
+                ds[key] = ds[key].where(~ds[flag])
+        return ds
+
+    def normalizer(self, source: str = "all") -> Normalizer:
+        """The `Normalizer` of this store's ``statistics/<key>/<source>``."""
+        from .dataset import read_statistics
+
+        return Normalizer.from_statistics(read_statistics(self._store(), source))
+
+    def normalize(self, source: str = "all") -> xr.Dataset:
+        """Data variables as ``NeuroNormalizer`` gives them, cast to float32 (lazy)."""
+        return self._apply(self.normalizer(source), inverse=False)
+
+    def denormalize(self, source: str = "all") -> xr.Dataset:
+        """Undo `normalize`."""
+        return self._apply(self.normalizer(source), inverse=True)
+
+    def standardize(self, source: str = "all") -> xr.Dataset:
+        """``responses / std``: the competition's standardised responses."""
+        from .dataset import read_statistics
+
+        std = read_statistics(self._store(), source)["responses"]["std"][self._neuron_positions()]
+        ds = self._ds.copy()
+        ds["responses"] = standardize(ds["responses"], xr.DataArray(std, dims=("neuron",)))
+        return ds
+
+    def _apply(self, norm: Normalizer, inverse: bool) -> xr.Dataset:
+        ds = self._ds.copy()
+        f = norm.inverse if inverse else norm
+        for key in ds.data_vars:
+            x = ds[key]
+            if key == "responses" and norm.response_precision is not None:
+                # after a neuron selection, only the matching precisions apply
+                p = xr.DataArray(norm.response_precision[self._neuron_positions()], dims=("neuron",))
+                y = x / p if inverse else x * p
+            else:
+                y = f(key, x)
+            ds[key] = y.astype(np.float32).assign_attrs(x.attrs)
+        return ds
+
+    def _store(self) -> str:
+        store = self._ds.encoding.get("source")
+        if store is None:
+            raise ValueError("this dataset does not know its store; open it with converter.open_mouse")
+        return store
+
+    def _neuron_positions(self) -> np.ndarray:
+        """Positions of this dataset's neurons on the store's full neuron axis."""
+        import pandas as pd
+        import zarr
+
+        full = pd.Index(zarr.open_array(f"{self._store()}/neuron", mode="r")[...])
+        return full.get_indexer(self._ds.indexes["neuron"])

@@ -1,0 +1,100 @@
+"""Normalisation identical to ``NeuroNormalizer`` of neuralpredictors 0.3.0, and its inverse.
+
+The operations, their order and their dtypes follow the published code exactly, so the
+results match bit for bit (elementwise float operations round the same way per element,
+batched or not):
+
+- images: ``(x - mean) / std``
+- responses: ``x * precision``, ``precision = 1 / std`` where ``std > 0.01 * std.mean()``,
+  else ``1 / (0.01 * std.mean())``
+- behavior: ``x * (1 / std)`` (no mean subtracted)
+- pupil_center: ``(x - mean) / std``
+
+and the official ``ToTensor`` then casts every output to float32.  The competition scores
+responses standardised as ``r / std`` (`standardize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+NORMALIZED_KEYS = ("images", "responses", "behavior", "pupil_center")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """The per-key constants of ``NeuroNormalizer``, from one statistics source."""
+
+    images_mean: np.ndarray | None = None
+    images_std: np.ndarray | None = None
+    response_precision: np.ndarray | None = None
+    behavior_precision: np.ndarray | None = None
+    pupil_mean: np.ndarray | None = None
+    pupil_std: np.ndarray | None = None
+
+    @classmethod
+    def from_statistics(cls, stats: Mapping[str, Mapping[str, np.ndarray]]) -> Normalizer:
+        """Build from ``{key: {"mean": ..., "std": ...}}`` (the arrays as stored)."""
+        kw: dict[str, np.ndarray] = {}
+        if "images" in stats:
+            kw["images_mean"] = np.asarray(stats["images"]["mean"])[()]
+            kw["images_std"] = np.asarray(stats["images"]["std"])[()]
+        if "responses" in stats:
+            s = np.array(stats["responses"]["std"])
+            threshold = 0.01 * s.mean()
+            precision = np.ones_like(s) / threshold
+            idx = s > threshold
+            precision[idx] = 1 / s[idx]
+            kw["response_precision"] = precision
+        if "behavior" in stats:
+            kw["behavior_precision"] = 1 / np.array(stats["behavior"]["std"])
+        if "pupil_center" in stats:
+            kw["pupil_mean"] = np.array(stats["pupil_center"]["mean"])
+            kw["pupil_std"] = np.array(stats["pupil_center"]["std"])
+        return cls(**kw)
+
+    def __call__(self, key: str, x):
+        """Normalise the values of ``key`` (numpy or xarray; trailing dims per trial)."""
+        if key == "images" and self.images_mean is not None:
+            return (x - self.images_mean) / self.images_std
+        if key == "responses" and self.response_precision is not None:
+            return x * self.response_precision
+        if key == "behavior" and self.behavior_precision is not None:
+            return x * self.behavior_precision
+        if key == "pupil_center" and self.pupil_mean is not None:
+            return (x - self.pupil_mean) / self.pupil_std
+        return x
+
+    def inverse(self, key: str, x):
+        """Undo `__call__` (as ``NeuroNormalizer.inv`` does)."""
+        if key == "images" and self.images_mean is not None:
+            return x * self.images_std + self.images_mean
+        if key == "responses" and self.response_precision is not None:
+            return x / self.response_precision
+        if key == "behavior" and self.behavior_precision is not None:
+            return x / self.behavior_precision
+        if key == "pupil_center" and self.pupil_mean is not None:
+            return x * self.pupil_std + self.pupil_mean
+        return x
+
+
+def standardize(responses, std):
+    """The competition's standardised responses, ``r / std`` (std over the training tier)."""
+    return responses / std
+
+
+def add_channels(images: np.ndarray, *extra: np.ndarray) -> np.ndarray:
+    """Append per-trial values as constant image channels, as ``AddBehaviorAsChannels`` does.
+
+    ``images`` is ``(..., C, H, W)`` and each of ``extra`` ``(..., K)``; the result is
+    ``(..., C + sum(K), H, W)`` in the dtype numpy gives ``ones(float64) * values``
+    (the official loader's float32 cast follows).
+    """
+    parts = [images]
+    h, w = images.shape[-2:]
+    for values in extra:
+        parts.append(np.ones((1, h, w)) * values[..., :, None, None])
+    return np.concatenate(parts, axis=-3)

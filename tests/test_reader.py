@@ -1,0 +1,199 @@
+"""Reading stores for analysis (xarray) and training (PyTorch), against the official semantics."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import converter
+
+from .conftest import bits
+from .reference import FileTreeReference
+
+torch = pytest.importorskip("torch")
+from converter.torch import MouseDataset, Trial, loaders  # noqa: E402
+
+KEYS = ("images", "responses", "behavior", "pupil_center")
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium"])
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_normalized_items_equal_filetree_and_neuronormalizer(make_dataset, make_store, competition, in_memory):
+    ref = FileTreeReference(make_dataset(competition), *KEYS)
+    ds = MouseDataset(make_store(competition), normalize=True, in_memory=in_memory)
+    assert len(ds) == len(ref)
+    for i in range(len(ds)):
+        item, want = ds[i], ref[i]
+        for k in KEYS:
+            got = item[k].numpy()
+            assert got.dtype == np.float32 and got.shape == want[k].shape, k
+            assert bits(got) == bits(want[k]), (i, k)
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium+"])
+def test_raw_items_equal_the_source_files(make_dataset, make_store, competition):
+    folder = make_dataset(competition)
+    ds = MouseDataset(make_store(competition))
+    for i in range(len(ds)):
+        item = ds[i]
+        for k in KEYS:
+            src = np.load(folder / f"data/{k}/{i}.npy")
+            assert item[k].numpy().dtype == src.dtype and bits(item[k].numpy()) == bits(src), (i, k)
+    assert item.images.shape == (1, 144, 256) and item.images is item["images"]
+
+
+def test_getitems_reads_a_batch_equal_to_single_items(make_store):
+    ds = MouseDataset(make_store(), normalize=True)
+    idx = [5, 3, 3, 59, 0]  # unsorted, with a repeat
+    batch = ds.__getitems__(idx)
+    assert len(batch) == 5
+    for j, i in enumerate(idx):
+        for k in KEYS:
+            assert torch.equal(batch[j][k], ds[i][k])
+    collated = converter.torch.collate(batch)
+    assert collated["responses"].shape == (5, 40) and isinstance(collated, Trial)
+
+
+def test_items_pickle_and_tier_selection(make_store):
+    ds = MouseDataset(make_store(), tier="validation", keys=("responses", "behavior"))
+    tiers = xr.open_zarr(make_store())["tier"].values
+    assert len(ds) == int((tiers == "validation").sum())
+    item = pickle.loads(pickle.dumps(ds[0]))
+    first = int(np.flatnonzero(tiers == "validation")[0])
+    assert torch.equal(item.responses, MouseDataset(make_store())[first].responses)
+    assert set(item) == {"responses", "behavior"}
+    ds2 = pickle.loads(pickle.dumps(ds.load()))  # a pickled dataset leaves its memory behind
+    assert ds2._memory == {} and torch.equal(ds2[0].behavior, ds[0].behavior)
+
+
+def test_loaders_structure_and_order(make_dataset, make_store):
+    stores = [make_store("none"), make_store("sensorium")]
+    dls = loaders(stores, batch_size=8, seed=1)
+    keys = {xr.open_zarr(s).attrs["data_key"] for s in stores}
+    assert set(dls) == {"train", "validation", "test", "final_test"}
+    assert set(dls["train"]) == keys and len(dls["final_test"]) == 1  # only the competition scan has it
+    key = xr.open_zarr(stores[0]).attrs["data_key"]
+    ref = FileTreeReference(make_dataset("none"), "images", "responses")
+    val = [i for i, t in enumerate(ref.tiers) if t == "validation"]
+    got = torch.cat([b.responses for b in dls["validation"][key]]).numpy()
+    assert bits(got) == bits(np.stack([ref[i]["responses"] for i in val]))  # sequential
+    train = torch.cat([b.responses for b in dls["train"][key]]).numpy()
+    want = np.stack([ref[i]["responses"] for i, t in enumerate(ref.tiers) if t == "train"])
+    assert not np.array_equal(train, want)  # shuffled
+    assert bits(train[np.lexsort(train.T[::-1])]) == bits(want[np.lexsort(want.T[::-1])])  # same trials
+    again = torch.cat([b.responses for b in loaders(stores, batch_size=8, seed=1)["train"][key]]).numpy()
+    assert np.array_equal(train, again)  # seeded
+
+
+def test_loaders_channels_neurons_and_images(make_dataset, make_store):
+    folder, store = make_dataset(), make_store()
+    area = np.load(folder / "meta/neurons/area.npy")
+    idx = np.flatnonzero(area == "LM")
+    ref = FileTreeReference(folder, "images", "responses", "behavior", "pupil_center", behavior_channels=True, pupil_channels=True, idx=idx)
+    dls = loaders([store], batch_size=4, tier="validation", include_behavior=True, include_eye_position=True,
+                  add_eye_pos_as_channels=True, areas=["LM"])
+    (key, dl), = dls["validation"].items()
+    batch = next(iter(dl))
+    val = [i for i, t in enumerate(ref.tiers) if t == "validation"][:4]
+    assert batch.images.shape == (4, 1 + 3 + 2, 144, 256)
+    for k in ("images", "responses", "behavior", "pupil_center"):
+        assert bits(batch[k].numpy()) == bits(np.stack([ref[i][k] for i in val])), k
+    unit_ids = np.load(folder / "meta/neurons/unit_ids.npy")
+    by_id = loaders([store], batch_size=4, tier="validation", neuron_ids=[unit_ids[[7, 2]]], normalize=False)
+    got = next(iter(by_id["validation"][key])).responses.numpy()
+    assert bits(got) == bits(np.stack([np.load(folder / f"data/responses/{i}.npy")[[7, 2]] for i in val]))
+    ids = np.load(folder / "meta/trials/frame_image_id.npy")
+    train_ids = ids[np.load(folder / "meta/trials/tiers.npy") == "train"][:5]
+    chosen = loaders([store], batch_size=100, tier="train", image_ids=[train_ids], normalize=False)
+    got = next(iter(chosen["train"][key])).responses.numpy()
+    want = np.stack([np.load(folder / f"data/responses/{int(np.flatnonzero(ids == i)[0])}.npy") for i in train_ids])
+    assert got.shape == (5, 40) and bits(got[np.lexsort(got.T[::-1])]) == bits(want[np.lexsort(want.T[::-1])])
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_multi_worker_loading(make_store, context):
+    stores = [make_store("none"), make_store("sensorium+")]
+    single = loaders(stores, batch_size=7, tier="test")
+    multi = loaders(stores, batch_size=7, tier="test", num_workers=2, multiprocessing_context=context)
+    for key, dl in multi["test"].items():
+        a = [b for b in single["test"][key]]
+        b = [b for b in dl]
+        assert len(a) == len(b) > 1
+        for x, y in zip(a, b):
+            assert isinstance(y, Trial)
+            for k in ("images", "responses"):
+                assert torch.equal(x[k], y[k])
+    on_disk = loaders(stores[:1], batch_size=16, tier="train", in_memory=False, num_workers=2,
+                      multiprocessing_context=context, seed=3)
+    in_mem = loaders(stores[:1], batch_size=16, tier="train", seed=3)
+    (k0, dl0), = on_disk["train"].items()
+    for x, y in zip(dl0, in_mem["train"][k0]):
+        assert torch.equal(x.images, y.images) and torch.equal(x.responses, y.responses)
+
+
+def test_package_works_without_torch():
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import converter\n"
+        "try:\n    import converter.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'sensorium-zarr[torch]'" in r.stdout
+
+
+def test_open_mice_children_match_open_mouse(make_store, tmp_path):
+    stores = [make_store("none"), make_store("sensorium")]
+    tree = converter.open_mice(stores)
+    assert len(tree.children) == 2
+    for s in stores:
+        ds = converter.open_mouse(s)
+        xr.testing.assert_identical(tree[ds.attrs["data_key"]].to_dataset(), ds)
+    for s in stores:  # a folder of stores works too
+        (tmp_path / s.parent.name).symlink_to(s, target_is_directory=True)
+    assert set(converter.open_mice(tmp_path).children) == set(tree.children)
+
+
+def test_xarray_selection_helpers(make_dataset, make_store):
+    folder = make_dataset("sensorium")
+    ds = converter.open_mouse(make_store("sensorium"))
+    tiers = np.load(folder / "meta/trials/tiers.npy")
+    ids = np.load(folder / "meta/trials/frame_image_id.npy")
+    assert ds.sensorium.tier("train").sizes["trial"] == (tiers == "train").sum()
+    assert ds.sensorium.tier("test", "final_test").sizes["trial"] == np.isin(tiers, ["test", "final_test"]).sum()
+    one_test_image = ids[tiers == "test"][0]
+    assert ds.sensorium.images(one_test_image).sizes["trial"] == (ids == one_test_image).sum() > 1
+    v1 = ds.sensorium.neurons(area="V1", layer=["L2/3"])
+    area, layer = np.load(folder / "meta/neurons/area.npy"), np.load(folder / "meta/neurons/layer.npy")
+    assert v1.sizes["neuron"] == ((area == "V1") & (layer == "L2/3")).sum()
+    picked = ds.sensorium.neurons(unit_ids=ds.neuron.values[[3, 1]])
+    assert list(picked.neuron.values) == list(ds.neuron.values[[3, 1]])
+    groups = ds.sensorium.repeats()
+    assert len(groups.groups) == len(np.unique(ids[np.isin(tiers, ["test", "final_test"])]))
+    assert groups.mean()["images"].sizes["image_id"] == len(groups.groups)
+    masked = ds.sensorium.mask_withheld()
+    assert np.isnan(masked.responses.values[np.isin(tiers, ["test", "final_test"])]).all()
+    assert not np.isnan(masked.responses.values[tiers == "train"]).any()
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium"])
+def test_xarray_normalize_matches_reference_and_inverts(make_dataset, make_store, competition):
+    folder = make_dataset(competition)
+    ref = FileTreeReference(folder, *KEYS)
+    ds = converter.open_mouse(make_store(competition))
+    norm = ds.sensorium.normalize()
+    for k in KEYS:
+        assert bits(norm[k].values) == bits(np.stack([ref[i][k] for i in range(len(ref))])), k
+    back = norm.sensorium.denormalize()
+    np.testing.assert_allclose(back.responses.values, ds.responses.values, rtol=1e-6, atol=1e-6)
+    sub = ds.sensorium.neurons(area="LM").sensorium.normalize()
+    lm = np.flatnonzero(np.load(folder / "meta/neurons/area.npy") == "LM")
+    assert bits(sub.responses.values) == bits(np.stack([ref[i]["responses"][lm] for i in range(len(ref))]))
+    std = np.load(folder / "meta/statistics/responses/all/std.npy")
+    r = np.stack([np.load(folder / f"data/responses/{i}.npy") for i in range(len(ref))])
+    assert bits(ds.sensorium.standardize().responses.values) == bits(r / std)
