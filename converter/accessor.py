@@ -52,8 +52,14 @@ class SensoriumAccessor:
 
         ``ds.sensorium.repeats().mean()`` is the mean response per image; the variance
         across repeats of each image feeds repeat-based metrics (oracle correlation).
+        Without dask (``open_mouse(..., dask=False)``) the selected trials are read into
+        memory first, once, rather than once per image; select the variables you need
+        before (``ds[["responses"]].sensorium.repeats()``).
         """
-        return self.tier(*_as_list(tiers)).groupby("image_id")
+        selected = self.tier(*_as_list(tiers))
+        if not any(v.chunks for v in selected.data_vars.values()):
+            selected = selected.load()
+        return selected.groupby("image_id")
 
     def mask_withheld(self) -> xr.Dataset:
         """Each data variable with its withheld (all-zero) trials set to NaN."""

@@ -25,8 +25,8 @@ def _checked_root(path: str | os.PathLike) -> dict:
     return root
 
 
-def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load: bool = False) -> xr.Dataset:
-    """Open one store as a lazy, dask-backed `xarray.Dataset`.
+def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load: bool = False, dask: bool = True) -> xr.Dataset:
+    """Open one store as a lazy `xarray.Dataset`; coordinates are loaded into memory.
 
     Parameters
     ----------
@@ -34,14 +34,23 @@ def open_mouse(path: str | os.PathLike, *, trial_chunk: int = BLOCK_TRIALS, load
     trial_chunk : trials per dask chunk (a multiple of the stored chunks reads each
         chunk once); the other dimensions are one dask chunk each.
     load : read everything into memory now.
+    dask : back the data variables with dask (the default).  ``False`` keeps them
+        lazily indexed by xarray itself: a selection is then read straight from the
+        chunks it touches, the fastest way to take a few neurons or trials.
     """
     _checked_root(path)
     with warnings.catch_warnings():
-        # the small coordinates are stored whole; they are loaded just below
-        warnings.filterwarnings("ignore", message="The specified chunks separate", category=UserWarning)
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-        ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1})
-    ds = ds.load() if load else ds.assign_coords({name: ds[name].variable.load() for name in ds.coords})
+        lazy = xr.open_zarr(path, consolidated=True, chunks=None)
+        coords = {name: lazy[name].variable.load() for name in lazy.coords}
+        if dask and not load:
+            ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1},
+                              drop_variables=[c for c in coords if c not in lazy.dims])
+        else:
+            ds = lazy
+    ds = ds.assign_coords(coords)
+    if load:
+        ds = ds.load()
     ds.encoding["source"] = str(path)  # lets ds.sensorium find the statistics
     return ds
 

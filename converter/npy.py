@@ -27,9 +27,13 @@ class NpyHeader:
     fortran_order: bool
     offset: int
 
-    @property
+    @functools.cached_property
+    def count(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @functools.cached_property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.count * self.dtype.itemsize
 
 
 def parse_header(buf: bytes | memoryview, path: str) -> NpyHeader:
@@ -82,7 +86,7 @@ def array_from_header(buf: bytes | memoryview, h: NpyHeader, path: str) -> np.nd
         raise SourceError(path, f"truncated: header declares {h.nbytes} data bytes, file has {have}")
     if have > h.nbytes:
         raise SourceError(path, f"{have - h.nbytes} unexpected bytes after the array data")
-    flat = np.frombuffer(buf, dtype=h.dtype, count=int(np.prod(h.shape, dtype=np.int64)), offset=h.offset)
+    flat = np.frombuffer(buf, dtype=h.dtype, count=h.count, offset=h.offset)
     return flat.reshape(h.shape, order="F" if h.fortran_order else "C")
 
 

@@ -42,12 +42,21 @@ class Trial(dict):
             raise AttributeError(name) from None
 
 
-class _Batch(list):
-    """The items of one `MouseDataset.__getitems__` call, carrying the batch they view."""
+class _Batch(Sequence):
+    """The items of one `MouseDataset.__getitems__` call: views of one batch, made on demand."""
 
-    def __init__(self, items, batch: Trial) -> None:
-        super().__init__(items)
-        self.batch = batch
+    def __init__(self, batch: Trial, n: int) -> None:
+        self.batch, self._n = batch, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(self._n))]
+        if not -self._n <= j < self._n:
+            raise IndexError(j)
+        return Trial({k: v[j] for k, v in self.batch.items()})
 
 
 def collate(items):
@@ -161,21 +170,23 @@ class MouseDataset(Dataset):
         return list(dict.fromkeys([*self.keys, *extra]))
 
     def _read(self, key: str, trials: np.ndarray) -> np.ndarray:
-        """Rows ``trials`` (sorted, unique) of one variable."""
+        """Rows ``trials`` (any order, repeats allowed) of one variable."""
         if self.in_memory:
             if key not in self._memory:
                 self._memory[key] = self._array(key)[...]
-            return self._memory[key][trials]
+            return self._memory[key][trials]  # one gather, one copy
+        unique, where = np.unique(trials, return_inverse=True)
         arr = self._array(key)
-        if len(trials) and trials[-1] - trials[0] + 1 == len(trials):
-            return arr[int(trials[0]) : int(trials[-1]) + 1]
-        return arr.get_orthogonal_selection((trials,))
+        if unique[-1] - unique[0] + 1 == len(unique):
+            rows = arr[int(unique[0]) : int(unique[-1]) + 1]
+        else:
+            rows = arr.get_orthogonal_selection((unique,))
+        return rows if len(unique) == len(trials) and (where == np.arange(len(where))).all() else rows[where]
 
     def batch(self, indices: Sequence[int]) -> Trial:
         """Items ``indices`` stacked along a first axis, as numpy arrays."""
         trials = self.trials[np.asarray(indices, dtype=np.intp)]
-        unique, where = np.unique(trials, return_inverse=True)
-        raw = {key: self._read(key, unique)[where] for key in self._needed_keys()}
+        raw = {key: self._read(key, trials) for key in self._needed_keys()}
         out = Trial()
         for key in self.keys:
             x = raw[key]
@@ -202,8 +213,7 @@ class MouseDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> _Batch:
         b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
-        items = [Trial({k: v[j] for k, v in b.items()}) for j in range(len(indices))]
-        return _Batch(items, b)
+        return _Batch(b, len(indices))
 
 
 def _neuron_positions(ds: MouseDataset, areas, layers, neuron_ids) -> np.ndarray | None:

@@ -1,0 +1,305 @@
+"""The timed workloads.  Each returns rows ``{"workload", "method", "seconds", ...}``.
+
+Methods: ``a`` the file tree read per item with ``np.load`` (as ``FileTreeDataset``),
+``b`` the file tree read all at once (``np.load`` + ``np.stack``), ``c`` this project's
+store (``open_mouse`` / ``MouseDataset``), ``d`` physical references measured in the same
+run (codec decode of the stored chunks, memcpy, ``np.memmap`` gather).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+
+import converter
+
+KEYS = ("images", "responses", "behavior", "pupil_center")
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    """Seconds of the fastest of ``repeat`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def drop_cache(*roots: Path) -> None:
+    """Evict the files under ``roots`` from the page cache (no root needed)."""
+    os.sync()
+    for root in roots:
+        for p in Path(root).rglob("*"):
+            if p.is_file():
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+
+def cold(fn: Callable[[], object], *roots: Path) -> float:
+    drop_cache(*roots)
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+@dataclass
+class Ctx:
+    """One dataset, its store, and the shared random state of a run."""
+
+    folder: Path
+    store: Path
+    stacked: Path  # one .npy per key, for the memmap reference
+    repeat: int
+    rng: np.random.Generator
+    label: str  # e.g. "float32 images"
+
+    @property
+    def n(self) -> int:
+        return len(os.listdir(self.folder / "data/responses"))
+
+    def row(self, workload: str, method: str, seconds: float, **extra) -> dict:
+        return {"dataset": self.label, "workload": workload, "method": method, "seconds": seconds, **extra}
+
+
+def load_item(folder: Path, i: int, keys=KEYS) -> list[np.ndarray]:
+    """What ``FileTreeDataset.__getitem__`` does: one ``np.load`` per key."""
+    return [np.load(folder / f"data/{k}/{i}.npy") for k in keys]
+
+
+def stack_key(folder: Path, key: str, trials) -> np.ndarray:
+    return np.stack([np.load(folder / f"data/{key}/{i}.npy") for i in trials])
+
+
+def decode_bound(store: Path, key: str, workers: int = os.cpu_count() or 1) -> float:
+    """A function that reads and Blosc-decodes every stored chunk of ``key``, without zarr."""
+    import json
+
+    meta = json.loads((store / key / "zarr.json").read_text())
+    cfg = next(c for c in meta["codecs"] if c["name"] == "blosc")["configuration"]
+    codec = numcodecs.Blosc(cname=cfg["cname"], clevel=cfg["clevel"], shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]])
+    chunks = [p for p in (store / key / "c").rglob("*") if p.is_file()]
+
+    def run():
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(lambda p: codec.decode(p.read_bytes()), chunks))
+
+    return run
+
+
+def make_stacked(ctx: Ctx) -> None:
+    ctx.stacked.mkdir(parents=True, exist_ok=True)
+    ds = converter.open_mouse(ctx.store)
+    for key in KEYS:
+        path = ctx.stacked / f"{key}.npy"
+        if not path.exists():
+            np.save(path, ds[key].values)
+
+
+# -- 1. conversion -----------------------------------------------------------------
+
+_CONVERT_CHILD = """
+import json, sys, time, converter
+t = time.perf_counter()
+converter.convert(sys.argv[1], sys.argv[2], progress=False)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report
+# the resident size of the (large) benchmark process that started it.
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": hwm / 1024}))
+"""
+
+
+def convert_in_child(src: Path, dest: Path) -> dict:
+    """Convert in a fresh process; its wall time and peak resident memory."""
+    import json
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    out = subprocess.run([sys.executable, "-c", _CONVERT_CHILD, str(src), str(dest)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def source_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.npy"))
+
+
+def conversion(label: str, sizes: list[tuple[int, Path]], work: Path, zip_path: Path | None, repeat: int) -> list[dict]:
+    rows = []
+    for trials, folder in sizes:
+        n_files = len(list(folder.rglob("*.npy")))
+        read = best(lambda: [np.load(p) for p in folder.rglob("*.npy")], max(1, repeat // 2))
+        res = convert_in_child(folder, work / f"convert-{trials}.zarr")
+        mb = source_bytes(folder) / 1e6
+        common = {"dataset": label, "trials": trials, "files": n_files}
+        rows.append({**common, "workload": "convert", "method": "a", "seconds": read, "note": "np.load every source file"})
+        rows.append({**common, "workload": "convert", "method": "c", "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"], "mb_per_s": mb / res["seconds"]})
+    if zip_path is not None:
+        trials = sizes[-1][0]
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            t = time.perf_counter()
+            subprocess.run(["unzip", "-q", str(zip_path), "-d", tmp], check=True)
+            unzip = time.perf_counter() - t
+        res = convert_in_child(zip_path, work / "convert-zip.zarr")
+        rows.append({"dataset": label, "trials": trials, "workload": "convert from zip", "method": "a", "seconds": unzip, "note": "unzip -q alone"})
+        rows.append({"dataset": label, "trials": trials, "workload": "convert from zip", "method": "c", "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"]})
+    return rows
+
+
+# -- 2-8. reading ------------------------------------------------------------------
+
+
+def open_store(ctx: Ctx) -> list[dict]:
+    meta = [ctx.folder / "meta/trials", ctx.folder / "meta/neurons"]
+    a = best(lambda: ([os.listdir(ctx.folder / f"data/{k}") for k in KEYS], [np.load(p) for d in meta for p in d.glob("*.npy")]), ctx.repeat)
+    c = best(lambda: converter.open_mouse(ctx.store), ctx.repeat)
+    c_cold = cold(lambda: converter.open_mouse(ctx.store), ctx.store)
+    return [ctx.row("open (metadata only)", "a", a, note="list data folders + np.load meta arrays"),
+            ctx.row("open (metadata only)", "c", c), ctx.row("open (metadata only)", "c", c_cold, cache="cold")]
+
+
+def load_variables(ctx: Ctx) -> list[dict]:
+    rows = []
+    ds = converter.open_mouse(ctx.store)
+    for key in KEYS:
+        w = f"load all {key}"
+        a = best(lambda: [np.load(ctx.folder / f"data/{key}/{i}.npy") for i in range(ctx.n)], 1)
+        b = best(lambda: stack_key(ctx.folder, key, range(ctx.n)), 1)
+        c = best(lambda: ds[key].values, ctx.repeat)
+        arr = ds[key].values
+        d_decode = best(decode_bound(ctx.store, key), ctx.repeat)
+        dst = np.empty_like(arr)
+        d_copy = best(lambda: np.copyto(dst, arr), ctx.repeat)
+        rows += [ctx.row(w, "a", a), ctx.row(w, "b", b), ctx.row(w, "c", c, bytes=arr.nbytes),
+                 ctx.row(w, "d", d_decode, note="read + Blosc-decode every chunk, 2 threads"),
+                 ctx.row(w, "d", d_copy, note="memcpy")]
+        if key == "responses":
+            rows.append(ctx.row(w, "a", cold(lambda: [np.load(ctx.folder / f"data/{key}/{i}.npy") for i in range(ctx.n)], ctx.folder / "data" / key), cache="cold"))
+            rows.append(ctx.row(w, "c", cold(lambda: converter.open_mouse(ctx.store)[key].values, ctx.store), cache="cold"))
+    return rows
+
+
+def random_batches(ctx: Ctx, batch: int = 128, n_batches: int = 10) -> list[dict]:
+    from converter.torch import MouseDataset, collate
+
+    batches = [ctx.rng.choice(ctx.n, size=min(batch, ctx.n), replace=False) for _ in range(n_batches)]
+    w = f"random batch of {batch}, all keys"
+
+    def per_batch(fn):
+        return best(lambda: [fn(b) for b in batches], 1) / n_batches
+
+    a = per_batch(lambda b: [load_item(ctx.folder, i) for i in b])
+    disk = MouseDataset(ctx.store)
+    mem = MouseDataset(ctx.store, in_memory=True).load()
+    c_disk = per_batch(lambda b: collate(disk.__getitems__(b)))
+    c_mem = per_batch(lambda b: collate(mem.__getitems__(b)))
+    maps = {k: np.load(ctx.stacked / f"{k}.npy", mmap_mode="r") for k in KEYS}
+    d = per_batch(lambda b: [maps[k][np.sort(b)] for k in KEYS])
+    size = len(batches[0])
+    return [ctx.row(w, "a", a, trials_per_s=size / a), ctx.row(w, "c", c_disk, mode="on disk", trials_per_s=size / c_disk),
+            ctx.row(w, "c", c_mem, mode="in memory", trials_per_s=size / c_mem),
+            ctx.row(w, "d", d, note="np.memmap gather from stacked arrays", trials_per_s=size / d)]
+
+
+def epoch(ctx: Ctx, batch: int = 128) -> list[dict]:
+    import torch
+
+    from converter.normalize import Normalizer
+    from converter.torch import loaders
+
+    tiers = np.load(ctx.folder / "meta/trials/tiers.npy")
+    train = np.flatnonzero(tiers == "train")
+    norm = Normalizer.from_statistics({k: {s: np.load(ctx.folder / f"meta/statistics/{k}/all/{s}.npy") for s in ("mean", "std")} for k in ("images", "responses")})
+
+    def filetree_epoch():
+        order = ctx.rng.permutation(train)
+        for s in range(0, len(order), batch):
+            items = [load_item(ctx.folder, i, ("images", "responses")) for i in order[s : s + batch]]
+            torch.stack([torch.from_numpy(norm("images", x[0]).astype(np.float32)) for x in items])
+            torch.stack([torch.from_numpy(norm("responses", x[1]).astype(np.float32)) for x in items])
+
+    dl = next(iter(loaders([ctx.store], batch_size=batch, tier="train", seed=0)["train"].values()))
+    a = best(filetree_epoch, 1)
+    c = best(lambda: [b for b in dl], 1)
+    w = "epoch of the train loader (normalised images + responses)"
+    return [ctx.row(w, "a", a, note="FileTreeDataset-style per-item np.load + NeuroNormalizer"), ctx.row(w, "c", c, mode="in memory")]
+
+
+def tier_responses(ctx: Ctx) -> list[dict]:
+    tiers = np.load(ctx.folder / "meta/trials/tiers.npy")
+    train = np.flatnonzero(tiers == "train")
+    w = "responses of the train tier"
+    a = best(lambda: [np.load(ctx.folder / f"data/responses/{i}.npy") for i in train], 1)
+    rows = [ctx.row(w, "a", a)]
+    for mode, ds in _modes(ctx):
+        rows.append(ctx.row(w, "c", best(lambda: ds.sensorium.tier("train").responses.values, ctx.repeat), mode=mode))
+    return rows
+
+
+def _modes(ctx: Ctx):
+    """The store opened both ways `open_mouse` offers."""
+    return [("dask", converter.open_mouse(ctx.store)), ("lazy, dask=False", converter.open_mouse(ctx.store, dask=False))]
+
+
+def neurons(ctx: Ctx) -> list[dict]:
+    area = np.load(ctx.folder / "meta/neurons/area.npy")
+    n = len(area) // 2
+    hundred = np.flatnonzero(area == "V1")[:100]
+    resp = np.load(ctx.stacked / "responses.npy", mmap_mode="r")
+    rows = []
+    for w, cols in (("one neuron, all trials", [n]), (f"{len(hundred)} V1 neurons, all trials", hundred)):
+        a = best(lambda: np.stack([np.load(ctx.folder / f"data/responses/{i}.npy")[cols] for i in range(ctx.n)]), 1)
+        rows.append(ctx.row(w, "a", a))
+        for mode, ds in _modes(ctx):
+            rows.append(ctx.row(w, "c", best(lambda: ds.responses.isel(neuron=cols).values, ctx.repeat), mode=mode))
+        rows.append(ctx.row(w, "d", best(lambda: np.ascontiguousarray(resp[:, cols]), ctx.repeat), note="np.memmap column of stacked responses"))
+        if len(cols) == 1:
+            lazy = lambda: converter.open_mouse(ctx.store, dask=False).responses.isel(neuron=cols).values
+            rows.append(ctx.row(w, "c", cold(lazy, ctx.store), cache="cold", mode="lazy, dask=False"))
+    return rows
+
+
+def repeats(ctx: Ctx) -> list[dict]:
+    tiers = np.load(ctx.folder / "meta/trials/tiers.npy")
+    ids = np.load(ctx.folder / "meta/trials/frame_image_id.npy")
+    test = np.flatnonzero(tiers == "test")
+
+    def filetree():
+        r = np.stack([np.load(ctx.folder / f"data/responses/{i}.npy") for i in test])
+        return {u: r[ids[test] == u].mean(0) for u in np.unique(ids[test])}
+
+    w = "test repeats grouped by image_id (mean)"
+    rows = [ctx.row(w, "a", best(filetree, 1))]
+    for mode, ds in _modes(ctx):
+        c = best(lambda: ds[["responses"]].sensorium.repeats("test").mean()["responses"].values, ctx.repeat)
+        rows.append(ctx.row(w, "c", c, mode=mode))
+    return rows
+
+
+def sizes(ctx: Ctx) -> list[dict]:
+    rows = []
+    for key in KEYS:
+        src = sum(p.stat().st_size for p in (ctx.folder / "data" / key).glob("*.npy"))
+        dst = sum(p.stat().st_size for p in (ctx.store / key).rglob("*") if p.is_file())
+        rows.append({"dataset": ctx.label, "workload": "size", "variable": key, "source_bytes": src, "store_bytes": dst, "ratio": dst / src})
+    src = source_bytes(ctx.folder)
+    dst = sum(p.stat().st_size for p in ctx.store.rglob("*") if p.is_file())
+    rows.append({"dataset": ctx.label, "workload": "size", "variable": "whole store", "source_bytes": src, "store_bytes": dst, "ratio": dst / src})
+    return rows
+
+
+READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, sizes]

@@ -1,0 +1,31 @@
+"""The benchmark suite at tiny size, so that it never rots (full size is not run in CI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("torch")
+
+from benchmarks import run  # noqa: E402
+
+
+def test_tiny_benchmark_run_writes_every_output(tmp_path):
+    result = run.run("tiny", data=tmp_path / "data", out=tmp_path / "out")
+    workloads = {r["workload"] for r in result["rows"]}
+    for w in ("convert", "convert from zip", "open (metadata only)", "load all responses", "random batch of 128, all keys",
+              "epoch of the train loader (normalised images + responses)", "responses of the train tier",
+              "one neuron, all trials", "test repeats grouped by image_id (mean)", "size"):
+        assert w in workloads, w
+    assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images"}
+    timed = [r for r in result["rows"] if "seconds" in r]
+    assert all(r["seconds"] > 0 for r in timed)
+    assert {t["target"] for t in result["targets"]} >= {"one neuron >= 50x faster than (a)", "store <= 0.8x the source bytes"}
+    saved = json.loads((tmp_path / "out/results-tiny.json").read_text())
+    assert saved["machine"]["cores"] >= 1 and len(saved["rows"]) == len(result["rows"])
+    md = (tmp_path / "out/results-tiny.md").read_text()
+    assert "| float32 images | load all responses >= 10x faster than (a) |" in md
+    png = (tmp_path / "out/results-tiny.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
