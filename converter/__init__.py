@@ -4,6 +4,7 @@ from . import accessor  # registers ds.sensorium
 from .convert import convert
 from .dataset import info, open_mice, open_mouse, read_statistics
 from .errors import SourceError, StoreError
+from .export import export, self_check
 from .normalize import Normalizer, standardize
 from .sample import make_sample
 from .schema import validate
@@ -17,12 +18,14 @@ __all__ = [
     "VerifyReport",
     "__version__",
     "convert",
+    "export",
     "info",
     "Normalizer",
     "make_sample",
     "open_mice",
     "open_mouse",
     "read_statistics",
+    "self_check",
     "standardize",
     "validate",
     "verify",

@@ -51,11 +51,26 @@ def _convert(args) -> int:
 
 
 def _verify(args) -> int:
-    from .verify import verify
+    if len(args.paths) > 2:
+        raise StoreError("verify takes DEST, or SRC DEST")
+    if len(args.paths) == 1:
+        from .export import self_check
 
-    report = verify(args.src, args.dest, workers=args.workers, progress=_progress(args))
+        report = self_check(args.paths[0], progress=_progress(args))
+    else:
+        from .verify import verify
+
+        report = verify(*args.paths, workers=args.workers, progress=_progress(args))
     print(report)
     return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _export(args) -> int:
+    from .export import export
+
+    target = export(args.dest, args.out, as_zip=args.zip, progress=_progress(args))
+    print(target)
+    return EXIT_OK
 
 
 def _validate(args) -> int:
@@ -105,12 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_convert)
 
-    v = sub.add_parser("verify", help="compare every source array with the store, bit for bit")
-    v.add_argument("src", type=Path)
-    v.add_argument("dest", type=Path)
+    v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")
+    v.add_argument("paths", type=Path, nargs="+", metavar="[SRC] DEST")
     v.add_argument("--workers", type=int, default=None)
     v.add_argument("--quiet", action="store_true")
     v.set_defaults(func=_verify)
+
+    e = sub.add_parser("export", help="rebuild the original files from a store, byte for byte")
+    e.add_argument("dest", type=Path, help="the store")
+    e.add_argument("out", type=Path, help="folder to write <dataset>/ (or <dataset>.zip) into")
+    e.add_argument("--zip", action="store_true", help="write the distributed zip form")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_export)
 
     a = sub.add_parser("validate", help="check a store against its schema")
     a.add_argument("dest", type=Path)

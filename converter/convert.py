@@ -2,13 +2,15 @@
 
 The store is built under ``<DEST>.incomplete`` next to DEST and renamed to DEST only
 after it is complete and validates against the schema, so DEST never holds a partial
-store.
+store.  An interrupted conversion resumes from its records (see `converter.state`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
+import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +24,11 @@ from .errors import SourceError, StoreError
 from .npy import NpyHeader, parse_header
 from .progress import Progress
 from .source import Inventory, Source, open_source, read_array, scan
+from .state import ConversionState, start_over
 from .store import BlockResult, MetaArray, create_skeleton, finalize, write_block, write_checksums
+
+# Failures of the disk rather than of the code: reported in one line, work kept for a resume.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 LICENSE = "CC BY-NC-ND 4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
@@ -159,6 +165,62 @@ def _check_replaceable(dest: Path) -> None:
         raise StoreError(f"{dest}: exists and is not a Zarr store; refusing to delete it")
 
 
+def _check_space(source: Source, dest: Path) -> None:
+    """Refuse before writing when the source declares more bytes than the disk has free."""
+    declared = source.declared_bytes()
+    free = shutil.disk_usage(dest.parent).free
+    if declared > free:
+        raise SourceError(source.location, f"declares {declared / 1e9:.1f} GB of data, more than the {free / 1e9:.1f} GB free at {dest.parent}")
+
+
+def _plan_record(source: Source, p: Plan) -> dict:
+    """What a resumed conversion must find unchanged to reuse the work already done."""
+    from dataclasses import asdict
+
+    from . import __version__
+
+    record = {
+        "converter_version": __version__,
+        "schema_version": layout.SCHEMA_VERSION,
+        "source": str(Path(source.location).resolve()),
+        "source_identity": source.identity(),
+        "n_trials": p.n_trials,
+        "data_vars": {k: asdict(v) for k, v in p.data_vars.items()},
+    }
+    return json.loads(json.dumps(record))
+
+
+def _build(source: Source, p: Plan, state: ConversionState, workers: int | None, progress: bool | None) -> None:
+    """Write (or finish writing) the store at ``state.store``; resumable at any point."""
+    from .schema import validate
+
+    tmp = state.store
+    record = _plan_record(source, p)
+    if state.plan() != record:
+        start_over(state)
+        create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics)
+        state.save_plan(record)
+    done = state.done_blocks()
+    todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
+
+    def run(block: range) -> BlockResult:
+        r = write_block(source, tmp, p.data_vars, p.expect, block, bar)
+        state.save_block(r)  # only after every chunk of the block is written
+        return r
+
+    with Progress(p.n_trials * len(p.data_vars), f"convert {p.inventory.name[:40]}", progress) as bar:
+        bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
+        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+            for r in pool.map(run, todo):
+                done[r.block.start] = r
+    results = [done[b.start] for b in layout.blocks(p.n_trials)]
+    crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
+    headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
+    write_checksums(tmp, crcs, headers)
+    finalize(tmp, _root_attrs(source, p, results))
+    validate(tmp)
+
+
 def convert(
     src: str | os.PathLike,
     dest: str | os.PathLike,
@@ -168,6 +230,10 @@ def convert(
     progress: bool | None = None,
 ) -> Path:
     """Convert one dataset folder or zip into a consolidated Zarr v3 store at ``dest``.
+
+    The store is built in ``<dest>.incomplete`` and renamed to ``dest`` once complete
+    and valid.  If a conversion is interrupted (killed, out of disk space), running the
+    same call again resumes it: finished blocks of trials are not written again.
 
     Parameters
     ----------
@@ -183,40 +249,39 @@ def convert(
 
     Raises
     ------
-    SourceError : the source is malformed (the message names the file).
-    StoreError : ``dest`` exists (without ``overwrite``) or the result does not validate.
+    SourceError : the source is malformed (the message names the file); nothing is left.
+    StoreError : ``dest`` exists (without ``overwrite``), another conversion is writing
+        it, writing failed (the message says how to resume), or the result is invalid.
     """
-    from .schema import validate
-
     dest = Path(dest)
+    work = dest.with_name(dest.name + ".incomplete")
+    if dest.exists() and work.exists():
+        shutil.rmtree(work)  # a previous run died between its rename and its clean-up
     if dest.exists() and not overwrite:
         raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
     if dest.exists():
         _check_replaceable(dest)
     source = open_source(src)
-    tmp = dest.with_name(dest.name + ".incomplete")
     try:
         p = plan(source)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics)
-            total = p.n_trials * len(p.data_vars)
-            with Progress(total, f"convert {p.inventory.name[:40]}", progress) as bar:
-                with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                    results = list(pool.map(lambda b: write_block(source, tmp, p.data_vars, p.expect, b, bar), layout.blocks(p.n_trials)))
-            crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
-            headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
-            write_checksums(tmp, crcs, headers)
-            finalize(tmp, _root_attrs(source, p, results))
-            validate(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _check_space(source, dest)
+        work.mkdir(exist_ok=True)
+        with ConversionState(work) as state:
+            try:
+                _build(source, p, state, workers, progress)
+            except SourceError:
+                shutil.rmtree(work, ignore_errors=True)  # bad input: nothing worth resuming
+                raise
+            except OSError as e:
+                if e.errno not in _WRITE_ERRNOS:
+                    raise
+                raise StoreError(f"{work}: {e.strerror or e} while writing; the work done so far is kept, "
+                                 "run the same command again to resume") from None
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(state.store, dest)
+        shutil.rmtree(work)
     finally:
         source.close()
     return dest

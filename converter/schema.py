@@ -75,7 +75,7 @@ def read_root(path: str | os.PathLike) -> dict:
         return json.loads((p / "zarr.json").read_text())
     except FileNotFoundError:
         if Path(str(p) + ".incomplete").exists():
-            raise StoreError(f"{p}: no complete store here (an interrupted conversion left {p}.incomplete)") from None
+            raise StoreError(f"{p}: no complete store here (a conversion is running, or was interrupted and left {p}.incomplete: run it again to finish)") from None
         raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
     except (OSError, ValueError) as e:
         raise StoreError(f"{p}/zarr.json: unreadable ({e})") from None

@@ -6,6 +6,7 @@ trial indices; `read_array` and `read_trials` are the only places `.npy` bytes a
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -23,6 +24,8 @@ from .npy import NpyHeader, array_from_header, parse_header
 KNOWN_KEYS = ("images", "responses", "behavior", "pupil_center")
 _TRIAL_FILE = re.compile(r"(0|[1-9][0-9]*)\.npy")
 _IGNORED_TOP = ("__MACOSX",)
+# No file of a Sensorium scan comes near this; a zip entry declaring more is refused.
+MAX_MEMBER_BYTES = 2**31
 
 
 class Source:
@@ -45,6 +48,14 @@ class Source:
     def where(self, rel: str) -> str:
         """How to name ``rel`` in an error message."""
         return f"{self.location}/{rel}"
+
+    def identity(self) -> str:
+        """Changes whenever any file of the source changes (names, sizes, times)."""
+        raise NotImplementedError
+
+    def declared_bytes(self) -> int:
+        """Bytes the source's files hold (a zip: as its directory declares them)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         pass
@@ -76,6 +87,21 @@ class FolderSource(Source):
             out[rel] = set(dirnames) | set(filenames)
         return out
 
+    def _stats(self):
+        for dirpath, _, filenames in os.walk(self.root):
+            for name in filenames:
+                st = os.stat(os.path.join(dirpath, name))
+                yield os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns
+
+    def identity(self) -> str:
+        h = hashlib.sha256(str(self.root.resolve()).encode())
+        for rel, size, mtime in sorted(self._stats()):
+            h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+        return h.hexdigest()
+
+    def declared_bytes(self) -> int:
+        return sum(size for _, size, _ in self._stats())
+
     def __reduce__(self):
         return (FolderSource, (self.root,))
 
@@ -106,6 +132,8 @@ class ZipSource(Source):
                 continue
             if name in members:
                 raise SourceError(f"{self.location}:{name}", "duplicate entry in zip")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise SourceError(f"{self.location}:{name}", f"declares {info.file_size} bytes uncompressed; refusing (a zip bomb or a damaged directory)")
             members[name] = info
         tops = {n.split("/", 1)[0] for n in members}
         if len(tops) == 1 and all("/" in n for n in members):
@@ -138,6 +166,13 @@ class ZipSource(Source):
                 parent = "/".join(parts[:depth])
                 out.setdefault(parent, set()).add(parts[depth])
         return out
+
+    def identity(self) -> str:
+        st = self.path.stat()
+        return hashlib.sha256(f"{self.path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode()).hexdigest()
+
+    def declared_bytes(self) -> int:
+        return sum(i.file_size for i in self._members.values())
 
     def close(self) -> None:
         self._zf.close()

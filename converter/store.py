@@ -105,7 +105,8 @@ def create_skeleton(
         )
         encoding[v.withheld_name] = {"chunks": (min(BLOCK_TRIALS, v.shape[0]),), "_FillValue": None}
     ds = xr.Dataset(variables, coords=coords)
-    ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+    # mode "a": the folder already holds the conversion's state (and nothing else)
+    ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
 
     groups: dict[str, dict[str, MetaArray]] = {}
     for s in statistics:
@@ -113,7 +114,7 @@ def create_skeleton(
         groups.setdefault(group, {})[stat] = s
     for group, stats in groups.items():
         sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
-        sds.to_zarr(path, group=group, mode="w-", zarr_format=3, consolidated=False,
+        sds.to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False,
                     encoding={stat: {"_FillValue": None} for stat in stats})
 
 

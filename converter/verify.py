@@ -28,6 +28,7 @@ class VerifyReport:
     files_checked: int = 0
     mismatches: list[str] = field(default_factory=list)
     limit: int = 20
+    against: str = "the store bit for bit"
 
     @property
     def ok(self) -> bool:
@@ -39,7 +40,7 @@ class VerifyReport:
 
     def __str__(self) -> str:
         if self.ok:
-            return f"OK: {self.files_checked} source files match the store bit for bit"
+            return f"OK: {self.files_checked} source files match {self.against}"
         lines = [f"MISMATCH: {len(self.mismatches)} problem(s) in {self.files_checked} files checked (first {self.limit} shown)"]
         return "\n".join(lines + [f"  {m}" for m in self.mismatches])
 

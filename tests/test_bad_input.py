@@ -154,12 +154,14 @@ def flip_crc(src: Path, dst: Path) -> Path:
     [
         (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b)] + ([("../evil.npy", b)] if n.endswith("/images/0.npy") else [])),
          "../evil.npy: unsafe path in zip"),
+        (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b)] + ([("/tmp/abs.npy", b)] if n.endswith("/images/0.npy") else [])),
+         "/tmp/abs.npy: unsafe path in zip"),
         (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b[:-10] if n.endswith("responses/9.npy") else b)]),
          "data/responses/9.npy: truncated"),
         (flip_crc, "data/responses/4.npy: damaged zip entry"),
         (lambda s, d: (d.write_bytes(s.read_bytes()[:1000]), d)[1], "bad.zip: cannot open as a zip"),
     ],
-    ids=["dotdot", "truncated_member", "bad_crc", "truncated_zip"],
+    ids=["dotdot", "absolute", "truncated_member", "bad_crc", "truncated_zip"],
 )
 def test_bad_zip(make_dataset, tmp_path, make, expected):
     bad = make(make_dataset("none", True), tmp_path / "bad.zip")
@@ -169,6 +171,25 @@ def test_bad_zip(make_dataset, tmp_path, make, expected):
     assert expected in r.stderr, r.stderr
     assert not dest.exists() and not Path(str(dest) + ".incomplete").exists()
     assert sorted(os.listdir(tmp_path)) == ["bad.zip"]
+
+
+def test_pickled_data_file_is_refused_without_running_its_payload(dataset_copy, tmp_path):
+    folder = dataset_copy()
+    marker = tmp_path / "payload-ran"
+    payload = (
+        "import numpy as np, sys\n"
+        "class P:\n"
+        "    def __reduce__(self):\n"
+        f"        return (open, ({str(marker)!r}, 'w'))\n"
+        "np.save(sys.argv[1], np.array([P()], dtype=object), allow_pickle=True)\n"
+    )
+    subprocess.run([sys.executable, "-c", payload, str(folder / "data/responses/30.npy")], check=True)
+    assert not marker.exists()
+    r = run_cli("convert", folder, tmp_path / "m.zarr")
+    assert r.returncode == 2 and "data/responses/30.npy: holds Python objects (pickled data); refusing to unpickle" in r.stderr
+    assert not marker.exists() and not (tmp_path / "m.zarr").exists()
+    r = run_cli("verify", folder, tmp_path / "m.zarr")
+    assert r.returncode == 2 and not marker.exists()
 
 
 def test_missing_source_and_existing_dest(make_store, tmp_path):

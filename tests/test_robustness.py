@@ -1,0 +1,230 @@
+"""Nothing lost: interrupted conversions resume, one writer, self-checking stores, exact export."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import converter
+from converter import cli
+
+from .conftest import bits
+from .test_bad_input import run_cli
+
+
+@pytest.fixture(scope="session")
+def four_blocks(tmp_path_factory):
+    """A dataset of four write blocks (small images keep it quick)."""
+    return converter.make_sample(tmp_path_factory.mktemp("big"), trials=4000, neurons=30, image_shape=(24, 32))
+
+
+@pytest.fixture(scope="session")
+def reference_store(four_blocks, tmp_path_factory):
+    return converter.convert(four_blocks, tmp_path_factory.mktemp("ref") / "ref.zarr", progress=False)
+
+
+def chunk_files(store: Path) -> dict[str, bytes]:
+    """Every file of a store but the root metadata (which records the creation time)."""
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file() and p.name != "zarr.json"}
+
+
+def start_convert(src, dest) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "converter.cli", "convert", str(src), str(dest), "--workers", "1", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()``; False if it finished first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError("conversion neither reached the kill point nor finished")
+
+
+def test_sigkill_at_several_points_then_resume(four_blocks, reference_store, tmp_path):
+    dest = tmp_path / "m.zarr"
+    state = tmp_path / "m.zarr.incomplete" / "state"
+    first_chunk = tmp_path / "m.zarr.incomplete" / "store" / "responses" / "c" / "0" / "0"
+    records = lambda: len(list((state / "blocks").glob("*.json")))
+    killed_at, block0_mtime = [], None
+    for k in (0, 1, 3, 4):  # after the skeleton, after 1 and 3 blocks, after all (during the finish)
+        proc = start_convert(four_blocks, dest)
+        if kill_when(proc, lambda: (state / "plan.json").exists() and records() >= k):
+            killed_at.append(records())
+            assert not dest.exists()  # never anything at DEST that could pass for complete
+            r = run_cli("info", dest)
+            assert r.returncode == 2 and "no complete store here" in r.stderr
+            if block0_mtime is None and records() >= 1:
+                block0_mtime = first_chunk.stat().st_mtime_ns
+    assert len(killed_at) >= 2, f"too few kill points reached: {killed_at}"
+    r = subprocess.run([sys.executable, "-m", "converter.cli", "convert", str(four_blocks), str(dest), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "m.zarr.incomplete").exists()
+    if block0_mtime is not None:  # the finished block was not written again
+        assert (dest / "responses" / "c" / "0" / "0").stat().st_mtime_ns == block0_mtime
+    assert chunk_files(dest) == chunk_files(reference_store)  # identical to an uninterrupted run
+    assert converter.verify(four_blocks, dest).ok
+
+
+def test_a_second_writer_is_refused(make_dataset, tmp_path):
+    from converter.state import ConversionState
+
+    src, dest = make_dataset(), tmp_path / "m.zarr"
+    work = tmp_path / "m.zarr.incomplete"
+    work.mkdir()
+    with ConversionState(work):  # this process is "the conversion that is running"
+        r = run_cli("convert", src, dest)
+        assert r.returncode == 2 and f"another conversion (pid {os.getpid()}) is writing" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and not dest.exists()
+    r = run_cli("convert", src, dest)  # the lock is gone with its holder
+    assert r.returncode == 0, r.stderr
+    assert converter.verify(src, dest).ok
+
+
+def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys):
+    from zarr.storage import LocalStore
+
+    src, dest = make_dataset(), tmp_path / "m.zarr"
+    original = LocalStore.set
+    calls = {"n": 0}
+
+    async def full_disk(self, key, value, *args, **kwargs):
+        if "images/c/" in key:
+            calls["n"] += 1
+            if calls["n"] > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return await original(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", full_disk)
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "run the same command again to resume" in err
+    assert not dest.exists() and (tmp_path / "m.zarr.incomplete").exists()
+    monkeypatch.undo()
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0
+    assert converter.verify(src, dest).ok and not (tmp_path / "m.zarr.incomplete").exists()
+
+
+def test_zip_declaring_more_than_the_disk_holds_is_refused_before_writing(make_dataset, tmp_path, monkeypatch, capsys):
+    convert_module = sys.modules["converter.convert"]  # the package's `convert` is the function
+    real = shutil.disk_usage
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    assert cli.main(["convert", str(make_dataset("none", True)), str(tmp_path / "m.zarr")]) == 2
+    err = capsys.readouterr().err
+    assert "more than the 0.0 GB free" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_zip_bomb_member_is_refused(make_dataset, tmp_path, monkeypatch):
+    import converter.source as source_module
+
+    monkeypatch.setattr(source_module, "MAX_MEMBER_BYTES", 1000)  # stands for 2 GiB: images are larger
+    with pytest.raises(converter.SourceError, match="declares .* bytes uncompressed; refusing"):
+        converter.convert(make_dataset("none", True), tmp_path / "m.zarr")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["symlink", "duplicate"])
+def test_zip_symlinks_and_duplicates_are_refused(make_dataset, tmp_path, kind):
+    src = make_dataset("none", True)
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+        top = zin.namelist()[0].split("/")[0]
+        if kind == "symlink":
+            link = zipfile.ZipInfo(f"{top}/meta/trials/evil.npy")
+            link.external_attr = 0o120777 << 16
+            zout.writestr(link, "/etc/passwd")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # zipfile warns about the very thing we build
+                zout.writestr(f"{top}/data/images/0.npy", zin.read(f"{top}/data/images/0.npy"))
+    r = run_cli("convert", bad, tmp_path / "m.zarr")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert ("symbolic link in zip" if kind == "symlink" else "duplicate entry in zip") in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.zip"]
+
+
+def test_self_check_detects_bit_rot_without_the_source(make_store, tmp_path):
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(make_store("sensorium"), store)
+    r = run_cli("verify", store)
+    assert r.returncode == 0 and r.stdout.startswith("OK: 299 source files match their checksums"), r.stdout
+    arr = zarr.open_array(store / "behavior", mode="r+")
+    row = arr[11]
+    row[1] = np.float32(1.0)
+    arr[11] = row
+    area = zarr.open_array(store / "area", mode="r+")
+    values = area[...]
+    values[3] = "XX"
+    area[...] = values
+    r = run_cli("verify", store)
+    assert r.returncode == 1
+    assert "data/behavior/11.npy: stored values no longer give the source file" in r.stdout
+    assert "meta/neurons/area.npy: stored values no longer give the source file" in r.stdout
+
+
+def sha(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.npy"))}
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium"])
+def test_export_reproduces_every_file(make_dataset, make_store, competition, tmp_path):
+    src = make_dataset(competition)
+    r = run_cli("export", make_store(competition), tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sha(Path(r.stdout.strip())) == sha(src)
+    zipped = converter.export(make_store(competition), tmp_path / "z", as_zip=True)
+    with zipfile.ZipFile(zipped) as zf:
+        got = {n.split("/", 1)[1]: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist()}
+    assert got == sha(src)
+    assert converter.verify(zipped, make_store(competition)).ok  # the exported zip converts back
+
+
+dtypes = st.sampled_from(["<f4", ">f4", "<f8", ">i2", "<u2", "u1", "<i8", ">c8", "?"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), dtype=dtypes, fortran=st.booleans())
+def test_store_round_trip_of_any_per_trial_shape_dtype_and_order(make_dataset, tmp_path_factory, data, dtype, fortran):
+    folder = tmp_path_factory.mktemp("hyp") / "static90000-1-1-GrayImageNet-x"
+    shutil.copytree(make_dataset(), folder)
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    for i in range(60):
+        a = data.draw(hnp.arrays(np.dtype(dtype), shape)) if i < 3 else np.zeros(shape, dtype)
+        np.save(folder / f"data/behavior/{i}.npy", np.asfortranarray(a) if fortran else a)
+    dest = tmp_path_factory.mktemp("rt") / "m.zarr"
+    converter.convert(folder, dest, progress=False)
+    import xarray as xr
+
+    stored = xr.open_zarr(dest)["behavior"].values
+    for i in range(60):
+        assert bits(stored[i]) == bits(np.load(folder / f"data/behavior/{i}.npy"))
+    assert converter.verify(folder, dest).ok and converter.self_check(dest).ok
+    out = converter.export(dest, tmp_path_factory.mktemp("ex"))
+    assert sha(out) == sha(folder)
+    shutil.rmtree(folder)
