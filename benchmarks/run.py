@@ -30,13 +30,13 @@ SIZES = {
 HERE = Path(__file__).resolve().parent
 
 
-def dataset(data: Path, trials: int, neurons: int, image_dtype: str, as_zip: bool = False) -> Path:
+def dataset(data: Path, trials: int, neurons: int, image_dtype: str, as_zip: bool = False, seed: int = 0) -> Path:
     """A sample folder (or zip) of this size, generated once and reused."""
     where = data / f"{image_dtype}-{trials}x{neurons}"
-    path = where / (sample_name(0) + (".zip" if as_zip else ""))
+    path = where / (sample_name(seed) + (".zip" if as_zip else ""))
     if not path.exists():
         print(f"generating {path} ...", file=sys.stderr)
-        converter.make_sample(where, trials=trials, neurons=neurons, image_dtype=image_dtype, as_zip=as_zip)
+        converter.make_sample(where, trials=trials, neurons=neurons, image_dtype=image_dtype, as_zip=as_zip, seed=seed)
     return path
 
 
@@ -117,7 +117,7 @@ def markdown(rows: list[dict], met: list[dict], info: dict, size: str) -> str:
         lines += ["", f"## {ds}", "", "| workload | (a) | (b) | (c) | (d) | (a)/(c) | (c)/(d) |", "|---|---|---|---|---|---|---|"]
         seen = []
         for r in rows:
-            if r.get("dataset") != ds or r["workload"] in ("size", "convert", "convert from zip") or r["workload"] in seen:
+            if r.get("dataset") != ds or r["workload"] in ("size", "convert", "convert from zip", "convert several mice") or r["workload"] in seen:
                 continue
             w = r["workload"]
             seen.append(w)
@@ -141,6 +141,10 @@ def markdown(rows: list[dict], met: list[dict], info: dict, size: str) -> str:
                 a = next(x for x in conv if x["workload"] == r["workload"] and x["trials"] == r["trials"] and x["method"] == "a")
                 mbs = f"{r['mb_per_s']:.0f}" if "mb_per_s" in r else ""
                 lines.append(f"| {r['workload']} | {r['trials']} | {_ms(a['seconds'])} | {_ms(r['seconds'])} | {r['seconds'] / a['seconds']:.2f}x | {mbs} | {r['peak_rss_mb']:.0f} MB |")
+        scale = [r for r in rows if r.get("dataset") == ds and r["workload"] == "convert several mice"]
+        if scale:
+            lines += ["", "| convert-all on a local dask cluster | mice | trials | wall time | peak memory per worker |", "|---|---|---|---|---|"]
+            lines += [f"| {r['workers']} worker{'s' if r['workers'] > 1 else ''} | {r['mice']} | {r['trials']} | {_ms(r['seconds'])} | {r['peak_worker_mb']:.0f} MB |" for r in scale]
         sz = [r for r in rows if r.get("dataset") == ds and r["workload"] == "size"]
         lines += ["", "| variable | source MB | store MB | store / source |", "|---|---|---|---|"]
         lines += [f"| {r['variable']} | {r['source_bytes'] / 1e6:.1f} | {r['store_bytes'] / 1e6:.1f} | {r['ratio']:.2f} |" for r in sz]
@@ -158,7 +162,7 @@ def chart(rows: list[dict], path: Path) -> None:
     for ax, ds in zip(axes[:, 0], datasets):
         labels, speedups = [], []
         for r in rows:
-            if r.get("dataset") != ds or r.get("method") != "c" or r.get("cache") or r["workload"] in ("convert", "convert from zip"):
+            if r.get("dataset") != ds or r.get("method") != "c" or r.get("cache") or r["workload"] in ("convert", "convert from zip", "convert several mice"):
                 continue
             a = _get(rows, ds, r["workload"], "a")
             if a:
@@ -204,6 +208,9 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         for workload in W.READING:
             print(f"[{label}] {workload.__name__} ...", file=sys.stderr)
             rows += workload(ctx)
+    print("[scale-out] convert-all with 1 and 2 workers ...", file=sys.stderr)
+    mice = [dataset(data, t, n, "float32")] + [dataset(data, t, n, "float32", seed=s) for s in (1, 2)][: 2 if size == "full" else 1]
+    rows += W.scale_out("float32 images", mice, work)
     info = machine()
     met = targets(rows)
     result = {"size": size, "machine": info, "targets": met, "rows": rows}

@@ -302,4 +302,35 @@ def sizes(ctx: Ctx) -> list[dict]:
     return rows
 
 
+# -- scale-out ------------------------------------------------------------------------
+
+def _worker_peak_mb() -> float:
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+
+
+def scale_out(label: str, sources: list[Path], work: Path) -> list[dict]:
+    """``convert-all`` of several mice on a local dask cluster of 1 and of 2 worker processes."""
+    from distributed import Client, LocalCluster
+
+    src_dir = work / "scale-src"
+    shutil.rmtree(src_dir, ignore_errors=True)
+    src_dir.mkdir(parents=True)
+    for s in sources:
+        (src_dir / s.name).symlink_to(s, target_is_directory=s.is_dir())
+    rows = []
+    for n in (1, 2):
+        out = work / f"scale-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+            t = time.perf_counter()
+            result = converter.convert_all(src_dir, out, scheduler=cluster.scheduler_address, progress=False)
+            wall = time.perf_counter() - t
+            peaks = list(client.run(_worker_peak_mb).values())
+        assert all(r["status"] == "converted" for r in result), result
+        rows.append({"dataset": label, "workload": "convert several mice", "method": "c", "workers": n, "mice": len(sources),
+                     "trials": sum(r["trials"] for r in result), "seconds": wall, "peak_worker_mb": max(peaks)})
+        shutil.rmtree(out)
+    return rows
+
+
 READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, sizes]

@@ -1,6 +1,7 @@
 """sensorium-zarr: each Sensorium 2022 scan as one chunked, lossless Zarr v3 store."""
 
 from . import accessor  # registers ds.sensorium
+from .batch import convert_all
 from .convert import convert
 from .dataset import info, open_mice, open_mouse, read_statistics
 from .errors import SourceError, StoreError
@@ -13,14 +14,15 @@ from .verify import VerifyReport, verify
 __version__ = "0.1.0"
 
 __all__ = [
+    "Normalizer",
     "SourceError",
     "StoreError",
     "VerifyReport",
     "__version__",
     "convert",
+    "convert_all",
     "export",
     "info",
-    "Normalizer",
     "make_sample",
     "open_mice",
     "open_mouse",

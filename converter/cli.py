@@ -1,7 +1,7 @@
 """The ``sensorium-zarr`` command: a thin layer over the Python API.
 
-Exit codes: 0 success; 1 ``verify`` found mismatches or ``validate`` found the store
-does not match its schema; 2 bad input (malformed source, missing or incomplete store,
+Exit codes: 0 success; 1 ``verify`` found mismatches, ``validate`` found the store
+does not match its schema, or ``convert-all`` could not convert every dataset; 2 bad input (malformed source, missing or incomplete store,
 DEST in the way, bad arguments); 130 interrupted.
 """
 
@@ -48,6 +48,14 @@ def _convert(args) -> int:
     if not args.quiet:
         print(f"wrote {dest}")
     return EXIT_OK
+
+
+def _convert_all(args) -> int:
+    from .batch import convert_all, format_summary
+
+    rows = convert_all(args.src_dir, args.dest_dir, scheduler=args.scheduler, workers=args.workers, progress=_progress(args))
+    print(format_summary(rows))
+    return EXIT_OK if all(not r["status"].startswith("failed") for r in rows) else EXIT_MISMATCH
 
 
 def _verify(args) -> int:
@@ -119,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=None, help="parallel writers (default: one per core)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_convert)
+
+    ca = sub.add_parser("convert-all", help="convert every dataset folder and zip of SRC_DIR on a dask cluster")
+    ca.add_argument("src_dir", type=Path)
+    ca.add_argument("dest_dir", type=Path, help="stores are written to DEST_DIR/<dataset name>.zarr")
+    ca.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster)")
+    ca.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per core)")
+    ca.add_argument("--quiet", action="store_true")
+    ca.set_defaults(func=_convert_all)
 
     v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")
     v.add_argument("paths", type=Path, nargs="+", metavar="[SRC] DEST")

@@ -7,25 +7,26 @@ store.  An interrupted conversion resumes from its records (see `converter.state
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import layout
+from . import executors, layout
 from .errors import SourceError, StoreError
+from .executors import Executor
 from .npy import NpyHeader, parse_header
 from .progress import Progress
 from .source import Inventory, Source, open_source, read_array, scan
 from .state import ConversionState, start_over
-from .store import BlockResult, MetaArray, create_skeleton, finalize, write_block, write_checksums
+from .store import BlockResult, MetaArray, create_skeleton, finalize, write_checksums
 
 # Failures of the disk rather than of the code: reported in one line, work kept for a resume.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -190,7 +191,7 @@ def _plan_record(source: Source, p: Plan) -> dict:
     return json.loads(json.dumps(record))
 
 
-def _build(source: Source, p: Plan, state: ConversionState, workers: int | None, progress: bool | None) -> None:
+def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor, bar) -> None:
     """Write (or finish writing) the store at ``state.store``; resumable at any point."""
     from .schema import validate
 
@@ -202,17 +203,10 @@ def _build(source: Source, p: Plan, state: ConversionState, workers: int | None,
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
-
-    def run(block: range) -> BlockResult:
-        r = write_block(source, tmp, p.data_vars, p.expect, block, bar)
+    bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
+    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar):
         state.save_block(r)  # only after every chunk of the block is written
-        return r
-
-    with Progress(p.n_trials * len(p.data_vars), f"convert {p.inventory.name[:40]}", progress) as bar:
-        bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
-        with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            for r in pool.map(run, todo):
-                done[r.block.start] = r
+        done[r.block.start] = r
     results = [done[b.start] for b in layout.blocks(p.n_trials)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
@@ -221,13 +215,20 @@ def _build(source: Source, p: Plan, state: ConversionState, workers: int | None,
     validate(tmp)
 
 
+def _bar(progress: bool | Progress | None, p: Plan):
+    if isinstance(progress, Progress):
+        return contextlib.nullcontext(progress)
+    return Progress(p.n_trials * len(p.data_vars), f"convert {p.inventory.name[:40]}", progress)
+
+
 def convert(
     src: str | os.PathLike,
     dest: str | os.PathLike,
     *,
     overwrite: bool = False,
     workers: int | None = None,
-    progress: bool | None = None,
+    progress: bool | Progress | None = None,
+    client=None,
 ) -> Path:
     """Convert one dataset folder or zip into a consolidated Zarr v3 store at ``dest``.
 
@@ -242,6 +243,8 @@ def convert(
     overwrite : replace an existing store at ``dest`` (only once the new one is complete).
     workers : threads writing blocks of trials in parallel; default: one per core.
     progress : draw a progress bar on stderr; default: only when stderr is a terminal.
+        A `Progress` instance is advanced instead (one bar over several conversions).
+    client : a ``distributed.Client``: write the blocks on its workers instead of threads.
 
     Returns
     -------
@@ -267,9 +270,10 @@ def convert(
         dest.parent.mkdir(parents=True, exist_ok=True)
         _check_space(source, dest)
         work.mkdir(exist_ok=True)
-        with ConversionState(work) as state:
+        run_blocks = executors.dask(client) if client is not None else executors.threads(workers)
+        with ConversionState(work) as state, _bar(progress, p) as bar:
             try:
-                _build(source, p, state, workers, progress)
+                _build(source, p, state, run_blocks, bar)
             except SourceError:
                 shutil.rmtree(work, ignore_errors=True)  # bad input: nothing worth resuming
                 raise

@@ -14,6 +14,9 @@ class SourceError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # raised on a dask worker, re-raised on the client
+        return (SourceError, (self.path, self.problem))
+
 
 class StoreError(ValueError):
     """A store is missing, incomplete, in the way, or does not match the schema."""

@@ -65,9 +65,9 @@ class FolderSource(Source):
     """A dataset unpacked on disk (the folder that holds ``data/`` and ``meta/``)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        self.location = str(root)
+        self.root = Path(root).absolute()  # workers in other processes may have another cwd
         self.name = self.root.resolve().name
-        self.location = str(self.root)
 
     def read(self, rel: str) -> bytes:
         try:
@@ -110,8 +110,8 @@ class ZipSource(Source):
     """The distributed zip, read member by member without extracting it."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.location = str(self.path)
+        self.location = str(path)
+        self.path = Path(path).absolute()
         try:
             self._zf = zipfile.ZipFile(self.path)
         except (OSError, zipfile.BadZipFile) as e:

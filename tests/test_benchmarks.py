@@ -17,9 +17,11 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
     workloads = {r["workload"] for r in result["rows"]}
     for w in ("convert", "convert from zip", "open (metadata only)", "load all responses", "random batch of 128, all keys",
               "epoch of the train loader (normalised images + responses)", "responses of the train tier",
-              "one neuron, all trials", "test repeats grouped by image_id (mean)", "size"):
+              "one neuron, all trials", "test repeats grouped by image_id (mean)", "size", "convert several mice"):
         assert w in workloads, w
     assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images"}
+    scale = [r for r in result["rows"] if r["workload"] == "convert several mice"]
+    assert [r["workers"] for r in scale] == [1, 2] and all(r["peak_worker_mb"] > 0 for r in scale)
     timed = [r for r in result["rows"] if "seconds" in r]
     assert all(r["seconds"] > 0 for r in timed)
     assert {t["target"] for t in result["targets"]} >= {"one neuron >= 50x faster than (a)", "store <= 0.8x the source bytes"}

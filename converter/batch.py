@@ -1,0 +1,126 @@
+"""``convert-all``: every dataset of a folder, on a dask.distributed cluster.
+
+Mice are converted one after another; the blocks of each are spread over all workers, so
+several workers write one mouse in parallel (blocks own disjoint chunks).  A store that is
+already complete and valid is skipped; a partial one resumes; one failure does not stop
+the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import zipfile
+from pathlib import Path
+
+from .convert import convert, plan
+from .errors import SourceError, StoreError
+from .progress import Progress
+from .schema import validate
+from .source import open_source
+
+
+def discover(src_dir: str | os.PathLike) -> list[Path]:
+    """Dataset folders (holding ``data/`` and ``meta/``) and zips directly inside ``src_dir``."""
+    root = Path(src_dir)
+    if not root.is_dir():
+        raise SourceError(str(root), "not a folder")
+    found = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and (p / "data").is_dir() and (p / "meta").is_dir():
+            found.append(p)
+        elif p.is_file() and p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
+            found.append(p)
+    if not found:
+        raise SourceError(str(root), "no dataset folders or zips in it")
+    return found
+
+
+def _name(src: Path) -> str:
+    return src.stem if src.suffix.lower() == ".zip" else src.name
+
+
+@contextlib.contextmanager
+def _client(scheduler: str | None, workers: int | None):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    n = workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def convert_all(
+    src_dir: str | os.PathLike,
+    dest_dir: str | os.PathLike,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Convert every dataset in ``src_dir`` to ``dest_dir/<dataset name>.zarr``.
+
+    Parameters
+    ----------
+    scheduler : address of a running dask scheduler (e.g. ``tcp://host:8786``); by default
+        a local cluster of ``workers`` processes (one per core) is started.
+    progress : one bar over all mice on stderr; default: only on a terminal.
+
+    Returns
+    -------
+    One row per dataset: ``mouse``, ``trials``, ``neurons``, ``seconds``, ``size_bytes``,
+    ``status`` (``converted``, ``complete`` (skipped) or ``failed: <reason>``).
+    """
+    sources = discover(src_dir)
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    rows, todo, total = [], [], 0
+    for src in sources:
+        dest = dest_dir / f"{_name(src)}.zarr"
+        row = {"mouse": _name(src), "trials": None, "neurons": None, "seconds": 0.0, "size_bytes": None, "status": ""}
+        rows.append(row)
+        try:
+            if dest.exists():
+                attrs = validate(dest)["attributes"]
+                row.update(trials=attrs["n_trials"], neurons=attrs["n_neurons"], size_bytes=_size(dest), status="complete")
+                continue
+            source = open_source(src)
+            try:
+                p = plan(source)
+            finally:
+                source.close()
+            row.update(trials=p.n_trials, neurons=p.n_neurons)
+            total += p.n_trials * len(p.data_vars)
+            todo.append((src, dest, row))
+        except (SourceError, StoreError, OSError) as e:
+            row["status"] = f"failed: {e}"
+    if todo:
+        with _client(scheduler, workers) as client, Progress(total, "convert-all", progress) as bar:
+            for src, dest, row in todo:
+                t = time.perf_counter()
+                try:
+                    convert(src, dest, client=client, progress=bar)
+                    row.update(status="converted", size_bytes=_size(dest))
+                except (SourceError, StoreError, OSError) as e:
+                    row["status"] = f"failed: {e}"
+                row["seconds"] = time.perf_counter() - t
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The summary table printed at the end of ``convert-all``."""
+    lines = [f"{'mouse':<60} {'trials':>7} {'neurons':>8} {'seconds':>8} {'size MB':>9}  status"]
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e6:.1f}" if r["size_bytes"] else "-"
+        lines.append(f"{r['mouse']:<60} {r['trials'] or '-':>7} {r['neurons'] or '-':>8} {r['seconds']:>8.1f} {size:>9}  {r['status']}")
+    ok = sum(not r["status"].startswith("failed") for r in rows)
+    lines.append(f"{ok} of {len(rows)} stores complete")
+    return "\n".join(lines)

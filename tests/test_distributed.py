@@ -1,0 +1,110 @@
+"""convert-all on a dask scheduler and workers started as separate processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import converter
+
+from .test_bad_input import run_cli
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """A dask scheduler and two single-threaded workers, each its own process, on loopback."""
+    d = tmp_path_factory.mktemp("dask")
+    info = d / "scheduler.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(info),
+                               "--host", "127.0.0.1", "--port", "0", "--no-dashboard"], cwd=d,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        end = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                           "--no-dashboard", "--memory-limit", "2GB"], cwd=d,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            pids = set(client.run(os.getpid).values())
+        assert os.getpid() not in pids and len(pids) == 2
+        yield address, pids
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+@pytest.fixture
+def mice(make_dataset, tmp_path):
+    """A folder with a pre-training scan, a competition zip and a broken scan."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for comp, as_zip, seed in (("none", False, 3), ("sensorium", True, 4), ("none", False, 5)):
+        p = make_dataset(comp, as_zip, seed=seed)
+        (shutil.copy if as_zip else shutil.copytree)(p, src / p.name)
+    broken = src / make_dataset("none", False, seed=5).name
+    os.remove(broken / "meta/trials/tiers.npy")
+    return src, broken.name
+
+
+def test_convert_all_on_separate_scheduler_and_workers(scheduler, mice, make_dataset, tmp_path):
+    address, worker_pids = scheduler
+    src, broken = mice
+    out = tmp_path / "out"
+    r = run_cli("convert-all", src, out, "--scheduler", address)
+    assert r.returncode == 1, r.stderr  # one mouse failed, and the exit code says so
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "2 of 3 stores complete"
+    assert any(broken in l and "failed:" in l and "tiers.npy: missing" in l for l in lines)
+    assert sum(l.endswith("converted") for l in lines) == 2
+    for comp, as_zip, seed in (("none", False, 3), ("sensorium", True, 4)):
+        srcp = make_dataset(comp, as_zip, seed=seed)
+        store = out / f"{srcp.name.removesuffix('.zip')}.zarr"
+        assert converter.verify(srcp, store).ok
+    with distributed.Client(address) as client:  # the blocks ran in the worker processes
+        logged = client.run(lambda dask_worker: sorted({str(e[0]) for e in dask_worker.state.log if isinstance(e, tuple) and e}))
+    keys = {k for ks in logged.values() for k in ks if k.startswith("sensorium-zarr-")}
+    names = {make_dataset("none", False, seed=3).name, make_dataset("sensorium", True, seed=4).name.removesuffix(".zip")}
+    assert {k.rsplit("-", 1)[0] for k in keys} == {f"sensorium-zarr-{n}" for n in names}, logged
+    r = run_cli("convert-all", src, out, "--scheduler", address)
+    assert sum(l.endswith("  complete") for l in r.stdout.splitlines()) == 2  # done stores are skipped
+
+
+def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch):
+    from zarr.storage import LocalStore
+
+    address, _ = scheduler
+    src = tmp_path / "src"
+    shutil.copytree(make_dataset("none", False, seed=6), src / make_dataset("none", False, seed=6).name)
+    dest = tmp_path / "out" / f"{make_dataset('none', False, seed=6).name}.zarr"
+    original = LocalStore.set
+
+    async def full_disk(self, key, value, *a, **k):
+        if "responses/c/" in key:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await original(self, key, value, *a, **k)
+
+    monkeypatch.setattr(LocalStore, "set", full_disk)
+    with pytest.raises(converter.StoreError, match="run the same command again to resume"):
+        converter.convert(make_dataset("none", False, seed=6), dest)
+    monkeypatch.undo()
+    assert (dest.parent / f"{dest.name}.incomplete" / "state" / "plan.json").exists()
+    rows = converter.convert_all(src, tmp_path / "out", scheduler=address)
+    assert [r["status"] for r in rows] == ["converted"]
+    assert converter.verify(make_dataset("none", False, seed=6), dest).ok
+    assert not (dest.parent / f"{dest.name}.incomplete").exists()
