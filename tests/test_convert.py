@@ -173,8 +173,9 @@ def test_dest_is_refused_unless_overwrite(make_dataset, tmp_path):
 
 
 def test_open_mouse_chunks_and_coordinates(make_store):
-    ds = converter.open_mouse(make_store(), trial_chunk=32)  # a multiple of the stored chunks
-    assert ds["images"].data.chunks[0] == (32, 28)  # never one task per trial
+    ds = converter.open_mouse(make_store(), trial_chunk=64)  # holds whole stored chunks of every variable
+    assert ds["images"].data.chunks[0] == (60,) and ds["responses"].data.chunks == ((60,), (40,))
+    assert converter.open_mouse(make_store())["images"].data.numblocks[0] == 1  # never one task per trial
     assert isinstance(ds["tier"].data, np.ndarray)  # coordinates in memory, ready for selection
     train = ds.sel(trial=ds["tier"] == "train")
     assert train.sizes["trial"] == xr.open_zarr(make_store()).attrs["tier_counts"]["train"]
