@@ -9,9 +9,8 @@ from .export import export, self_check
 from .normalize import Normalizer, standardize
 from .sample import make_sample
 from .schema import validate
+from ._version import __version__
 from .verify import VerifyReport, verify
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Normalizer",

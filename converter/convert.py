@@ -1,8 +1,8 @@
 """``convert``: one dataset (folder or zip) into one store, atomically.
 
-The store is built under ``<DEST>.incomplete`` next to DEST and renamed to DEST only
-after it is complete and validates against the schema, so DEST never holds a partial
-store.  An interrupted conversion resumes from its records (see `converter.state`).
+The store is built in ``<DEST>.incomplete/store`` and renamed to DEST only after it is
+complete and validates against the schema, so DEST never holds a partial store.  An
+interrupted conversion resumes from the records beside it (see `converter.state`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import executors, layout
+from ._version import __version__
 from .errors import SourceError, StoreError
 from .executors import Executor
 from .npy import NpyHeader, parse_header
@@ -126,8 +127,6 @@ def fingerprint(crcs: dict[str, int]) -> str:
 
 
 def _root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
-    from . import __version__
-
     inv = p.inventory
     crcs = {m.rel: m.crc32 for m in [*p.meta, *p.statistics]}
     if isinstance(p.neuron_coord, MetaArray):
@@ -176,10 +175,6 @@ def _check_space(source: Source, dest: Path) -> None:
 
 def _plan_record(source: Source, p: Plan) -> dict:
     """What a resumed conversion must find unchanged to reuse the work already done."""
-    from dataclasses import asdict
-
-    from . import __version__
-
     record = {
         "converter_version": __version__,
         "schema_version": layout.SCHEMA_VERSION,

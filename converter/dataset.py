@@ -14,10 +14,6 @@ from .layout import BLOCK_TRIALS
 from .schema import manifest, read_root
 from .store import _CONSOLIDATED_WARNING
 
-_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
-             "float32": 4, "int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16}
-
-
 def _checked_root(path: str | os.PathLike) -> dict:
     root = read_root(path)
     if root.get("attributes", {}).get("schema") != "sensorium-zarr":
@@ -106,7 +102,7 @@ def info(path: str | os.PathLike) -> dict:
     for name, a in m["arrays"].items():
         disk = sum(f.stat().st_size for f in (base / name).rglob("*") if f.is_file())
         n = int(np.prod(a["shape"], dtype=np.int64))
-        memory = n * _ITEMSIZE[a["dtype"]] if a["dtype"] in _ITEMSIZE else None
+        memory = None if a["dtype"] == "string" else n * np.dtype(a["dtype"]).itemsize
         arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"],
                         "disk_bytes": disk, "memory_bytes": memory}
     attrs = m["attributes"]

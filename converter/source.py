@@ -6,6 +6,7 @@ trial indices; `read_array` and `read_trials` are the only places `.npy` bytes a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -87,20 +88,24 @@ class FolderSource(Source):
             out[rel] = set(dirnames) | set(filenames)
         return out
 
-    def _stats(self):
+    @functools.cached_property
+    def _stats(self) -> list[tuple[str, int, int]]:
+        """``(path, size, mtime)`` of every file, taken once per opened source."""
+        out = []
         for dirpath, _, filenames in os.walk(self.root):
             for name in filenames:
                 st = os.stat(os.path.join(dirpath, name))
-                yield os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns
+                out.append((os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns))
+        return sorted(out)
 
     def identity(self) -> str:
         h = hashlib.sha256(str(self.root.resolve()).encode())
-        for rel, size, mtime in sorted(self._stats()):
+        for rel, size, mtime in self._stats:
             h.update(f"{rel}\t{size}\t{mtime}\n".encode())
         return h.hexdigest()
 
     def declared_bytes(self) -> int:
-        return sum(size for _, size, _ in self._stats())
+        return sum(size for _, size, _ in self._stats)
 
     def __reduce__(self):
         return (FolderSource, (self.root,))
