@@ -74,7 +74,7 @@ class SensoriumAccessor:
         """The `Normalizer` of this store's ``statistics/<key>/<source>``."""
         from .dataset import read_statistics
 
-        return Normalizer.from_statistics(read_statistics(self._store(), source))
+        return Normalizer.from_statistics(read_statistics(self._store(), source, self._ds.encoding.get("storage_options")))
 
     def normalize(self, source: str = "all") -> xr.Dataset:
         """Data variables as ``NeuroNormalizer`` gives them, cast to float32 (lazy)."""
@@ -88,7 +88,7 @@ class SensoriumAccessor:
         """``responses / std``: the competition's standardised responses."""
         from .dataset import read_statistics
 
-        std = read_statistics(self._store(), source)["responses"]["std"][self._neuron_positions()]
+        std = read_statistics(self._store(), source, self._ds.encoding.get("storage_options"))["responses"]["std"][self._neuron_positions()]
         ds = self._ds.copy()
         ds["responses"] = standardize(ds["responses"], xr.DataArray(std, dims=("neuron",)))
         return ds
@@ -118,5 +118,8 @@ class SensoriumAccessor:
         import pandas as pd
         import zarr
 
-        full = pd.Index(zarr.open_array(f"{self._store()}/neuron", mode="r")[...])
+        from .location import child, zarr_kwargs
+
+        so = self._ds.encoding.get("storage_options")
+        full = pd.Index(zarr.open_array(str(child(self._store(), "neuron")), mode="r", **zarr_kwargs(self._store(), so))[...])
         return full.get_indexer(self._ds.indexes["neuron"])

@@ -26,6 +26,17 @@ def _progress(args) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
 
+def _options(args) -> dict | None:
+    """``--storage-option key=value`` pairs as fsspec storage options (``true``/``false`` as booleans)."""
+    out = {}
+    for item in getattr(args, "storage_option", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise StoreError(f"--storage-option {item!r}: expected key=value")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out or None
+
+
 def _sample(args) -> int:
     from .progress import Progress
     from .sample import make_sample
@@ -44,7 +55,8 @@ def _sample(args) -> int:
 def _convert(args) -> int:
     from .convert import convert
 
-    dest = convert(args.src, args.dest, overwrite=args.overwrite, workers=args.workers, progress=_progress(args))
+    dest = convert(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, workers=args.workers,
+                   progress=_progress(args), storage_options=_options(args))
     if not args.quiet:
         print(f"wrote {dest}")
     return EXIT_OK
@@ -64,11 +76,11 @@ def _verify(args) -> int:
     if len(args.paths) == 1:
         from .export import self_check
 
-        report = self_check(args.paths[0], progress=_progress(args))
+        report = self_check(_loc(args.paths[0]), progress=_progress(args), storage_options=_options(args))
     else:
         from .verify import verify
 
-        report = verify(*args.paths, workers=args.workers, progress=_progress(args))
+        report = verify(*map(_loc, args.paths), workers=args.workers, progress=_progress(args), storage_options=_options(args))
     print(report)
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
@@ -76,7 +88,7 @@ def _verify(args) -> int:
 def _export(args) -> int:
     from .export import export
 
-    target = export(args.dest, args.out, as_zip=args.zip, progress=_progress(args))
+    target = export(_loc(args.dest), args.out, as_zip=args.zip, progress=_progress(args), storage_options=_options(args))
     print(target)
     return EXIT_OK
 
@@ -84,9 +96,9 @@ def _export(args) -> int:
 def _validate(args) -> int:
     from .schema import read_root, validate
 
-    read_root(args.dest)  # a missing store is bad input (2), not a failed check
+    read_root(_loc(args.dest), _options(args))  # a missing store is bad input (2), not a failed check
     try:
-        m = validate(args.dest)
+        m = validate(_loc(args.dest), _options(args))
     except StoreError as e:
         print(e)
         return EXIT_MISMATCH
@@ -99,9 +111,20 @@ def _info(args) -> int:
 
     from .dataset import format_info, info
 
-    d = info(args.dest)
+    d = info(_loc(args.dest), _options(args))
     print(json.dumps(d, indent=1) if args.json else format_info(d))
     return EXIT_OK
+
+
+def _loc(path: str):
+    """A command-line location: a URL stays a string, anything else becomes a path."""
+    return path if "://" in path else Path(path)
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for s3:// and other URLs, e.g. endpoint_url=http://... (repeatable); "
+                        "by default the AWS environment variables apply")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,11 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sample)
 
     c = sub.add_parser("convert", help="convert a dataset folder or .zip into one Zarr store")
-    c.add_argument("src", type=Path, help="dataset folder or the distributed .zip (read in place)")
-    c.add_argument("dest", type=Path, help="store to create")
+    c.add_argument("src", help="dataset folder or the distributed .zip (read in place); may be an s3:// URL")
+    c.add_argument("dest", help="store to create")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store at DEST")
     c.add_argument("--workers", type=int, default=None, help="parallel writers (default: one per core)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_storage_option(c)
     c.set_defaults(func=_convert)
 
     ca = sub.add_parser("convert-all", help="convert every dataset folder and zip of SRC_DIR on a dask cluster")
@@ -137,25 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     ca.set_defaults(func=_convert_all)
 
     v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")
-    v.add_argument("paths", type=Path, nargs="+", metavar="[SRC] DEST")
+    v.add_argument("paths", nargs="+", metavar="[SRC] DEST", help="local paths or URLs")
     v.add_argument("--workers", type=int, default=None)
     v.add_argument("--quiet", action="store_true")
+    _add_storage_option(v)
     v.set_defaults(func=_verify)
 
     e = sub.add_parser("export", help="rebuild the original files from a store, byte for byte")
-    e.add_argument("dest", type=Path, help="the store")
+    e.add_argument("dest", help="the store (a path or a URL)")
     e.add_argument("out", type=Path, help="folder to write <dataset>/ (or <dataset>.zip) into")
     e.add_argument("--zip", action="store_true", help="write the distributed zip form")
     e.add_argument("--quiet", action="store_true")
+    _add_storage_option(e)
     e.set_defaults(func=_export)
 
     a = sub.add_parser("validate", help="check a store against its schema")
-    a.add_argument("dest", type=Path)
+    a.add_argument("dest", help="the store (a path or a URL)")
+    _add_storage_option(a)
     a.set_defaults(func=_validate)
 
     i = sub.add_parser("info", help="counts per tier, dims, sizes and compression")
-    i.add_argument("dest", type=Path)
+    i.add_argument("dest", help="the store (a path or a URL)")
     i.add_argument("--json", action="store_true", help="print as JSON")
+    _add_storage_option(i)
     i.set_defaults(func=_info)
     return p
 

@@ -23,6 +23,7 @@ from . import executors, layout
 from ._version import __version__
 from .errors import SourceError, StoreError
 from .executors import Executor
+from .location import is_url
 from .npy import NpyHeader, parse_header
 from .progress import Progress
 from .source import Inventory, Source, open_source, read_array, scan
@@ -224,6 +225,7 @@ def convert(
     workers: int | None = None,
     progress: bool | Progress | None = None,
     client=None,
+    storage_options: dict | None = None,
 ) -> Path:
     """Convert one dataset folder or zip into a consolidated Zarr v3 store at ``dest``.
 
@@ -233,8 +235,10 @@ def convert(
 
     Parameters
     ----------
-    src : path to the dataset folder (holding ``data/`` and ``meta/``) or its ``.zip``.
-    dest : path of the store to create.
+    src : path to the dataset folder (holding ``data/`` and ``meta/``) or its ``.zip``; either
+        may be a URL such as ``s3://bucket/x.zip`` (``storage_options`` go to fsspec).
+    dest : path of the store to create (a local path: writing to object storage is not
+        supported yet).
     overwrite : replace an existing store at ``dest`` (only once the new one is complete).
     workers : threads writing blocks of trials in parallel; default: one per core.
     progress : draw a progress bar on stderr; default: only when stderr is a terminal.
@@ -251,6 +255,8 @@ def convert(
     StoreError : ``dest`` exists (without ``overwrite``), another conversion is writing
         it, writing failed (the message says how to resume), or the result is invalid.
     """
+    if is_url(dest):
+        raise StoreError(f"{dest}: writing stores to object storage is not supported yet; convert to a local path and upload the store")
     dest = Path(dest)
     work = dest.with_name(dest.name + ".incomplete")
     if dest.exists() and work.exists():
@@ -259,7 +265,7 @@ def convert(
         raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
     if dest.exists():
         _check_replaceable(dest)
-    source = open_source(src)
+    source = open_source(src, storage_options)
     try:
         p = plan(source)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import zarr
 
 from .errors import StoreError
 from .layout import blocks
+from .location import zarr_kwargs
 from .npy import parse_header
 from .progress import Progress
 from .schema import manifest, read_root
@@ -41,10 +42,10 @@ def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
     return header + arr.tobytes(order="F" if h.fortran_order else "C")
 
 
-def source_files(dest: str | os.PathLike, progress: bool | None = None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
+def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_options: dict | None = None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
     """``(path, bytes of the file, its recorded CRC-32)`` for every source ``.npy`` of a store."""
-    m = manifest(read_root(dest))
-    group = zarr.open_group(str(dest), mode="r", zarr_format=3)
+    m = manifest(read_root(dest, storage_options))
+    group = zarr.open_group(str(dest), mode="r", zarr_format=3, **zarr_kwargs(dest, storage_options))
     per_trial = {}
     for path, a in m["arrays"].items():
         src = a["attributes"].get("source")
@@ -73,10 +74,10 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None) -> Itera
                 bar(len(b))
 
 
-def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20) -> VerifyReport:
+def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20, storage_options: dict | None = None) -> VerifyReport:
     """Re-check every stored array against the CRC-32 of the file it came from."""
     report = VerifyReport(limit=limit, against="their checksums recorded at conversion")
-    for name, make, crc in source_files(dest, progress):
+    for name, make, crc in source_files(dest, progress, storage_options):
         report.files_checked += 1
         try:
             got = zlib.crc32(make())
@@ -88,13 +89,14 @@ def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: 
     return report
 
 
-def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = False, progress: bool | None = None) -> Path:
+def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = False, progress: bool | None = None,
+           storage_options: dict | None = None) -> Path:
     """Rebuild the original dataset folder (or its zip) from a store, every file byte for byte.
 
     Writes ``out/<dataset>/`` (or ``out/<dataset>.zip`` holding that folder); refuses an
     existing target.  Each file is checked against its recorded CRC-32 as it is written.
     """
-    name = read_root(dest)["attributes"]["dataset"]
+    name = read_root(dest, storage_options)["attributes"]["dataset"]
     out = Path(out)
     target = out / (f"{name}.zip" if as_zip else name)
     if target.exists():
@@ -103,7 +105,7 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     partial = target.with_name(target.name + ".partial")
     zf = zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) if as_zip else None
     try:
-        for rel, make, crc in source_files(dest, progress):
+        for rel, make, crc in source_files(dest, progress, storage_options):
             data = make()
             if zlib.crc32(data) != crc:
                 raise StoreError(f"{dest}: {rel} does not rebuild to the source file (CRC-32 mismatch); run verify")

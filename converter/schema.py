@@ -17,6 +17,7 @@ import jsonschema
 
 from .errors import StoreError
 from .layout import SCHEMA_VERSION
+from .location import child, exists, read_bytes
 
 
 @functools.cache
@@ -68,13 +69,13 @@ def manifest(root_json: dict) -> dict:
     }
 
 
-def read_root(path: str | os.PathLike) -> dict:
-    """The root ``zarr.json`` of a store; `StoreError` when there is none."""
-    p = Path(path)
+def read_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+    """The root ``zarr.json`` of a store (a local path or a URL); `StoreError` when there is none."""
+    p = str(path).rstrip("/")
     try:
-        return json.loads((p / "zarr.json").read_text())
+        return json.loads(read_bytes(child(path, "zarr.json"), storage_options))
     except FileNotFoundError:
-        if Path(str(p) + ".incomplete").exists():
+        if exists(p + ".incomplete", storage_options):
             raise StoreError(f"{p}: no complete store here (a conversion is running, or was interrupted and left {p}.incomplete: run it again to finish)") from None
         raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
     except (OSError, ValueError) as e:
@@ -110,12 +111,12 @@ def cross_check(m: dict) -> list[str]:
     return problems
 
 
-def validate(path: str | os.PathLike) -> dict:
-    """Check the store at ``path`` against its schema; return its manifest.
+def validate(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+    """Check the store at ``path`` (a local path or a URL) against its schema; return its manifest.
 
     Raises `StoreError` with the first problems found, on one line.
     """
-    m = manifest(read_root(path))
+    m = manifest(read_root(path, storage_options))
     version = m["attributes"].get("schema_version", SCHEMA_VERSION)
     try:
         schema = load_schema(version)

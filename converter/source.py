@@ -15,11 +15,12 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .errors import SourceError
+from .location import filesystem, is_url
 from .npy import NpyHeader, array_from_header, parse_header
 
 KNOWN_KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -111,18 +112,72 @@ class FolderSource(Source):
         return (FolderSource, (self.root,))
 
 
-class ZipSource(Source):
-    """The distributed zip, read member by member without extracting it."""
+def _tree_of(files) -> dict[str, set[str]]:
+    """The folder tree (as `Source.tree` gives it) of a list of relative file paths."""
+    out: dict[str, set[str]] = {"": set()}
+    for rel in files:
+        parts = rel.split("/")
+        for depth in range(len(parts)):
+            out.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+    return out
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.location = str(path)
-        self.path = Path(path).absolute()
+
+class RemoteFolderSource(Source):
+    """A dataset folder in object storage (any fsspec URL), read file by file."""
+
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.location = url.rstrip("/")
+        self.storage_options = storage_options
+        self._fs, root = filesystem(url, storage_options)
+        self._root = root.rstrip("/")
+        self.name = self._root.rsplit("/", 1)[-1]
+
+    @functools.cached_property
+    def _listing(self) -> dict[str, dict]:
+        found = self._fs.find(self._root, detail=True)
+        return {p[len(self._root) + 1 :]: info for p, info in found.items() if info.get("type") != "directory"}
+
+    def read(self, rel: str) -> bytes:
         try:
-            self._zf = zipfile.ZipFile(self.path)
+            return self._fs.cat_file(f"{self._root}/{rel}")
+        except FileNotFoundError:
+            raise SourceError(self.where(rel), "missing") from None
+
+    def tree(self) -> dict[str, set[str]]:
+        return _tree_of(self._listing)
+
+    def identity(self) -> str:
+        h = hashlib.sha256(self.location.encode())
+        for rel, info in sorted(self._listing.items()):
+            h.update(f"{rel}\t{info.get('size')}\t{info.get('ETag') or info.get('LastModified') or info.get('mtime')}\n".encode())
+        return h.hexdigest()
+
+    def declared_bytes(self) -> int:
+        return sum(int(info.get("size") or 0) for info in self._listing.values())
+
+    def __reduce__(self):
+        return (RemoteFolderSource, (self.location, self.storage_options))
+
+
+class ZipSource(Source):
+    """The distributed zip (a local path or a URL), read member by member without extracting it."""
+
+    def __init__(self, path: str | os.PathLike, storage_options: dict | None = None) -> None:
+        self.location = str(path)
+        self.storage_options = storage_options
+        try:
+            if is_url(path):
+                import fsspec
+
+                self.path: str | Path = str(path)
+                self._zf = zipfile.ZipFile(fsspec.open(self.path, "rb", **(storage_options or {})).open())
+            else:
+                self.path = Path(path).absolute()
+                self._zf = zipfile.ZipFile(self.path)
         except (OSError, zipfile.BadZipFile) as e:
             raise SourceError(self.location, f"cannot open as a zip ({e})") from None
         self._members, self.prefix = self._index(self._zf.infolist())
-        self.name = self.prefix.rstrip("/") or self.path.stem
+        self.name = self.prefix.rstrip("/") or PurePosixPath(str(self.path)).stem
 
     def _index(self, infos: list[zipfile.ZipInfo]) -> tuple[dict[str, zipfile.ZipInfo], str]:
         members: dict[str, zipfile.ZipInfo] = {}
@@ -164,15 +219,14 @@ class ZipSource(Source):
         return self._members[rel].CRC
 
     def tree(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {"": set()}
-        for rel in self._members:
-            parts = rel.split("/")
-            for depth in range(len(parts)):
-                parent = "/".join(parts[:depth])
-                out.setdefault(parent, set()).add(parts[depth])
-        return out
+        return _tree_of(self._members)
 
     def identity(self) -> str:
+        if is_url(self.path):
+            fs, p = filesystem(self.path, self.storage_options)
+            info = fs.info(p)
+            stamp = f"{info.get('size')}\t{info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+            return hashlib.sha256(f"{self.path}\t{stamp}".encode()).hexdigest()
         st = self.path.stat()
         return hashlib.sha256(f"{self.path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode()).hexdigest()
 
@@ -183,11 +237,16 @@ class ZipSource(Source):
         self._zf.close()
 
     def __reduce__(self):
-        return (ZipSource, (self.path,))
+        return (ZipSource, (self.path, self.storage_options))
 
 
-def open_source(path: str | os.PathLike) -> Source:
-    """Open a dataset folder or a ``.zip`` for reading."""
+def open_source(path: str | os.PathLike, storage_options: dict | None = None) -> Source:
+    """Open a dataset folder or a ``.zip`` for reading: a local path or a URL (``s3://...``)."""
+    if is_url(path):
+        fs, p = filesystem(path, storage_options)
+        if not fs.exists(p):
+            raise SourceError(str(path), "no such file or folder")
+        return RemoteFolderSource(path, storage_options) if fs.isdir(p) else ZipSource(path, storage_options)
     p = Path(path)
     if not p.exists():
         raise SourceError(str(p), "no such file or folder")

@@ -24,6 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 import zarr
 
 from .dataset import _checked_root, read_statistics
+from .location import child, zarr_kwargs
 from .normalize import Normalizer, add_channels
 
 DEFAULT_KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -95,6 +96,7 @@ class MouseDataset(Dataset):
         constant channels (``AddBehaviorAsChannels`` / ``AddPupilCenterAsChannels``).
     float32 : cast every output to float32, as the official ``ToTensor`` does; default:
         only when normalising or adding channels (otherwise items keep the source dtypes).
+    storage_options : for a store at a URL, passed to fsspec.
     """
 
     def __init__(
@@ -110,15 +112,17 @@ class MouseDataset(Dataset):
         pupil_channels: bool = False,
         stats_source: str = "all",
         float32: bool | None = None,
+        storage_options: dict | None = None,
     ) -> None:
         self.store = str(store)
-        attrs = _checked_root(store)["attributes"]
+        self._zarr_kwargs = zarr_kwargs(self.store, storage_options)
+        attrs = _checked_root(store, storage_options)["attributes"]
         self.data_key = attrs["data_key"]
         self.keys = tuple(keys)
         missing = [k for k in self.keys if k not in attrs["data_keys"]]
         if missing:
             raise ValueError(f"{store}: no data variable {missing[0]!r} (has {attrs['data_keys']})")
-        group = zarr.open_group(self.store, mode="r", zarr_format=3)
+        group = zarr.open_group(self.store, mode="r", zarr_format=3, **self._zarr_kwargs)
         self.tiers = np.asarray(group["tier"][...], dtype=object)
         self.image_ids = group["image_id"][...]
         self.unit_ids = group["neuron"][...] if "neuron" in group else None
@@ -128,7 +132,7 @@ class MouseDataset(Dataset):
         else:
             self.trials = np.flatnonzero(np.isin(self.tiers, [tier] if isinstance(tier, str) else list(tier)))
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
-        self.normalizer = Normalizer.from_statistics(read_statistics(self.store, stats_source)) if normalize else None
+        self.normalizer = Normalizer.from_statistics(read_statistics(self.store, stats_source, storage_options)) if normalize else None
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
         for flag, key in ((behavior_channels, "behavior"), (pupil_channels, "pupil_center")):
             if flag and key not in attrs["data_keys"]:
@@ -154,7 +158,7 @@ class MouseDataset(Dataset):
         if self._pid != os.getpid():  # zarr's event loop must not cross a fork
             self._arrays, self._pid = {}, os.getpid()
         if key not in self._arrays:
-            self._arrays[key] = zarr.open_array(f"{self.store}/{key}", mode="r", zarr_format=3)
+            self._arrays[key] = zarr.open_array(str(child(self.store, key)), mode="r", zarr_format=3, **self._zarr_kwargs)
         return self._arrays[key]
 
     def load(self) -> MouseDataset:

@@ -15,6 +15,7 @@ import zarr
 
 from . import layout
 from .convert import fingerprint
+from .location import zarr_kwargs
 from .npy import to_native
 from .progress import Progress
 from .schema import manifest, read_root
@@ -89,19 +90,21 @@ def verify(
     workers: int | None = None,
     progress: bool | None = None,
     limit: int = 20,
+    storage_options: dict | None = None,
 ) -> VerifyReport:
     """Compare every array of the source dataset ``src`` with the store ``dest``.
 
-    Returns a `VerifyReport`; raises `SourceError` if the source itself is malformed
-    and `StoreError` if ``dest`` is not a complete store.
+    Either may be a URL (``storage_options`` then go to fsspec).  Returns a `VerifyReport`;
+    raises `SourceError` if the source itself is malformed and `StoreError` if ``dest``
+    is not a complete store.
     """
-    m = manifest(read_root(dest))
+    m = manifest(read_root(dest, storage_options))
     by_source = {a["attributes"]["source"]: path for path, a in m["arrays"].items() if "source" in a["attributes"]}
     report = VerifyReport(limit=limit)
-    source = open_source(src)
+    source = open_source(src, storage_options)
     try:
         inv = scan(source)
-        group = zarr.open_group(str(dest), mode="r", zarr_format=3)
+        group = zarr.open_group(str(dest), mode="r", zarr_format=3, **zarr_kwargs(dest, storage_options))
         crcs: dict[str, int] = {}
         meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
         meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]

@@ -1,0 +1,54 @@
+"""Where stores and sources live: local paths, or fsspec URLs such as ``s3://bucket/path``.
+
+For a URL, the endpoint and credentials come from ``storage_options`` (passed to fsspec)
+or, for S3, from the standard AWS environment variables (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
+def filesystem(url: str, storage_options: dict | None = None):
+    """The fsspec filesystem of ``url`` and the path within it."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def zarr_kwargs(path: str | os.PathLike, storage_options: dict | None) -> dict:
+    """Keyword arguments that let zarr and xarray open ``path`` (local or URL)."""
+    return {"storage_options": storage_options} if is_url(path) and storage_options else {}
+
+
+def child(path: str | os.PathLike, rel: str) -> str | Path:
+    return f"{str(path).rstrip('/')}/{rel}" if is_url(path) else Path(path) / rel
+
+
+def read_bytes(path: str | os.PathLike, storage_options: dict | None = None) -> bytes:
+    """A whole file; `FileNotFoundError` when there is none."""
+    if is_url(path):
+        fs, p = filesystem(path, storage_options)
+        return fs.cat_file(p)
+    return Path(path).read_bytes()
+
+
+def exists(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
+    if is_url(path):
+        fs, p = filesystem(path, storage_options)
+        return fs.exists(p)
+    return Path(path).exists()
+
+
+def tree_bytes(path: str | os.PathLike, storage_options: dict | None = None) -> int:
+    """Bytes of every file under ``path``."""
+    if is_url(path):
+        fs, p = filesystem(path, storage_options)
+        return int(fs.du(p)) if fs.exists(p) else 0
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
