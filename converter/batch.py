@@ -17,12 +17,26 @@ from pathlib import Path
 from .convert import convert, plan
 from .errors import SourceError, StoreError
 from .progress import Progress
+from .location import child, exists, filesystem, is_url, tree_bytes
 from .schema import validate
 from .source import open_source
 
 
-def discover(src_dir: str | os.PathLike) -> list[Path]:
+def discover(src_dir: str | os.PathLike, storage_options: dict | None = None) -> list:
     """Dataset folders (holding ``data/`` and ``meta/``) and zips directly inside ``src_dir``."""
+    if is_url(src_dir):
+        fs, root = filesystem(src_dir, storage_options)
+        protocol = str(src_dir).split("://", 1)[0]
+        found = []
+        for entry in sorted(fs.ls(root.rstrip("/"), detail=True), key=lambda e: e["name"]):
+            name = entry["name"]
+            if entry["type"] == "directory" and fs.exists(f"{name}/data") and fs.exists(f"{name}/meta"):
+                found.append(f"{protocol}://{name}")
+            elif entry["type"] != "directory" and name.lower().endswith(".zip"):
+                found.append(f"{protocol}://{name}")
+        if not found:
+            raise SourceError(str(src_dir), "no dataset folders or zips in it")
+        return found
     root = Path(src_dir)
     if not root.is_dir():
         raise SourceError(str(root), "not a folder")
@@ -37,8 +51,9 @@ def discover(src_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
-def _name(src: Path) -> str:
-    return src.stem if src.suffix.lower() == ".zip" else src.name
+def _name(src) -> str:
+    name = str(src).rstrip("/").rsplit("/", 1)[-1]
+    return name[:-4] if name.lower().endswith(".zip") else name
 
 
 @contextlib.contextmanager
@@ -54,10 +69,6 @@ def _client(scheduler: str | None, workers: int | None):
         yield client
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def convert_all(
     src_dir: str | os.PathLike,
     dest_dir: str | os.PathLike,
@@ -65,6 +76,7 @@ def convert_all(
     scheduler: str | None = None,
     workers: int | None = None,
     progress: bool | None = None,
+    storage_options: dict | None = None,
 ) -> list[dict]:
     """Convert every dataset in ``src_dir`` to ``dest_dir/<dataset name>.zarr``.
 
@@ -72,6 +84,7 @@ def convert_all(
     ----------
     scheduler : address of a running dask scheduler (e.g. ``tcp://host:8786``); by default
         a local cluster of ``workers`` processes (one per core) is started.
+    storage_options : for ``s3://`` (or other fsspec) URLs as ``src_dir`` or ``dest_dir``.
     progress : one bar over all mice on stderr; default: only on a terminal.
 
     Returns
@@ -79,20 +92,21 @@ def convert_all(
     One row per dataset: ``mouse``, ``trials``, ``neurons``, ``seconds``, ``size_bytes``,
     ``status`` (``converted``, ``complete`` (skipped) or ``failed: <reason>``).
     """
-    sources = discover(src_dir)
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    so = storage_options
+    sources = discover(src_dir, so)
+    if not is_url(dest_dir):
+        Path(dest_dir).mkdir(parents=True, exist_ok=True)
     rows, todo, total = [], [], 0
     for src in sources:
-        dest = dest_dir / f"{_name(src)}.zarr"
+        dest = child(dest_dir, f"{_name(src)}.zarr")
         row = {"mouse": _name(src), "trials": None, "neurons": None, "seconds": 0.0, "size_bytes": None, "status": ""}
         rows.append(row)
         try:
-            if dest.exists():
-                attrs = validate(dest)["attributes"]
-                row.update(trials=attrs["n_trials"], neurons=attrs["n_neurons"], size_bytes=_size(dest), status="complete")
+            if exists(child(dest, "zarr.json"), so):
+                attrs = validate(dest, so)["attributes"]
+                row.update(trials=attrs["n_trials"], neurons=attrs["n_neurons"], size_bytes=tree_bytes(dest, so), status="complete")
                 continue
-            source = open_source(src)
+            source = open_source(src, so)
             try:
                 p = plan(source)
             finally:
@@ -107,8 +121,8 @@ def convert_all(
             for src, dest, row in todo:
                 t = time.perf_counter()
                 try:
-                    convert(src, dest, client=client, progress=bar)
-                    row.update(status="converted", size_bytes=_size(dest))
+                    convert(src, dest, client=client, progress=bar, storage_options=so)
+                    row.update(status="converted", size_bytes=tree_bytes(dest, so))
                 except (SourceError, StoreError, OSError) as e:
                     row["status"] = f"failed: {e}"
                 row["seconds"] = time.perf_counter() - t

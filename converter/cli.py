@@ -65,7 +65,8 @@ def _convert(args) -> int:
 def _convert_all(args) -> int:
     from .batch import convert_all, format_summary
 
-    rows = convert_all(args.src_dir, args.dest_dir, scheduler=args.scheduler, workers=args.workers, progress=_progress(args))
+    rows = convert_all(_loc(args.src_dir), _loc(args.dest_dir), scheduler=args.scheduler, workers=args.workers,
+                       progress=_progress(args), storage_options=_options(args))
     print(format_summary(rows))
     return EXIT_OK if all(not r["status"].startswith("failed") for r in rows) else EXIT_MISMATCH
 
@@ -153,11 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_convert)
 
     ca = sub.add_parser("convert-all", help="convert every dataset folder and zip of SRC_DIR on a dask cluster")
-    ca.add_argument("src_dir", type=Path)
-    ca.add_argument("dest_dir", type=Path, help="stores are written to DEST_DIR/<dataset name>.zarr")
+    ca.add_argument("src_dir", help="a local folder or a URL such as s3://bucket/downloads")
+    ca.add_argument("dest_dir", help="stores are written to DEST_DIR/<dataset name>.zarr (a folder or a URL)")
     ca.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster)")
     ca.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per core)")
     ca.add_argument("--quiet", action="store_true")
+    _add_storage_option(ca)
     ca.set_defaults(func=_convert_all)
 
     v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")

@@ -23,12 +23,12 @@ from . import executors, layout
 from ._version import __version__
 from .errors import SourceError, StoreError
 from .executors import Executor
-from .location import is_url
+from .location import filesystem, is_url
 from .npy import NpyHeader, parse_header
 from .progress import Progress
 from .source import Inventory, Source, open_source, read_array, scan
-from .state import ConversionState, start_over
-from .store import BlockResult, MetaArray, create_skeleton, finalize, write_checksums
+from .state import ConversionState, RemoteConversionState, start_over
+from .store import BlockResult, MetaArray, create_skeleton, finalize, hide_root, write_checksums
 
 # Failures of the disk rather than of the code: reported in one line, work kept for a resume.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
@@ -179,7 +179,7 @@ def _plan_record(source: Source, p: Plan) -> dict:
     record = {
         "converter_version": __version__,
         "schema_version": layout.SCHEMA_VERSION,
-        "source": str(Path(source.location).resolve()),
+        "source": source.location if is_url(source.location) else str(Path(source.location).resolve()),
         "source_identity": source.identity(),
         "n_trials": p.n_trials,
         "data_vars": {k: asdict(v) for k, v in p.data_vars.items()},
@@ -192,23 +192,29 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     from .schema import validate
 
     tmp = state.store
+    so = getattr(state, "storage_options", None)
+    remote = is_url(str(tmp))
     record = _plan_record(source, p)
     if state.plan() != record:
         start_over(state)
-        create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics)
+        create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics, so)
+        if remote:
+            hide_root(tmp, so)
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
     bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
-    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar):
+    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar, so):
         state.save_block(r)  # only after every chunk of the block is written
         done[r.block.start] = r
     results = [done[b.start] for b in layout.blocks(p.n_trials)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
-    write_checksums(tmp, crcs, headers)
-    finalize(tmp, _root_attrs(source, p, results))
-    validate(tmp)
+    write_checksums(tmp, crcs, headers, so)
+    if remote:
+        hide_root(tmp, so)  # creating the checksum arrays wrote it again
+    finalize(tmp, _root_attrs(source, p, results), so)
+    validate(tmp, so)
 
 
 def _bar(progress: bool | Progress | None, p: Plan):
@@ -237,8 +243,8 @@ def convert(
     ----------
     src : path to the dataset folder (holding ``data/`` and ``meta/``) or its ``.zip``; either
         may be a URL such as ``s3://bucket/x.zip`` (``storage_options`` go to fsspec).
-    dest : path of the store to create (a local path: writing to object storage is not
-        supported yet).
+    dest : path or URL of the store to create.  In object storage (no rename) the store is
+        written in place with its root metadata last; see README, "Object storage".
     overwrite : replace an existing store at ``dest`` (only once the new one is complete).
     workers : threads writing blocks of trials in parallel; default: one per core.
     progress : draw a progress bar on stderr; default: only when stderr is a terminal.
@@ -255,8 +261,9 @@ def convert(
     StoreError : ``dest`` exists (without ``overwrite``), another conversion is writing
         it, writing failed (the message says how to resume), or the result is invalid.
     """
+    run_blocks = executors.dask(client) if client is not None else executors.threads(workers)
     if is_url(dest):
-        raise StoreError(f"{dest}: writing stores to object storage is not supported yet; convert to a local path and upload the store")
+        return _convert_remote(src, str(dest), overwrite, run_blocks, progress, storage_options)
     dest = Path(dest)
     work = dest.with_name(dest.name + ".incomplete")
     if dest.exists() and work.exists():
@@ -271,7 +278,6 @@ def convert(
         dest.parent.mkdir(parents=True, exist_ok=True)
         _check_space(source, dest)
         work.mkdir(exist_ok=True)
-        run_blocks = executors.dask(client) if client is not None else executors.threads(workers)
         with ConversionState(work) as state, _bar(progress, p) as bar:
             try:
                 _build(source, p, state, run_blocks, bar)
@@ -287,6 +293,35 @@ def convert(
                 shutil.rmtree(dest)
             os.replace(state.store, dest)
         shutil.rmtree(work)
+    finally:
+        source.close()
+    return dest
+
+
+def _convert_remote(src, dest: str, overwrite: bool, run_blocks: Executor, progress, storage_options: dict | None) -> str:
+    """`convert` into object storage: written in place, root metadata last (no rename there)."""
+    dest = dest.rstrip("/")
+    fs, root = filesystem(dest, storage_options)
+    if fs.exists(f"{root}/zarr.json") and not overwrite:
+        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+    source = open_source(src, storage_options)
+    try:
+        p = plan(source)
+        with RemoteConversionState(dest, storage_options) as state, _bar(progress, p) as bar:
+            if fs.exists(f"{root}/zarr.json"):  # --overwrite: without rename, the old store goes first
+                state.start_over()
+            try:
+                _build(source, p, state, run_blocks, bar)
+            except SourceError:
+                state.start_over()
+                state.finish()
+                raise
+            except OSError as e:
+                if e.errno not in _WRITE_ERRNOS:
+                    raise
+                raise StoreError(f"{dest}: {e.strerror or e} while writing; the work done so far is kept, "
+                                 "run the same command again to resume") from None
+            state.finish()
     finally:
         source.close()
     return dest

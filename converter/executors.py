@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .location import is_url
 from .store import BlockResult, write_block
 
 Executor = Callable[..., Iterator[BlockResult]]
@@ -20,9 +21,9 @@ Executor = Callable[..., Iterator[BlockResult]]
 def threads(workers: int | None = None) -> Executor:
     """Blocks on a pool of threads in this process (one per core by default)."""
 
-    def run(source, store: Path, data_vars, expect, blocks: list[range], progress) -> Iterator[BlockResult]:
+    def run(source, store, data_vars, expect, blocks: list[range], progress, storage_options=None) -> Iterator[BlockResult]:
         with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-            yield from pool.map(lambda b: write_block(source, store, data_vars, expect, b, progress), blocks)
+            yield from pool.map(lambda b: write_block(source, store, data_vars, expect, b, progress, storage_options), blocks)
 
     return run
 
@@ -31,11 +32,11 @@ def dask(client) -> Executor:
     """Blocks as tasks of a dask.distributed ``client``: each worker reads its trials and
     writes its chunks itself, so sources and stores must be reachable from every worker."""
 
-    def run(source, store: Path, data_vars, expect, blocks: list[range], progress) -> Iterator[BlockResult]:
+    def run(source, store, data_vars, expect, blocks: list[range], progress, storage_options=None) -> Iterator[BlockResult]:
         from distributed import as_completed
 
-        store = Path(store).absolute()
-        futures = [client.submit(write_block, source, store, data_vars, expect, b, pure=False,
+        store = store if is_url(store) else Path(store).absolute()
+        futures = [client.submit(write_block, source, store, data_vars, expect, b, None, storage_options, pure=False,
                                  key=f"sensorium-zarr-{source.name}-{b.start}") for b in blocks]
         try:
             for future in as_completed(futures):

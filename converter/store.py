@@ -20,6 +20,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .layout import BLOCK_TRIALS, DataVar
+from .location import child, filesystem, is_url, zarr_kwargs
 from .npy import NpyHeader
 from .source import Source, read_trials
 
@@ -79,8 +80,10 @@ def create_skeleton(
     meta: list[MetaArray],
     labels: dict[str, tuple[str, ...]],
     statistics: list[MetaArray],
+    storage_options: dict | None = None,
 ) -> None:
     """Write every array's metadata and every small array; data arrays stay empty."""
+    kw = zarr_kwargs(path, storage_options)
     coords: dict[str, xr.Variable] = {
         "trial": xr.Variable(("trial",), trial_coord, {"derived": "i of data/<key>/<i>.npy"}),
     }
@@ -106,7 +109,7 @@ def create_skeleton(
         encoding[v.withheld_name] = {"chunks": (min(BLOCK_TRIALS, v.shape[0]),), "_FillValue": None}
     ds = xr.Dataset(variables, coords=coords)
     # mode "a": the folder already holds the conversion's state (and nothing else)
-    ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+    ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
 
     groups: dict[str, dict[str, MetaArray]] = {}
     for s in statistics:
@@ -115,7 +118,7 @@ def create_skeleton(
     for group, stats in groups.items():
         sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
         sds.to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False,
-                    encoding={stat: {"_FillValue": None} for stat in stats})
+                    encoding={stat: {"_FillValue": None} for stat in stats}, **kw)
 
 
 def write_block(
@@ -125,38 +128,57 @@ def write_block(
     expect: dict[str, NpyHeader],
     block: range,
     progress=None,
+    storage_options: dict | None = None,
 ) -> BlockResult:
-    """Read one block of trials of every data folder and write it into its chunks."""
+    """Read one block of trials of every data folder and write it into its chunks.
+
+    Opens only the arrays it writes (not the root group), so it works on a store whose
+    root metadata is not written yet.
+    """
     result = BlockResult(block)
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    kw = zarr_kwargs(path, storage_options)
     for key, v in data_vars.items():
         tb = read_trials(source, key, block, expect[key], progress)
-        group[key][block.start : block.stop] = tb.values
+        zarr.open_array(str(child(path, key)), mode="r+", zarr_format=3, **kw)[block.start : block.stop] = tb.values
         withheld = ~tb.values.reshape(len(block), -1).any(axis=1) if tb.values[0].size else np.zeros(len(block), bool)
-        group[v.withheld_name][block.start : block.stop] = withheld
+        zarr.open_array(str(child(path, v.withheld_name)), mode="r+", zarr_format=3, **kw)[block.start : block.stop] = withheld
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
         result.withheld[key] = int(withheld.sum())
     return result
 
 
-def write_checksums(path: Path, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]]) -> None:
+def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]],
+                    storage_options: dict | None = None) -> None:
     """Store each data file's CRC-32 (``checksums/data/<key>``) and its folder's header."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    kw = zarr_kwargs(path, storage_options)
     for key, crc in crcs.items():
         attrs = {"checksum_of": f"data/{key}/{{trial}}.npy", "derived": "CRC-32 of each source file"}
         if len(headers[key]) == 1:
             attrs["npy_header"] = base64.b64encode(next(iter(headers[key]))).decode()
-        group.create_array(f"checksums/data/{key}", data=crc, chunks=(min(len(crc), 65536),),
-                           dimension_names=("trial",), attributes=attrs, overwrite=True)
+        zarr.create_array(str(path), name=f"checksums/data/{key}", data=crc, chunks=(min(len(crc), 65536),),
+                          dimension_names=("trial",), attributes=attrs, overwrite=True, zarr_format=3, **kw)
         if "npy_header" in attrs:
-            group[key].attrs["npy_header"] = attrs["npy_header"]
+            zarr.open_array(str(child(path, key)), mode="r+", zarr_format=3, **kw).attrs["npy_header"] = attrs["npy_header"]
 
 
-def finalize(path: Path, attrs: dict) -> None:
+def hide_root(path: str, storage_options: dict | None = None) -> None:
+    """Remove the root ``zarr.json`` of a store in object storage until `finalize`.
+
+    Without it no Zarr reader opens the store, so a store being written in place (there
+    is no rename in object storage) is never taken for a complete one.
+    """
+    fs, root = filesystem(path, storage_options)
+    if fs.exists(f"{root}/zarr.json"):
+        fs.rm_file(f"{root}/zarr.json")
+
+
+def finalize(path: Path | str, attrs: dict, storage_options: dict | None = None) -> None:
     """Set the root attributes and consolidate all metadata into the root ``zarr.json``."""
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    kw = zarr_kwargs(path, storage_options)
+    group = zarr.open_group(str(path), mode="a", zarr_format=3, **kw)
     group.attrs.update(attrs)
+    store = zarr.storage.FsspecStore.from_url(path, storage_options=storage_options) if is_url(path) else str(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-        zarr.consolidate_metadata(str(path), zarr_format=3)
+        zarr.consolidate_metadata(store, zarr_format=3)

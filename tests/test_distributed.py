@@ -95,7 +95,7 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
     original = LocalStore.set
 
     async def full_disk(self, key, value, *a, **k):
-        if "responses/c/" in key:
+        if "/responses/c/" in f"{self.root}/{key}":
             raise OSError(errno.ENOSPC, "No space left on device")
         return await original(self, key, value, *a, **k)
 
@@ -108,3 +108,17 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
     assert [r["status"] for r in rows] == ["converted"]
     assert converter.verify(make_dataset("none", False, seed=6), dest).ok
     assert not (dest.parent / f"{dest.name}.incomplete").exists()
+
+
+def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_dataset):
+    address, _ = scheduler
+    endpoint, fs = s3
+    opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}  # travel with the tasks
+    for comp, as_zip, seed in (("none", False, 9), ("sensorium", True, 10)):
+        p = make_dataset(comp, as_zip, seed=seed)
+        fs.put(str(p), f"data/cluster-in/{p.name}", recursive=not as_zip)
+    rows = converter.convert_all("s3://data/cluster-in", "s3://data/cluster-out", scheduler=address, storage_options=opts)
+    assert [r["status"] for r in rows] == ["converted", "converted"], rows
+    for comp, as_zip, seed in (("none", False, 9), ("sensorium", True, 10)):
+        p = make_dataset(comp, as_zip, seed=seed)
+        assert converter.verify(p, f"s3://data/cluster-out/{p.name.removesuffix('.zip')}.zarr", storage_options=opts).ok

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,45 +21,6 @@ from .test_bad_input import run_cli
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
-
-KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on a free loopback port; the AWS environment points at it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in (*KEYS, "AWS_ENDPOINT_URL")}
-    try:
-        end = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-        os.environ.update(KEYS, AWS_ENDPOINT_URL=endpoint)
-        import s3fs
-
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing", skip_instance_cache=True)
-        fs.mkdir("data")
-        yield endpoint, fs
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=30)
-
 
 def test_convert_from_a_zip_and_a_folder_in_s3(s3, make_dataset, tmp_path):
     endpoint, fs = s3
@@ -124,10 +83,82 @@ def test_plain_xarray_reads_a_store_in_s3(s3, make_dataset, make_store):
     assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
 
 
-def test_missing_and_unwritable_locations_fail_in_one_line(s3, make_dataset, tmp_path):
+def test_missing_locations_fail_in_one_line(s3, make_dataset, tmp_path):
     r = run_cli("info", "s3://data/nothing.zarr")
     assert r.returncode == 2 and "s3://data/nothing.zarr: not a Zarr store" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("convert", "s3://data/nothing.zip", tmp_path / "m.zarr")
     assert r.returncode == 2 and "s3://data/nothing.zip: no such file or folder" in r.stderr
-    r = run_cli("convert", make_dataset(), "s3://data/out.zarr")
-    assert r.returncode == 2 and "not supported yet" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_convert_into_s3(s3, make_dataset):
+    endpoint, fs = s3
+    src = make_dataset("sensorium", True)
+    r = run_cli("convert", src, "s3://data/out/m.zarr")
+    assert r.returncode == 0, r.stderr
+    assert converter.verify(src, "s3://data/out/m.zarr").ok and converter.self_check("s3://data/out/m.zarr").ok
+    assert not fs.exists("data/out/m.zarr.incomplete")  # the records are gone once the store is complete
+    r = run_cli("convert", src, "s3://data/out/m.zarr")
+    assert r.returncode == 2 and "already exists" in r.stderr
+    assert run_cli("convert", src, "s3://data/out/m.zarr", "--overwrite").returncode == 0
+    assert converter.verify(src, "s3://data/out/m.zarr").ok
+
+
+def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, monkeypatch):
+    from zarr.storage import FsspecStore
+
+    endpoint, fs = s3
+    src, url = make_dataset(), "s3://data/partial/m.zarr"
+    original = FsspecStore.set
+
+    async def full(self, key, value, *args, **kwargs):
+        if "/responses/c/" in f"{self.path}/{key}":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await original(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(FsspecStore, "set", full)
+    with pytest.raises(converter.StoreError, match="run the same command again to resume"):
+        converter.convert(src, url)
+    monkeypatch.undo()
+    assert fs.exists("data/partial/m.zarr/images") and not fs.exists("data/partial/m.zarr/zarr.json")
+    with pytest.raises(converter.StoreError, match="no complete store here"):
+        converter.open_mouse(url)
+    from zarr.errors import GroupNotFoundError
+
+    with pytest.raises(GroupNotFoundError):  # plain xarray finds no store either
+        xr.open_zarr(url)
+    blocks_before = fs.glob("data/partial/m.zarr.incomplete/state/blocks/*.json")
+    assert converter.convert(src, url, progress=False) == url
+    assert converter.verify(src, url).ok and not fs.exists("data/partial/m.zarr.incomplete")
+    assert blocks_before == []  # the block failed, so nothing was recorded as done before the resume
+
+
+def test_s3_lock_refuses_a_live_writer_and_takes_over_a_dead_one(s3, make_dataset):
+    import json as _json
+    import socket as _socket
+
+    from converter.state import RemoteConversionState
+
+    endpoint, fs = s3
+    src, url = make_dataset(), "s3://data/locked/m.zarr"
+    with RemoteConversionState(url, None):  # this live process is "the conversion that is running"
+        r = run_cli("convert", src, url)
+        assert r.returncode == 2 and f"another conversion (pid {os.getpid()} on" in r.stderr, r.stderr
+    fs.pipe_file("data/locked/m.zarr.incomplete/state/lock",
+                 _json.dumps({"host": _socket.gethostname(), "pid": 2**22 + 7, "token": "dead", "time": time.time()}).encode())
+    r = run_cli("convert", src, url)  # its holder is a dead process on this host
+    assert r.returncode == 0, r.stderr
+    assert converter.verify(src, url).ok
+
+
+def test_convert_all_from_and_into_s3(s3, make_dataset):
+    endpoint, fs = s3
+    for comp, as_zip, seed in (("none", False, 7), ("sensorium+", True, 8)):
+        p = make_dataset(comp, as_zip, seed=seed)
+        fs.put(str(p), f"data/all-in/{p.name}", recursive=not as_zip)
+    rows = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=2)
+    assert [r["status"] for r in rows] == ["converted", "converted"], rows
+    for comp, as_zip, seed in (("none", False, 7), ("sensorium+", True, 8)):
+        p = make_dataset(comp, as_zip, seed=seed)
+        assert converter.verify(p, f"s3://data/all-out/{p.name.removesuffix('.zip')}.zarr").ok
+    again = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=1)
+    assert [r["status"] for r in again] == ["complete", "complete"]
