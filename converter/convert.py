@@ -217,6 +217,18 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     validate(tmp, so)
 
 
+@contextlib.contextmanager
+def _resumable(where):
+    """A failing disk or bucket becomes one line that says the work is kept for a rerun."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise StoreError(f"{where}: {e.strerror or e} while writing; the work done so far is kept, "
+                         "run the same command again to resume") from None
+
+
 def _bar(progress: bool | Progress | None, p: Plan):
     if isinstance(progress, Progress):
         return contextlib.nullcontext(progress)
@@ -280,15 +292,11 @@ def convert(
         work.mkdir(exist_ok=True)
         with ConversionState(work) as state, _bar(progress, p) as bar:
             try:
-                _build(source, p, state, run_blocks, bar)
+                with _resumable(work):
+                    _build(source, p, state, run_blocks, bar)
             except SourceError:
                 shutil.rmtree(work, ignore_errors=True)  # bad input: nothing worth resuming
                 raise
-            except OSError as e:
-                if e.errno not in _WRITE_ERRNOS:
-                    raise
-                raise StoreError(f"{work}: {e.strerror or e} while writing; the work done so far is kept, "
-                                 "run the same command again to resume") from None
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(state.store, dest)
@@ -311,16 +319,12 @@ def _convert_remote(src, dest: str, overwrite: bool, run_blocks: Executor, progr
             if fs.exists(f"{root}/zarr.json"):  # --overwrite: without rename, the old store goes first
                 state.start_over()
             try:
-                _build(source, p, state, run_blocks, bar)
+                with _resumable(dest):
+                    _build(source, p, state, run_blocks, bar)
             except SourceError:
-                state.start_over()
+                state.start_over()  # bad input: nothing worth resuming
                 state.finish()
                 raise
-            except OSError as e:
-                if e.errno not in _WRITE_ERRNOS:
-                    raise
-                raise StoreError(f"{dest}: {e.strerror or e} while writing; the work done so far is kept, "
-                                 "run the same command again to resume") from None
             state.finish()
     finally:
         source.close()
