@@ -116,10 +116,8 @@ class SensoriumAccessor:
     def _neuron_positions(self) -> np.ndarray:
         """Positions of this dataset's neurons on the store's full neuron axis."""
         import pandas as pd
-        import zarr
 
-        from .location import child, zarr_kwargs
+        from .location import open_array
 
-        so = self._ds.encoding.get("storage_options")
-        full = pd.Index(zarr.open_array(str(child(self._store(), "neuron")), mode="r", **zarr_kwargs(self._store(), so))[...])
+        full = pd.Index(open_array(self._store(), "neuron", self._ds.encoding.get("storage_options"))[...])
         return full.get_indexer(self._ds.indexes["neuron"])

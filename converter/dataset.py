@@ -11,7 +11,7 @@ import xarray as xr
 
 from .errors import StoreError
 from .layout import BLOCK_TRIALS
-from .location import child, filesystem, is_url, tree_bytes, zarr_kwargs
+from .location import child, filesystem, is_url, open_group, tree_bytes, zarr_kwargs
 from .schema import manifest, read_root
 from .store import _CONSOLIDATED_WARNING
 
@@ -64,9 +64,7 @@ def open_mouse(
 
 def read_statistics(path: str | os.PathLike, source: str = "all", storage_options: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
     """``{key: {stat: array}}`` from ``statistics/<key>/<source>/`` of a store, as stored."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r", zarr_format=3, **zarr_kwargs(path, storage_options))
+    group = open_group(path, storage_options)
     if "statistics" not in group:
         return {}
     out: dict[str, dict[str, np.ndarray]] = {}

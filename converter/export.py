@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from .errors import StoreError
 from .layout import blocks
-from .location import zarr_kwargs
+from .location import open_group
 from .npy import parse_header
 from .progress import Progress
 from .schema import manifest, read_root
@@ -45,7 +44,7 @@ def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
 def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_options: dict | None = None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
     """``(path, bytes of the file, its recorded CRC-32)`` for every source ``.npy`` of a store."""
     m = manifest(read_root(dest, storage_options))
-    group = zarr.open_group(str(dest), mode="r", zarr_format=3, **zarr_kwargs(dest, storage_options))
+    group = open_group(dest, storage_options)
     per_trial = {}
     for path, a in m["arrays"].items():
         src = a["attributes"].get("source")

@@ -27,6 +27,20 @@ def zarr_kwargs(path: str | os.PathLike, storage_options: dict | None) -> dict:
     return {"storage_options": storage_options} if is_url(path) and storage_options else {}
 
 
+def open_group(path: str | os.PathLike, storage_options: dict | None = None, mode: str = "r"):
+    """The Zarr v3 group at ``path`` (a local path or a URL)."""
+    import zarr
+
+    return zarr.open_group(str(path), mode=mode, zarr_format=3, **zarr_kwargs(path, storage_options))
+
+
+def open_array(path: str | os.PathLike, rel: str, storage_options: dict | None = None, mode: str = "r"):
+    """The Zarr v3 array ``rel`` of the store at ``path``, opened on its own (no root group needed)."""
+    import zarr
+
+    return zarr.open_array(str(child(path, rel)), mode=mode, zarr_format=3, **zarr_kwargs(path, storage_options))
+
+
 def child(path: str | os.PathLike, rel: str) -> str | Path:
     return f"{str(path).rstrip('/')}/{rel}" if is_url(path) else Path(path) / rel
 

@@ -20,7 +20,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from .layout import BLOCK_TRIALS, DataVar
-from .location import child, filesystem, is_url, zarr_kwargs
+from .location import filesystem, is_url, open_array, open_group, zarr_kwargs
 from .npy import NpyHeader
 from .source import Source, read_trials
 
@@ -136,12 +136,11 @@ def write_block(
     root metadata is not written yet.
     """
     result = BlockResult(block)
-    kw = zarr_kwargs(path, storage_options)
     for key, v in data_vars.items():
         tb = read_trials(source, key, block, expect[key], progress)
-        zarr.open_array(str(child(path, key)), mode="r+", zarr_format=3, **kw)[block.start : block.stop] = tb.values
+        open_array(path, key, storage_options, "r+")[block.start : block.stop] = tb.values
         withheld = ~tb.values.reshape(len(block), -1).any(axis=1) if tb.values[0].size else np.zeros(len(block), bool)
-        zarr.open_array(str(child(path, v.withheld_name)), mode="r+", zarr_format=3, **kw)[block.start : block.stop] = withheld
+        open_array(path, v.withheld_name, storage_options, "r+")[block.start : block.stop] = withheld
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
         result.withheld[key] = int(withheld.sum())
@@ -159,7 +158,7 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
         zarr.create_array(str(path), name=f"checksums/data/{key}", data=crc, chunks=(min(len(crc), 65536),),
                           dimension_names=("trial",), attributes=attrs, overwrite=True, zarr_format=3, **kw)
         if "npy_header" in attrs:
-            zarr.open_array(str(child(path, key)), mode="r+", zarr_format=3, **kw).attrs["npy_header"] = attrs["npy_header"]
+            open_array(path, key, storage_options, "r+").attrs["npy_header"] = attrs["npy_header"]
 
 
 def hide_root(path: str, storage_options: dict | None = None) -> None:
@@ -175,9 +174,7 @@ def hide_root(path: str, storage_options: dict | None = None) -> None:
 
 def finalize(path: Path | str, attrs: dict, storage_options: dict | None = None) -> None:
     """Set the root attributes and consolidate all metadata into the root ``zarr.json``."""
-    kw = zarr_kwargs(path, storage_options)
-    group = zarr.open_group(str(path), mode="a", zarr_format=3, **kw)
-    group.attrs.update(attrs)
+    open_group(path, storage_options, "a").attrs.update(attrs)
     store = zarr.storage.FsspecStore.from_url(path, storage_options=storage_options) if is_url(path) else str(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)

@@ -24,7 +24,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 import zarr
 
 from .dataset import _checked_root, read_statistics
-from .location import child, zarr_kwargs
+from .location import open_array, open_group
 from .normalize import Normalizer, add_channels
 
 DEFAULT_KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -115,14 +115,14 @@ class MouseDataset(Dataset):
         storage_options: dict | None = None,
     ) -> None:
         self.store = str(store)
-        self._zarr_kwargs = zarr_kwargs(self.store, storage_options)
+        self.storage_options = storage_options
         attrs = _checked_root(store, storage_options)["attributes"]
         self.data_key = attrs["data_key"]
         self.keys = tuple(keys)
         missing = [k for k in self.keys if k not in attrs["data_keys"]]
         if missing:
             raise ValueError(f"{store}: no data variable {missing[0]!r} (has {attrs['data_keys']})")
-        group = zarr.open_group(self.store, mode="r", zarr_format=3, **self._zarr_kwargs)
+        group = open_group(self.store, storage_options)
         self.tiers = np.asarray(group["tier"][...], dtype=object)
         self.image_ids = group["image_id"][...]
         self.unit_ids = group["neuron"][...] if "neuron" in group else None
@@ -158,7 +158,7 @@ class MouseDataset(Dataset):
         if self._pid != os.getpid():  # zarr's event loop must not cross a fork
             self._arrays, self._pid = {}, os.getpid()
         if key not in self._arrays:
-            self._arrays[key] = zarr.open_array(str(child(self.store, key)), mode="r", zarr_format=3, **self._zarr_kwargs)
+            self._arrays[key] = open_array(self.store, key, self.storage_options)
         return self._arrays[key]
 
     def load(self) -> MouseDataset:

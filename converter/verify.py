@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import zarr
 
 from . import layout
 from .convert import fingerprint
-from .location import zarr_kwargs
+from .location import open_group
 from .npy import to_native
 from .progress import Progress
 from .schema import manifest, read_root
@@ -104,7 +103,7 @@ def verify(
     source = open_source(src, storage_options)
     try:
         inv = scan(source)
-        group = zarr.open_group(str(dest), mode="r", zarr_format=3, **zarr_kwargs(dest, storage_options))
+        group = open_group(dest, storage_options)
         crcs: dict[str, int] = {}
         meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
         meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]

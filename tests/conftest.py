@@ -63,6 +63,16 @@ def dataset_copy(make_dataset, tmp_path):
     return make
 
 
+def upload_mice(fs, prefix: str, make_dataset, specs) -> list[Path]:
+    """Put sample datasets ``(competition, as_zip, seed)`` under ``prefix`` in object storage."""
+    paths = []
+    for competition, as_zip, seed in specs:
+        p = make_dataset(competition, as_zip, seed=seed)
+        fs.put(str(p), f"{prefix}/{p.name}", recursive=not as_zip)
+        paths.append(p)
+    return paths
+
+
 def load_source(folder: Path, rel: str) -> np.ndarray:
     """The reference reader: plain ``np.load`` with pickling disabled."""
     return np.load(folder / rel, allow_pickle=False)

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 import converter
 
+from .conftest import upload_mice
 from .test_bad_input import run_cli
 
 distributed = pytest.importorskip("distributed")
@@ -114,11 +114,8 @@ def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_
     address, _ = scheduler
     endpoint, fs = s3
     opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}  # travel with the tasks
-    for comp, as_zip, seed in (("none", False, 9), ("sensorium", True, 10)):
-        p = make_dataset(comp, as_zip, seed=seed)
-        fs.put(str(p), f"data/cluster-in/{p.name}", recursive=not as_zip)
+    mice = upload_mice(fs, "data/cluster-in", make_dataset, (("none", False, 9), ("sensorium", True, 10)))
     rows = converter.convert_all("s3://data/cluster-in", "s3://data/cluster-out", scheduler=address, storage_options=opts)
     assert [r["status"] for r in rows] == ["converted", "converted"], rows
-    for comp, as_zip, seed in (("none", False, 9), ("sensorium", True, 10)):
-        p = make_dataset(comp, as_zip, seed=seed)
+    for p in mice:
         assert converter.verify(p, f"s3://data/cluster-out/{p.name.removesuffix('.zip')}.zarr", storage_options=opts).ok

@@ -10,13 +10,12 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 import xarray as xr
 
 import converter
 
-from .conftest import bits
+from .conftest import bits, upload_mice
 from .test_bad_input import run_cli
 
 pytest.importorskip("s3fs")
@@ -152,13 +151,10 @@ def test_s3_lock_refuses_a_live_writer_and_takes_over_a_dead_one(s3, make_datase
 
 def test_convert_all_from_and_into_s3(s3, make_dataset):
     endpoint, fs = s3
-    for comp, as_zip, seed in (("none", False, 7), ("sensorium+", True, 8)):
-        p = make_dataset(comp, as_zip, seed=seed)
-        fs.put(str(p), f"data/all-in/{p.name}", recursive=not as_zip)
+    mice = upload_mice(fs, "data/all-in", make_dataset, (("none", False, 7), ("sensorium+", True, 8)))
     rows = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=2)
     assert [r["status"] for r in rows] == ["converted", "converted"], rows
-    for comp, as_zip, seed in (("none", False, 7), ("sensorium+", True, 8)):
-        p = make_dataset(comp, as_zip, seed=seed)
+    for p in mice:
         assert converter.verify(p, f"s3://data/all-out/{p.name.removesuffix('.zip')}.zarr").ok
     again = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=1)
     assert [r["status"] for r in again] == ["complete", "complete"]
