@@ -86,18 +86,37 @@ def stack_key(folder: Path, key: str, trials) -> np.ndarray:
     return np.stack([np.load(folder / f"data/{key}/{i}.npy") for i in trials])
 
 
-def decode_bound(store: Path, key: str, workers: int = os.cpu_count() or 1) -> float:
-    """A function that reads and Blosc-decodes every stored chunk of ``key``, without zarr."""
+def decode_bound(store: Path, key: str, workers: int = os.cpu_count() or 1) -> Callable[[], None]:
+    """A function that reads and Blosc-decodes every stored chunk of ``key`` (inner chunks of
+    shards included), with numcodecs alone: no zarr, no assembling of the result."""
     import json
 
+    from converter.engine import ChunkReader
+
     meta = json.loads((store / key / "zarr.json").read_text())
-    cfg = next(c for c in meta["codecs"] if c["name"] == "blosc")["configuration"]
-    codec = numcodecs.Blosc(cname=cfg["cname"], clevel=cfg["clevel"], shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[cfg["shuffle"]])
-    chunks = [p for p in (store / key / "c").rglob("*") if p.is_file()]
+    files = [p for p in (store / key / "c").rglob("*") if p.is_file()]
+    reader = ChunkReader.from_path(store / key)
+    if reader is not None and reader.sharded:
+        pieces = []
+        for p in files:
+            shard = tuple(int(x) for x in p.relative_to(store / key / "c").parts)
+            index = reader._shard_index(shard).reshape(-1, 2)
+            pieces += [(p, int(o), int(n)) for o, n in index if o != 2**64 - 1]
+
+        def run():
+            def one(piece):
+                path, offset, nbytes = piece
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    numcodecs.blosc.decompress(f.read(nbytes))
+            with ThreadPoolExecutor(workers) as ex:
+                list(ex.map(one, pieces))
+        return run
+    assert any(c["name"] == "blosc" for c in meta["codecs"]), meta["codecs"]
 
     def run():
         with ThreadPoolExecutor(workers) as ex:
-            list(ex.map(lambda p: codec.decode(p.read_bytes()), chunks))
+            list(ex.map(lambda p: numcodecs.blosc.decompress(p.read_bytes()), files))
 
     return run
 
@@ -184,17 +203,19 @@ def load_variables(ctx: Ctx) -> list[dict]:
         d_decode = best(decode_bound(ctx.store, key), ctx.repeat)
         dst = np.empty_like(arr)
         d_copy = best(lambda: np.copyto(dst, arr), ctx.repeat)
-        rows += [ctx.row(w, "a", a), ctx.row(w, "b", b), ctx.row(w, "c", c, bytes=arr.nbytes),
+        rows += [ctx.row(w, "a", a), ctx.row(w, "b", b), ctx.row(w, "c", c, bytes=arr.nbytes, mode="open_mouse, default (lazy)"),
                  ctx.row(w, "d", d_decode, note="read + Blosc-decode every chunk, 2 threads"),
                  ctx.row(w, "d", d_copy, note="memcpy")]
         if key == "responses":
             rows.append(ctx.row(w, "a", cold(lambda: [np.load(ctx.folder / f"data/{key}/{i}.npy") for i in range(ctx.n)], ctx.folder / "data" / key), cache="cold"))
             rows.append(ctx.row(w, "c", cold(lambda: converter.open_mouse(ctx.store)[key].values, ctx.store), cache="cold"))
+            dds = converter.open_mouse(ctx.store, dask=True)
+            rows.append(ctx.row(w, "c", best(lambda: dds[key].values, ctx.repeat), mode="open_mouse, dask=True"))
     return rows
 
 
 def random_batches(ctx: Ctx, batch: int = 128, n_batches: int = 10) -> list[dict]:
-    from converter.torch import MouseDataset, collate
+    from converter.torch import MouseDataset, collate, loaders
 
     batches = [ctx.rng.choice(ctx.n, size=min(batch, ctx.n), replace=False) for _ in range(n_batches)]
     w = f"random batch of {batch}, all keys"
@@ -203,16 +224,35 @@ def random_batches(ctx: Ctx, batch: int = 128, n_batches: int = 10) -> list[dict
         return best(lambda: [fn(b) for b in batches], 1) / n_batches
 
     a = per_batch(lambda b: [load_item(ctx.folder, i) for i in b])
-    disk = MouseDataset(ctx.store)
+    disk = MouseDataset(ctx.store)  # the default: read from the store at every batch
     mem = MouseDataset(ctx.store, in_memory=True).load()
     c_disk = per_batch(lambda b: collate(disk.__getitems__(b)))
     c_mem = per_batch(lambda b: collate(mem.__getitems__(b)))
+    ds = converter.open_mouse(ctx.store)
+    c_xr = per_batch(lambda b: ds[list(KEYS)].sel(trial=b).load())
+    dl = next(iter(loaders([ctx.store], batch_size=batch, tier="train", seed=0, normalize=False, include_behavior=True,
+                           add_behavior_as_channels=False, include_eye_position=True)["train"].values()))
+    next(iter(dl))  # warm-up
+
+    def loader_batches():
+        got = 0
+        while got < n_batches:  # as many epochs as it takes: a tiny store has one batch
+            for _ in dl:
+                got += 1
+                if got == n_batches:
+                    break
+    c_dl = best(loader_batches, 1) / n_batches
     maps = {k: np.load(ctx.stacked / f"{k}.npy", mmap_mode="r") for k in KEYS}
     d = per_batch(lambda b: [maps[k][np.sort(b)] for k in KEYS])
+    a_cold = cold(lambda: [load_item(ctx.folder, i) for i in batches[0]], ctx.folder / "data")
+    c_cold = cold(lambda: collate(MouseDataset(ctx.store).__getitems__(batches[0])), ctx.store)
     size = len(batches[0])
-    return [ctx.row(w, "a", a, trials_per_s=size / a), ctx.row(w, "c", c_disk, mode="on disk", trials_per_s=size / c_disk),
-            ctx.row(w, "c", c_mem, mode="in memory", trials_per_s=size / c_mem),
-            ctx.row(w, "d", d, note="np.memmap gather from stacked arrays", trials_per_s=size / d)]
+    return [ctx.row(w, "a", a, trials_per_s=size / a), ctx.row(w, "c", c_disk, mode="MouseDataset, default (on disk)", trials_per_s=size / c_disk),
+            ctx.row(w, "c", c_dl, mode="loaders, default (on disk; DataLoader in this process)", trials_per_s=size / c_dl),
+            ctx.row(w, "c", c_xr, mode="open_mouse, default: sel(trial=b).load()", trials_per_s=size / c_xr),
+            ctx.row(w, "c", c_mem, mode="MouseDataset, in_memory=True", trials_per_s=size / c_mem),
+            ctx.row(w, "d", d, note="np.memmap gather from stacked arrays", trials_per_s=size / d),
+            ctx.row(w, "a", a_cold, cache="cold"), ctx.row(w, "c", c_cold, mode="MouseDataset, default (on disk)", cache="cold")]
 
 
 def epoch(ctx: Ctx, batch: int = 128) -> list[dict]:
@@ -236,7 +276,7 @@ def epoch(ctx: Ctx, batch: int = 128) -> list[dict]:
     a = best(filetree_epoch, 1)
     c = best(lambda: [b for b in dl], 1)
     w = "epoch of the train loader (normalised images + responses)"
-    return [ctx.row(w, "a", a, note="FileTreeDataset-style per-item np.load + NeuroNormalizer"), ctx.row(w, "c", c, mode="in memory")]
+    return [ctx.row(w, "a", a, note="FileTreeDataset-style per-item np.load + NeuroNormalizer"), ctx.row(w, "c", c, mode="loaders, default (on disk)")]
 
 
 def tier_responses(ctx: Ctx) -> list[dict]:
@@ -252,7 +292,7 @@ def tier_responses(ctx: Ctx) -> list[dict]:
 
 def _modes(ctx: Ctx):
     """The store opened both ways `open_mouse` offers."""
-    return [("dask", converter.open_mouse(ctx.store)), ("lazy, dask=False", converter.open_mouse(ctx.store, dask=False))]
+    return [("open_mouse, default (lazy)", converter.open_mouse(ctx.store)), ("open_mouse, dask=True", converter.open_mouse(ctx.store, dask=True))]
 
 
 def neurons(ctx: Ctx) -> list[dict]:
@@ -268,8 +308,8 @@ def neurons(ctx: Ctx) -> list[dict]:
             rows.append(ctx.row(w, "c", best(lambda: ds.responses.isel(neuron=cols).values, ctx.repeat), mode=mode))
         rows.append(ctx.row(w, "d", best(lambda: np.ascontiguousarray(resp[:, cols]), ctx.repeat), note="np.memmap column of stacked responses"))
         if len(cols) == 1:
-            lazy = lambda: converter.open_mouse(ctx.store, dask=False).responses.isel(neuron=cols).values
-            rows.append(ctx.row(w, "c", cold(lazy, ctx.store), cache="cold", mode="lazy, dask=False"))
+            lazy = lambda: converter.open_mouse(ctx.store).responses.isel(neuron=cols).values
+            rows.append(ctx.row(w, "c", cold(lazy, ctx.store), cache="cold", mode="open_mouse, default (lazy)"))
     return rows
 
 
@@ -285,7 +325,7 @@ def repeats(ctx: Ctx) -> list[dict]:
     w = "test repeats grouped by image_id (mean)"
     rows = [ctx.row(w, "a", best(filetree, 1))]
     for mode, ds in _modes(ctx):
-        c = best(lambda: ds[["responses"]].sensorium.repeats("test").mean()["responses"].values, ctx.repeat)
+        c = best(lambda: ds[["responses"]].sensorium.tier("test").sensorium.repeats().mean()["responses"].values, ctx.repeat)
         rows.append(ctx.row(w, "c", c, mode=mode))
     return rows
 
@@ -333,4 +373,127 @@ def scale_out(label: str, sources: list[Path], work: Path) -> list[dict]:
     return rows
 
 
-READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, sizes]
+_PLAIN_CHILD = """
+import json, sys, time
+import numpy as np, xarray as xr
+store, n_neuron = sys.argv[1], int(sys.argv[2])
+batch = json.loads(sys.argv[3])
+def best(f, k=3):
+    f(); t = []
+    for _ in range(k):
+        s = time.perf_counter(); f(); t.append(time.perf_counter() - s)
+    return min(t)
+ds = xr.open_zarr(store)
+train = np.flatnonzero(ds["tier"].values == "train")
+out = {
+    "load all responses": best(lambda: ds["responses"].values),
+    "one neuron, all trials": best(lambda: ds["responses"].isel(neuron=[n_neuron]).values),
+    "responses of the train tier": best(lambda: ds["responses"].isel(trial=train).values),
+    "random batch of 128, all keys": best(lambda: ds[["images", "responses", "behavior", "pupil_center"]].sel(trial=batch).load()),
+}
+assert "converter" not in sys.modules
+print(json.dumps(out))
+"""
+
+
+def plain_xarray(ctx: Ctx) -> list[dict]:
+    """The same reads through plain ``xarray.open_zarr`` in a process that never imports converter."""
+    import json
+
+    n_neuron = len(np.load(ctx.folder / "meta/neurons/unit_ids.npy")) // 2
+    batch = ctx.rng.choice(ctx.n, size=min(128, ctx.n), replace=False).tolist()
+    out = subprocess.run([sys.executable, "-c", _PLAIN_CHILD, str(ctx.store), str(n_neuron), json.dumps(batch)],
+                         capture_output=True, text=True, check=True)
+    return [ctx.row(w, "c", t, mode="plain xr.open_zarr, no converter") for w, t in json.loads(out.stdout).items()]
+
+
+def engines(ctx: Ctx) -> list[dict]:
+    """Each read engine considered, on the same store and selections (method e)."""
+    import zarr
+
+    from converter.engine import ChunkReader
+
+    n = ctx.n
+    batch = np.sort(ctx.rng.choice(n, size=min(128, n), replace=False))
+    col = np.array([len(np.load(ctx.folder / "meta/neurons/unit_ids.npy")) // 2])
+    reads = {
+        "all responses (tiles)": ("responses", ()),
+        "128 random response rows (by_trial copy)": ("by_trial/responses", (batch,)),
+        "one neuron (tiles)": ("responses", (slice(None), col)),
+        "128 random images (sharded)": ("images", (batch,)),
+    }
+    found: dict[str, Callable] = {"converter.engine": lambda name: ChunkReader.from_path(ctx.store / name).read,
+                                  "zarr-python": lambda name: zarr.open_array(ctx.store / name, mode="r").get_orthogonal_selection}
+    try:
+        import tensorstore as ts
+
+        def tensorstore(name):
+            t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(ctx.store / name)}}, read=True).result()
+            return lambda sel: t.oindex[sel + (slice(None),) * (t.ndim - len(sel))].read().result()
+        found["tensorstore"] = tensorstore
+    except ImportError:
+        pass
+    rows = []
+    for w, (name, sel) in reads.items():
+        sel = sel or (slice(None),)
+        ref = None
+        for engine, make in found.items():
+            read = make(name)
+            got = np.asarray(read(sel))
+            ref = got if ref is None else ref
+            assert got.shape == ref.shape and got.tobytes() == ref.tobytes(), (engine, w)
+            rows.append(ctx.row(f"engine: {w}", "e", best(lambda: read(sel), ctx.repeat), mode=engine))
+    return rows
+
+
+READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, plain_xarray, engines, sizes]
+
+
+_LOADER_MEMORY_CHILD = """
+import json, sys, threading, time
+import psutil
+from converter.torch import loaders
+stores, workers, batches = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+me = psutil.Process()
+peak = [0]
+def tree_pss():
+    total = 0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+stop = threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], tree_pss())
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
+dls = loaders(stores, batch_size=128, tier="train", seed=0, include_behavior=True, include_eye_position=True,
+              num_workers=workers, multiprocessing_context="fork", persistent_workers=True)["train"]
+def cycle(dl):
+    while True:
+        yield from dl
+its = [cycle(dl) for dl in dls.values()]
+for _ in range(batches):  # round robin over the mice, as neuralpredictors' LongCycler does
+    for it in its:
+        next(it)
+peak[0] = max(peak[0], tree_pss())
+stop.set()
+print(json.dumps({"peak_pss_mb": peak[0] / 2**20}))
+"""
+
+
+def loader_memory(label: str, full: list[Path], tiny: list[Path], source_mb: float, workers: int = 2, batches: int = 10) -> list[dict]:
+    """Peak memory (PSS of the process tree) of multi-mouse training on the default loaders."""
+    import json
+
+    def peak(stores):
+        out = subprocess.run([sys.executable, "-c", _LOADER_MEMORY_CHILD, json.dumps([str(s) for s in stores]), str(workers), str(batches)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)["peak_pss_mb"]
+
+    big, small = peak(full), peak(tiny)
+    return [{"dataset": label, "workload": "loader memory", "method": "c", "mice": len(full), "workers": workers,
+             "peak_pss_mb": big, "tiny_peak_pss_mb": small, "above_tiny_mb": big - small, "source_mb": source_mb}]

@@ -47,19 +47,17 @@ class SensoriumAccessor:
             keep &= np.isin(ds["layer"].values, _as_list(layer))
         return ds.isel(neuron=np.flatnonzero(keep))
 
-    def repeats(self, tiers: Iterable[str] = ("test", "final_test")):
-        """Trials of the repeated-image tiers grouped by ``image_id`` (an xarray groupby).
+    def repeats(self, tiers: Iterable[str] = ("test", "final_test")) -> Repeats:
+        """Trials of the repeated-image tiers grouped by ``image_id``.
 
-        ``ds.sensorium.repeats().mean()`` is the mean response per image; the variance
-        across repeats of each image feeds repeat-based metrics (oracle correlation).
-        Without dask (``open_mouse(..., dask=False)``) the selected trials are read into
-        memory first, once, rather than once per image; select the variables you need
-        before (``ds[["responses"]].sensorium.repeats()``).
+        ``ds.sensorium.repeats().mean()`` is the mean response per image, and ``.var()``
+        the variance across the repeats of each image (repeat-based metrics such as the
+        oracle correlation use both).  Any other method is that of
+        ``selected.groupby("image_id")``.  The selected trials are read into memory first,
+        once; select the variables you need before (``ds[["responses"]]``).
         """
         selected = self.tier(*_as_list(tiers))
-        if not any(v.chunks for v in selected.data_vars.values()):
-            selected = selected.load()
-        return selected.groupby("image_id")
+        return Repeats(selected.load() if not any(v.chunks for v in selected.data_vars.values()) else selected)
 
     def mask_withheld(self) -> xr.Dataset:
         """Each data variable with its withheld (all-zero) trials set to NaN."""
@@ -121,3 +119,72 @@ class SensoriumAccessor:
 
         full = pd.Index(open_array(self._store(), "neuron", self._ds.encoding.get("storage_options"))[...])
         return full.get_indexer(self._ds.indexes["neuron"])
+
+
+class Repeats:
+    """The trials of one dataset grouped by ``image_id``: fast ``mean``/``var``/``std``/``count``.
+
+    The store keeps the repeats of an image next to each other (README, "Trial order"),
+    so a group is a run of rows and each reduction is one vectorised sum per
+    variable and group, summed in float64 and returned in the variable's dtype; NaN is skipped, as
+    xarray's ``groupby(...).mean()`` skips it.  Other methods go to the xarray groupby.
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        order = np.argsort(ds["image_id"].values, kind="stable")
+        self._ds = ds if np.all(order == np.arange(len(order))) else ds.isel(trial=order)
+        ids = self._ds["image_id"].values
+        self._starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.intp)
+        self.image_ids = ids[self._starts]
+
+    def __getattr__(self, name: str):
+        return getattr(self._ds.groupby("image_id"), name)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _reduce(self, stat: str, ddof: int = 0) -> xr.Dataset:
+        out = {}
+        for name, var in self._ds.data_vars.items():
+            if "trial" not in var.dims or var.dtype.kind not in "fiub" or var.chunks:
+                return getattr(self._ds.groupby("image_id"), stat)(**({"ddof": ddof} if stat in ("var", "std") else {}))
+            x = np.moveaxis(np.asarray(var.values), var.dims.index("trial"), 0)
+            value = np.empty((len(self._starts), *x.shape[1:]), dtype=np.float64)
+            nan = x.dtype.kind == "f" and bool(np.isnan(x).any())
+            for g, (a, b) in enumerate(zip(self._starts, np.r_[self._starts[1:], len(x)])):
+                rows = x[a:b]
+                n = (~np.isnan(rows)).sum(axis=0) if nan else np.full(rows.shape[1:], b - a)
+                if stat == "count":
+                    value[g] = n
+                    continue
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = (np.nansum(rows, axis=0, dtype=np.float64) if nan else rows.sum(axis=0, dtype=np.float64)) / n
+                    if stat == "mean":
+                        value[g] = mean
+                        continue
+                    sq = (rows - mean) ** 2
+                    v = (np.nansum(sq, axis=0) if nan else sq.sum(axis=0)) / (n - ddof)
+                    v = np.where(n - ddof > 0, v, np.nan)
+                value[g] = np.sqrt(v) if stat == "std" else v
+            value = np.moveaxis(value, 0, var.dims.index("trial"))
+            dtype = np.int64 if stat == "count" else (var.dtype if var.dtype.kind == "f" else np.float64)
+            dims = tuple("image_id" if d == "trial" else d for d in var.dims)
+            out[name] = xr.Variable(dims, value.astype(dtype), var.attrs)
+        coords = {k: c for k, c in self._ds.coords.items() if "trial" not in c.dims}
+        return xr.Dataset(out, coords={**coords, "image_id": ("image_id", self.image_ids)})
+
+    def mean(self) -> xr.Dataset:
+        """Mean over the repeats of each image."""
+        return self._reduce("mean")
+
+    def var(self, ddof: int = 0) -> xr.Dataset:
+        """Variance over the repeats of each image (``ddof`` as in numpy)."""
+        return self._reduce("var", ddof)
+
+    def std(self, ddof: int = 0) -> xr.Dataset:
+        """Standard deviation over the repeats of each image."""
+        return self._reduce("std", ddof)
+
+    def count(self) -> xr.Dataset:
+        """Repeats of each image (non-NaN values per element)."""
+        return self._reduce("count")

@@ -55,6 +55,7 @@ class Plan:
     meta: list[MetaArray]
     statistics: list[MetaArray]
     labels: dict[str, tuple[str, ...]]
+    order: np.ndarray  # file number of each stored trial position (`layout.trial_order`)
 
     @property
     def n_trials(self) -> int:
@@ -113,7 +114,13 @@ def plan(source: Source) -> Plan:
         for dim, size in zip(v.dims, v.shape):
             if (dim, size) in layout.LABELS:
                 labels[dim] = layout.LABELS[(dim, size)]
-    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels)
+    by_name = {m.name: m.values for m in meta}
+    tiers, ids = by_name.get("tier"), by_name.get("image_id")
+    if tiers is not None and ids is not None and tiers.ndim == ids.ndim == 1:
+        order = layout.trial_order(tiers, ids)
+    else:
+        order = np.arange(inv.n_trials, dtype=np.int64)
+    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels, order)
 
 
 def fingerprint(crcs: dict[str, int]) -> str:
@@ -134,7 +141,7 @@ def _root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         crcs[p.neuron_coord.rel] = p.neuron_coord.crc32
     for r in results:
         for key, c in r.crc32.items():
-            for i, crc in zip(r.block, c.tolist()):
+            for i, crc in zip(p.order[r.block.start : r.block.stop].tolist(), c.tolist()):
                 crcs[inv.trial_path(key, i)] = crc
     tier = next(m for m in p.meta if m.name == "tier").stored_values()
     names, counts = np.unique(tier.astype(str), return_counts=True)
@@ -183,6 +190,7 @@ def _plan_record(source: Source, p: Plan) -> dict:
         "source_identity": source.identity(),
         "n_trials": p.n_trials,
         "data_vars": {k: asdict(v) for k, v in p.data_vars.items()},
+        "trial_order": hashlib.sha256(p.order.tobytes()).hexdigest(),
     }
     return json.loads(json.dumps(record))
 
@@ -197,14 +205,14 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     record = _plan_record(source, p)
     if state.plan() != record:
         start_over(state)
-        create_skeleton(tmp, p.data_vars, np.arange(p.n_trials, dtype=np.int64), p.neuron_coord, p.meta, p.labels, p.statistics, so)
+        create_skeleton(tmp, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so)
         if remote:
             hide_root(tmp, so)
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
     bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
-    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar, so):
+    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar, so, p.order):
         state.save_block(r)  # only after every chunk of the block is written
         done[r.block.start] = r
     results = [done[b.start] for b in layout.blocks(p.n_trials)]

@@ -8,55 +8,102 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from .errors import StoreError
-from .layout import BLOCK_TRIALS
+from .engine import cost, open_reader
+from .layout import BLOCK_TRIALS, READABLE_SCHEMA_VERSIONS, ROW_COPY_GROUP
 from .location import child, filesystem, is_url, open_group, tree_bytes, zarr_kwargs
 from .schema import manifest, read_root
 from .store import _CONSOLIDATED_WARNING
 
 def _checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
     root = read_root(path, storage_options)
-    if root.get("attributes", {}).get("schema") != "sensorium-zarr":
+    attrs = root.get("attributes", {})
+    if attrs.get("schema") != "sensorium-zarr":
         raise StoreError(f"{path}: a Zarr store, but not one written by sensorium-zarr")
+    if attrs.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+        raise StoreError(f"{path}: written with store schema {attrs.get('schema_version')!r}, which this version of "
+                         "sensorium-zarr cannot read; rebuild it with `sensorium-zarr convert SRC DEST --overwrite` "
+                         "(or `export` with the version that wrote it, then `convert`)")
     return root
+
+
+class StoreArray(BackendArray):
+    """A data variable read through `converter.engine`.
+
+    Where the store keeps two layouts of a variable (tiles, and the trial-major copy
+    under ``by_trial/``), each selection is served by the one that decodes the least.
+    """
+
+    def __init__(self, readers: list) -> None:
+        self.readers = readers
+        self.shape = readers[0].shape
+        self.dtype = np.dtype(readers[0].dtype).newbyteorder("=")
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        if isinstance(key, (indexing.BasicIndexer, indexing.OuterIndexer)):
+            return self._read(key.tuple)  # the engine takes any order and repeats: no reorder copy
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.OUTER, self._read)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        drop = tuple(k for k, sel in enumerate(key) if isinstance(sel, (int, np.integer)))
+        sel = tuple(np.array([sel]) if k in drop else sel for k, sel in enumerate(key))
+        reader = min(self.readers, key=lambda r: cost(r, sel))
+        out = reader.read(sel)
+        return out.reshape([n for k, n in enumerate(out.shape) if k not in drop]) if drop else out
+
+
+def _store_array(path, name: str, group: dict, storage_options: dict | None) -> StoreArray:
+    names = [name] + [c for c in (f"{ROW_COPY_GROUP}/{name}",) if c in group]
+    return StoreArray([open_reader(path, n, storage_options, group.get(n)) for n in names])
 
 
 def open_mouse(
     path: str | os.PathLike,
     *,
+    dask: bool = False,
     trial_chunk: int = BLOCK_TRIALS,
     load: bool = False,
-    dask: bool = True,
     storage_options: dict | None = None,
 ) -> xr.Dataset:
     """Open one store as a lazy `xarray.Dataset`; coordinates are loaded into memory.
 
     Parameters
     ----------
-    path : the store written by `convert`: a local path or a URL such as ``s3://bucket/m.zarr``.
-    trial_chunk : trials per dask chunk (a multiple of the stored chunks reads each
-        chunk once); the other dimensions are one dask chunk each.
-    load : read everything into memory now.
-    dask : back the data variables with dask (the default).  ``False`` keeps them
-        lazily indexed by xarray itself: a selection is then read straight from the
-        chunks it touches, the fastest way to take a few neurons or trials.
-    storage_options : for a URL, passed to fsspec (e.g. ``{"endpoint_url": ...}``).
+    path : str or os.PathLike
+        The store written by `convert`: a local path or a URL such as ``s3://bucket/m.zarr``.
+    dask : bool
+        Back the data variables with dask, in chunks of ``trial_chunk`` trials.  By default
+        they are lazily indexed: a selection (``isel``, ``sel``, ``tier``, ``neurons``) is
+        read when its values are needed, straight from the chunks it touches, through
+        `converter.engine`.
+    trial_chunk : int
+        Trials per dask chunk; rounded up to a multiple of the stored chunks and shards
+        (1024 trials), so that every dask chunk reads whole stored chunks.
+    load : bool
+        Read everything into memory now.
+    storage_options : dict, optional
+        For a URL, passed to fsspec (e.g. ``{"endpoint_url": ...}``).
     """
-    _checked_root(path, storage_options)
+    root = _checked_root(path, storage_options)
+    meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
     kw = zarr_kwargs(path, storage_options)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
         lazy = xr.open_zarr(path, consolidated=True, chunks=None, **kw)
         coords = {name: lazy[name].variable.load() for name in lazy.coords}
-        if dask and not load:
-            ds = xr.open_zarr(path, consolidated=True, chunks={"trial": trial_chunk, "neuron": -1},
-                              drop_variables=[c for c in coords if c not in lazy.dims], **kw)
-        else:
-            ds = lazy
-    ds = ds.assign_coords(coords)
+    data_vars = {}
+    for name, var in lazy.data_vars.items():
+        data = indexing.LazilyIndexedArray(_store_array(path, name, meta, storage_options))
+        data_vars[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
+    ds = xr.Dataset(data_vars, coords=coords, attrs=lazy.attrs)
     if load:
         ds = ds.load()
+    elif dask:
+        step = -(-max(1, trial_chunk) // BLOCK_TRIALS) * BLOCK_TRIALS
+        ds = ds.assign({name: var.chunk({d: step if d == "trial" else -1 for d in var.dims}) for name, var in ds.data_vars.items()})
     ds.encoding["source"] = str(path)  # lets ds.sensorium find the statistics
     ds.encoding["storage_options"] = storage_options
     return ds

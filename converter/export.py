@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .layout import blocks
+from .layout import blocks, to_file_order
 from .location import open_group
 from .npy import parse_header
 from .progress import Progress
@@ -45,6 +45,7 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
     """``(path, bytes of the file, its recorded CRC-32)`` for every source ``.npy`` of a store."""
     m = manifest(read_root(dest, storage_options))
     group = open_group(dest, storage_options)
+    trial = group["trial"][...]  # the file number stored at each position
     per_trial = {}
     for path, a in m["arrays"].items():
         src = a["attributes"].get("source")
@@ -54,8 +55,9 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
             per_trial[path] = src
             continue
         attrs = a["attributes"]
-        yield src, (lambda path=path, attrs=attrs, src=src: file_bytes(group[path][...], base64.b64decode(attrs["npy_header"]), src)), attrs["source_crc32"]
-    trial = group["trial"][...]
+        by_trial = (a["dims"] or [None])[0] == "trial"  # rows stored in trial order, written in file order
+        yield src, (lambda path=path, attrs=attrs, src=src, by_trial=by_trial: file_bytes(
+            to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs["npy_header"]), src)), attrs["source_crc32"]
     n = len(trial) * len(per_trial)
     with Progress(n, "rebuild", progress) as bar:
         for key, src in per_trial.items():
@@ -85,7 +87,29 @@ def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: 
             continue
         if got != crc:
             report.add(f"{name}: stored values no longer give the source file (CRC-32 {got:08x}, recorded {crc:08x}): bit rot or tampering")
+    for problem in _check_copies(dest, storage_options):
+        report.add(problem)
     return report
+
+
+def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
+    """Every second layout of an array (``by_trial/<key>``) holds the same bits as the original."""
+    m = manifest(read_root(dest, storage_options))
+    group = open_group(dest, storage_options)
+    for path, a in m["arrays"].items():
+        original = a["attributes"].get("copy_of")
+        if original is None:
+            continue
+        copy, orig = group[path], group[original]
+        if copy.shape != orig.shape or copy.dtype != orig.dtype:
+            yield f"{path}: shape or dtype differs from {original}"
+            continue
+        for b in blocks(copy.shape[0]):
+            x, y = copy[b.start : b.stop], orig[b.start : b.stop]
+            rows = np.flatnonzero((x.reshape(len(b), -1).view(np.uint8) != y.reshape(len(b), -1).view(np.uint8)).any(axis=1)) if x.size else []
+            if len(rows):
+                yield f"{path}: differs from {original} at trial {int(group['trial'][b.start + int(rows[0])])} (bit rot or tampering)"
+                break
 
 
 def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = False, progress: bool | None = None,

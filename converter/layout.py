@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+# Versions whose stores this package still reads.
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0")
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
@@ -23,6 +25,11 @@ CHUNK_TARGET_BYTES = 8 * 2**20
 # responses are tiled (trials x neurons): one neuron across all trials touches
 # n_trials / 1024 chunks, a block of trials touches n_neurons / 256.
 RESPONSE_TILE = (BLOCK_TRIALS, 256)
+# A per-trial variable at least this large per trial is stored one trial per inner chunk,
+# in shards of one write block: a random batch then decodes only its own trials.
+SHARD_MIN_TRIAL_BYTES = 4096
+# Group of the trial-major copies (one trial per inner chunk) of tiled variables.
+ROW_COPY_GROUP = "by_trial"
 
 PER_TRIAL_DIMS = {
     ("images", 3): ("channel", "height", "width"),
@@ -59,8 +66,14 @@ class DataVar:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype string as stored (native byte order)
     source_dtype: str  # as found in the files (byte order kept)
-    chunks: tuple[int, ...]
+    chunks: tuple[int, ...]  # the unit of decoding (the inner chunk when sharded)
     codec: Codec
+    shards: tuple[int, ...] | None = None
+    name: str | None = None  # path in the store; default: the key
+
+    @property
+    def path(self) -> str:
+        return self.name or self.key
 
     @property
     def per_trial_shape(self) -> tuple[int, ...]:
@@ -97,15 +110,66 @@ def codec_for(key: str, dtype: np.dtype) -> Codec:
 
 
 def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], source_dtype: np.dtype) -> DataVar:
-    """Decide dims, chunks and codec for one data folder."""
+    """Decide dims, chunks, shards and codec for one data folder.
+
+    ``(trial, neuron)`` arrays are tiled (one neuron across all trials is a few chunks) and
+    get a trial-major copy (`row_copy`); large per-trial arrays are sharded by write block
+    with one trial per inner chunk; small ones are chunked by write block.
+    """
     dims = data_dims(key, per_trial_shape)
     native = source_dtype.newbyteorder("=")
-    if dims[:2] == ("trial", "neuron") and len(dims) == 2:
-        chunks = (min(RESPONSE_TILE[0], n_trials), max(1, min(RESPONSE_TILE[1], per_trial_shape[0])))
-    else:
-        nbytes = int(np.prod(per_trial_shape, dtype=np.int64)) * native.itemsize
-        chunks = (trial_chunk(nbytes, n_trials), *(max(1, s) for s in per_trial_shape))
-    return DataVar(key, dims, (n_trials, *per_trial_shape), native.str, source_dtype.str, chunks, codec_for(key, native))
+    shape = (n_trials, *per_trial_shape)
+    whole = tuple(max(1, s) for s in per_trial_shape)
+    block = min(BLOCK_TRIALS, n_trials)
+    codec = codec_for(key, native)
+    if is_tiled(dims):
+        return DataVar(key, dims, shape, native.str, source_dtype.str, (block, max(1, min(RESPONSE_TILE[1], per_trial_shape[0]))), codec)
+    nbytes = int(np.prod(per_trial_shape, dtype=np.int64)) * native.itemsize
+    if nbytes >= SHARD_MIN_TRIAL_BYTES:
+        return DataVar(key, dims, shape, native.str, source_dtype.str, (1, *whole), codec, shards=(block, *whole))
+    return DataVar(key, dims, shape, native.str, source_dtype.str, (trial_chunk(nbytes, n_trials), *whole), codec)
+
+
+def is_tiled(dims: tuple[str, ...]) -> bool:
+    """``(trial, neuron)`` variables are tiled and keep a trial-major copy."""
+    return dims == ("trial", "neuron")
+
+
+def row_copy(v: DataVar) -> DataVar | None:
+    """The trial-major copy of a tiled variable: ``by_trial/<key>``, one trial per inner chunk."""
+    if not is_tiled(v.dims):
+        return None
+    whole = tuple(max(1, s) for s in v.per_trial_shape)
+    return DataVar(v.key, v.dims, v.shape, v.dtype, v.source_dtype, (1, *whole), v.codec,
+                   shards=(v.chunks[0], *whole), name=f"{ROW_COPY_GROUP}/{v.key}")
+
+
+def write_chunks(v: DataVar) -> tuple[int, ...]:
+    """The unit a writer must fill whole: the shard when sharded, else the chunk."""
+    return v.shards or v.chunks
+
+
+# Tiers in the order the store keeps them; any other tier follows, alphabetically.
+TIER_ORDER = ("train", "validation", "test", "final_test")
+
+
+def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
+    """File numbers in stored order: clustered by tier, then ``image_id``, then file number.
+
+    A tier, and the repeats of one image, are then one contiguous run of the trial axis
+    (a database would say: the table is clustered on its most common predicate).  The
+    ``trial`` coordinate keeps the file numbers, so labels, not positions, name trials.
+    """
+    names, inverse = np.unique(np.asarray(tiers).astype(str), return_inverse=True)
+    order = sorted(range(len(names)), key=lambda k: (TIER_ORDER.index(names[k]) if names[k] in TIER_ORDER else len(TIER_ORDER), names[k]))
+    rank = np.argsort(order)[inverse.reshape(-1)]
+    files = np.arange(len(tiers))
+    return np.lexsort((files, np.asarray(image_ids), rank)).astype(np.int64)
+
+
+def to_file_order(values: np.ndarray, trial: np.ndarray) -> np.ndarray:
+    """Rows of a trial-first array stored in `trial_order` back in file order (row i: file i)."""
+    return values[np.argsort(trial, kind="stable")]
 
 
 def blocks(n_trials: int) -> list[range]:

@@ -52,12 +52,14 @@ def manifest(root_json: dict) -> dict:
         if meta.get("node_type") != "array":
             continue
         grid = meta.get("chunk_grid", {}).get("configuration", {})
+        sharding = next((c for c in meta.get("codecs", []) if c.get("name") == "sharding_indexed"), None)
         arrays[path] = {
             "shape": meta.get("shape"),
             "dtype": _dtype_name(meta.get("data_type")),
             # a 0-d array has no dimension names to write
             "dims": meta.get("dimension_names") or ([] if meta.get("shape") == [] else None),
             "chunks": grid.get("chunk_shape"),
+            "inner_chunks": sharding["configuration"]["chunk_shape"] if sharding else None,
             "codecs": _codec_names(meta.get("codecs", [])),
             "attributes": meta.get("attributes", {}),
         }
@@ -99,6 +101,10 @@ def cross_check(m: dict) -> list[str]:
         if f"{key}_withheld" not in arrays:
             problems.append(f"{key}_withheld is missing")
     for path, a in arrays.items():
+        original = a["attributes"].get("copy_of")
+        if original is not None and (original not in attrs.get("data_keys", []) or original not in arrays
+                                     or (arrays[original]["shape"], arrays[original]["dims"]) != (a["shape"], a["dims"])):
+            problems.append(f"{path}: not a copy of a data variable of the same shape and dims ({original!r})")
         dims, shape = a["dims"] or [], a["shape"] or []
         if len(dims) != len(shape):
             problems.append(f"{path}: {len(dims)} dimension names for {len(shape)} axes")

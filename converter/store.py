@@ -19,8 +19,9 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from .layout import BLOCK_TRIALS, DataVar
-from .location import filesystem, is_url, open_array, open_group, zarr_kwargs
+from .layout import BLOCK_TRIALS, DataVar, row_copy, write_chunks
+from .engine import encode_shard
+from .location import child, filesystem, is_url, open_array, open_group, write_bytes, zarr_kwargs
 from .npy import NpyHeader
 from .source import Source, read_trials
 
@@ -72,6 +73,17 @@ def blosc(codec) -> BloscCodec:
     return BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle)
 
 
+def _placeholder(v: DataVar) -> da.Array:
+    return da.zeros(v.shape, dtype=v.dtype, chunks=write_chunks(v))
+
+
+def _encoding(v: DataVar) -> dict:
+    enc = {"chunks": v.chunks, "compressors": [blosc(v.codec)], "_FillValue": None}
+    if v.shards is not None:
+        enc["shards"] = v.shards
+    return enc
+
+
 def create_skeleton(
     path: Path,
     data_vars: dict[str, DataVar],
@@ -85,22 +97,30 @@ def create_skeleton(
     """Write every array's metadata and every small array; data arrays stay empty."""
     kw = zarr_kwargs(path, storage_options)
     coords: dict[str, xr.Variable] = {
-        "trial": xr.Variable(("trial",), trial_coord, {"derived": "i of data/<key>/<i>.npy"}),
+        "trial": xr.Variable(("trial",), trial_coord, {"derived": "i of data/<key>/<i>.npy (stored clustered by tier, image_id, i)"}),
     }
     if isinstance(neuron_coord, MetaArray):
         coords["neuron"] = xr.Variable(("neuron",), neuron_coord.stored_values(), neuron_coord.attrs())
     elif neuron_coord is not None:
         coords["neuron"] = xr.Variable(("neuron",), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
     for m in meta:
-        coords[m.name] = xr.Variable(m.dims, m.stored_values(), m.attrs())
+        values = m.stored_values()
+        if m.dims[0] == "trial":
+            values = values[trial_coord]  # rows in stored order: row p is file trial_coord[p]
+        coords[m.name] = xr.Variable(m.dims, values, m.attrs())
     for dim, names in labels.items():
         coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
     encoding: dict[str, dict] = {name: {"_FillValue": None} for name in coords}
     variables = {}
+    copies = {}
     for key, v in data_vars.items():
-        placeholder = da.zeros(v.shape, dtype=v.dtype, chunks=v.chunks)
-        variables[key] = xr.Variable(v.dims, placeholder, {"source": f"data/{key}/{{trial}}.npy", "source_dtype": v.source_dtype})
-        encoding[key] = {"chunks": v.chunks, "compressors": [blosc(v.codec)], "_FillValue": None}
+        variables[key] = xr.Variable(v.dims, _placeholder(v), {"source": f"data/{key}/{{trial}}.npy", "source_dtype": v.source_dtype})
+        encoding[key] = _encoding(v)
+        c = row_copy(v)
+        if c is not None:
+            copies[key] = (c, xr.Variable(c.dims, _placeholder(c), {
+                "copy_of": key, "source_dtype": v.source_dtype,
+                "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
         coords[v.withheld_name] = xr.Variable(
             ("trial",),
             da.zeros(v.shape[:1], dtype=bool, chunks=BLOCK_TRIALS),
@@ -110,6 +130,10 @@ def create_skeleton(
     ds = xr.Dataset(variables, coords=coords)
     # mode "a": the folder already holds the conversion's state (and nothing else)
     ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
+    for key, (c, var) in copies.items():
+        group, name = c.path.rsplit("/", 1)
+        xr.Dataset({name: var}).to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False, compute=False,
+                                        encoding={name: _encoding(c)}, **kw)
 
     groups: dict[str, dict[str, MetaArray]] = {}
     for s in statistics:
@@ -129,22 +153,39 @@ def write_block(
     block: range,
     progress=None,
     storage_options: dict | None = None,
+    files: list[int] | None = None,
 ) -> BlockResult:
     """Read one block of trials of every data folder and write it into its chunks.
+
+    ``block`` is a run of stored positions; ``files`` the file number stored at each
+    (default: the positions themselves).
 
     Opens only the arrays it writes (not the root group), so it works on a store whose
     root metadata is not written yet.
     """
     result = BlockResult(block)
     for key, v in data_vars.items():
-        tb = read_trials(source, key, block, expect[key], progress)
-        open_array(path, key, storage_options, "r+")[block.start : block.stop] = tb.values
+        tb = read_trials(source, key, block if files is None else files, expect[key], progress)
+        for target in (v, row_copy(v)):
+            if target is not None:
+                _write_rows(path, target, block, tb.values, storage_options)
         withheld = ~tb.values.reshape(len(block), -1).any(axis=1) if tb.values[0].size else np.zeros(len(block), bool)
         open_array(path, v.withheld_name, storage_options, "r+")[block.start : block.stop] = withheld
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
         result.withheld[key] = int(withheld.sum())
     return result
+
+
+def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None) -> None:
+    """Rows ``block`` of array ``v``: sharded arrays as whole encoded shards, others through zarr."""
+    if v.shards is None or block.start % v.shards[0]:
+        open_array(path, v.path, storage_options, "r+")[block.start : block.stop] = values
+        return
+    for s in range(0, len(block), v.shards[0]):
+        shard = encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle)
+        key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
+        write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
 
 
 def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]],

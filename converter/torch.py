@@ -21,10 +21,10 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
         "converter.torch needs PyTorch, which is not installed: pip install 'sensorium-zarr[torch]'"
     ) from e
 
-import zarr
-
 from .dataset import _checked_root, read_statistics
-from .location import open_array, open_group
+from .engine import open_reader
+from .layout import ROW_COPY_GROUP
+from .location import open_group
 from .normalize import Normalizer, add_channels
 
 DEFAULT_KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -86,7 +86,8 @@ class MouseDataset(Dataset):
     Parameters
     ----------
     store : path of a store written by `converter.convert`.
-    tier : ``None`` (item ``i`` is the trial of file ``i.npy``), a tier name, or several.
+    tier : ``None`` (item ``i`` is the trial of file ``i.npy``), a tier name, or several
+        (the items are then that tier's trials in file order; ``trial_ids`` names them).
     keys : data variables in each item, in this order.
     normalize : apply ``NeuroNormalizer`` (statistics ``stats_source``); outputs float32.
     in_memory : read each variable whole on first use and serve batches from memory;
@@ -116,21 +117,32 @@ class MouseDataset(Dataset):
     ) -> None:
         self.store = str(store)
         self.storage_options = storage_options
-        attrs = _checked_root(store, storage_options)["attributes"]
+        root = _checked_root(store, storage_options)
+        attrs = root["attributes"]
+        self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
         self.data_key = attrs["data_key"]
         self.keys = tuple(keys)
         missing = [k for k in self.keys if k not in attrs["data_keys"]]
         if missing:
             raise ValueError(f"{store}: no data variable {missing[0]!r} (has {attrs['data_keys']})")
         group = open_group(self.store, storage_options)
-        self.tiers = np.asarray(group["tier"][...], dtype=object)
-        self.image_ids = group["image_id"][...]
+        labels = group["trial"][...]  # the file number stored at each position
+        tiers = np.asarray(group["tier"][...], dtype=object)
+        if tier is None:
+            positions = np.argsort(labels, kind="stable")
+        else:
+            wanted = [tier] if isinstance(tier, str) else list(tier)
+            unknown = sorted(set(wanted) - set(tiers.tolist()))
+            if unknown:
+                raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
+            positions = np.flatnonzero(np.isin(tiers, wanted))
+            positions = positions[np.argsort(labels[positions], kind="stable")]
+        self.trials = positions  # stored position of each item; items in file order
+        self.trial_ids = labels[positions]  # the file number of each item
+        self.tiers = tiers[positions]
+        self.image_ids = group["image_id"][...][positions]
         self.unit_ids = group["neuron"][...] if "neuron" in group else None
         self.neuron_info = {k: np.asarray(group[k][...], dtype=object) for k in ("area", "layer") if k in group}
-        if tier is None:
-            self.trials = np.arange(len(self.tiers))
-        else:
-            self.trials = np.flatnonzero(np.isin(self.tiers, [tier] if isinstance(tier, str) else list(tier)))
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
         self.normalizer = Normalizer.from_statistics(read_statistics(self.store, stats_source, storage_options)) if normalize else None
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
@@ -140,7 +152,7 @@ class MouseDataset(Dataset):
         self.float32 = normalize or behavior_channels or pupil_channels if float32 is None else float32
         self.in_memory = in_memory
         self._memory: dict[str, np.ndarray] = {}
-        self._arrays: dict[str, zarr.Array] = {}
+        self._readers: dict = {}
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -148,24 +160,26 @@ class MouseDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # open arrays and in-memory copies stay behind; each worker opens its own
-        return {**self.__dict__, "_memory": {}, "_arrays": {}, "_pid": None}
+        return {**self.__dict__, "_memory": {}, "_readers": {}, "_pid": None}
 
     def __repr__(self) -> str:
         mode = "in memory" if self.in_memory else "on disk"
         return f"MouseDataset({self.data_key}, {len(self)} trials, keys={self.keys}, normalize={self.normalizer is not None}, {mode})"
 
-    def _array(self, key: str) -> zarr.Array:
-        if self._pid != os.getpid():  # zarr's event loop must not cross a fork
-            self._arrays, self._pid = {}, os.getpid()
-        if key not in self._arrays:
-            self._arrays[key] = open_array(self.store, key, self.storage_options)
-        return self._arrays[key]
+    def _reader(self, key: str):
+        if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
+            self._readers, self._pid = {}, os.getpid()
+        if key not in self._readers:
+            copy = f"{ROW_COPY_GROUP}/{key}"  # whole trials read fastest from the trial-major copy
+            name = copy if copy in self._meta else key
+            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
+        return self._readers[key]
 
     def load(self) -> MouseDataset:
         """Read every variable this dataset serves into memory now; returns self."""
         for key in self._needed_keys():
             if key not in self._memory:
-                self._memory[key] = self._array(key)[...]
+                self._memory[key] = self._reader(key).read()
         self.in_memory = True
         return self
 
@@ -177,15 +191,9 @@ class MouseDataset(Dataset):
         """Rows ``trials`` (any order, repeats allowed) of one variable."""
         if self.in_memory:
             if key not in self._memory:
-                self._memory[key] = self._array(key)[...]
+                self._memory[key] = self._reader(key).read()
             return self._memory[key][trials]  # one gather, one copy
-        unique, where = np.unique(trials, return_inverse=True)
-        arr = self._array(key)
-        if unique[-1] - unique[0] + 1 == len(unique):
-            rows = arr[int(unique[0]) : int(unique[-1]) + 1]
-        else:
-            rows = arr.get_orthogonal_selection((unique,))
-        return rows if len(unique) == len(trials) and (where == np.arange(len(where))).all() else rows[where]
+        return self._reader(key).read((trials,))
 
     def batch(self, indices: Sequence[int]) -> Trial:
         """Items ``indices`` stacked along a first axis, as numpy arrays."""
@@ -254,7 +262,7 @@ def loaders(
     layers: Sequence[str] | None = None,
     neuron_ids: Sequence[Sequence[int] | None] | None = None,
     image_ids: Sequence[Sequence[int] | None] | None = None,
-    in_memory: bool = True,
+    in_memory: bool = False,
     seed: int | None = None,
     **dataloader_kwargs,
 ) -> dict[str, dict[str, DataLoader]]:

@@ -58,11 +58,13 @@ def _text_equal(stored: np.ndarray, src: np.ndarray) -> bool:
     return stored.shape == src.shape and bool(np.all(np.asarray(stored, dtype=object) == np.asarray(src, dtype=object)))
 
 
-def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str, src_dtype: str | None = None) -> str | None:
+def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str, src_dtype: str | None = None,
+            row_names: list[str] | None = None) -> str | None:
     """A one-line description of how ``stored`` differs from ``src``, or None.
 
     ``recorded_dtype`` is the store's ``source_dtype`` attribute; ``src_dtype`` the
     dtype found in the files when ``src`` was already converted to native order.
+    ``row_names`` names each row (its source file) in the message.
     """
     src_dtype = src_dtype or src.dtype.str
     if recorded_dtype != src_dtype:
@@ -78,6 +80,8 @@ def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str,
         row = int(np.argmax(diff))
         a, b = src.reshape(len(diff), -1)[row], stored.reshape(len(diff), -1)[row]
         col = int(np.argmax(_bits(a[None]) != _bits(b[None])) // src.dtype.itemsize)
+        if row_names is not None:
+            return f"{row_names[row]}: values differ in {name} (first at element {col}: source {a[col]!r}, store {b[col]!r})"
         return f"{name}: values differ (first at row {row}, element {col}: source {a[col]!r}, store {b[col]!r})"
     return None
 
@@ -104,6 +108,10 @@ def verify(
     try:
         inv = scan(source)
         group = open_group(dest, storage_options)
+        trial = group["trial"][...]  # the file number stored at each position
+        if sorted(trial.tolist()) != list(range(inv.n_trials)):
+            report.add(f"trial: the store's trial labels are not the files 0..{inv.n_trials - 1} of the source")
+            return report
         crcs: dict[str, int] = {}
         meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
         meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]
@@ -115,7 +123,10 @@ def verify(
             if path is None:
                 report.add(f"{rel}: not in the store")
                 continue
-            problem = compare(rel, group[path][...], values, m["arrays"][path]["attributes"].get("source_dtype", ""))
+            stored = group[path][...]
+            if (m["arrays"][path]["dims"] or [None])[0] == "trial":
+                stored = layout.to_file_order(stored, trial)
+            problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get("source_dtype", ""))
             if problem:
                 report.add(problem)
 
@@ -128,16 +139,19 @@ def verify(
 
         def check_block(block: range) -> list[tuple[str, dict[str, int]]]:
             found = []
+            files = trial[block.start : block.stop]
             for key in keys:
                 arr = group[key]
-                tb = read_trials(source, key, block, None, bar)
-                if arr.shape[1:] != tb.values.shape[1:] or arr.shape[0] != inv.n_trials:
-                    found.append((f"data/{key}: source trials of shape {tb.values.shape[1:]}, store array {arr.shape}", {}))
-                    continue
-                name = f"data/{key}/{{{block.start}..{block.stop - 1}}}.npy"
-                recorded = m["arrays"][key]["attributes"].get("source_dtype", "")
-                problem = compare(name, arr[block.start : block.stop], tb.values, recorded, tb.source_dtype)
-                found.append((problem or "", {inv.trial_path(key, i): int(c) for i, c in zip(block, tb.crc32)}))
+                copies = [(key, arr)] + [(c, group[c]) for c in (f"{layout.ROW_COPY_GROUP}/{key}",) if c in group]
+                tb = read_trials(source, key, files.tolist(), None, bar)
+                for name, a in copies:
+                    if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != inv.n_trials:
+                        found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
+                        continue
+                    recorded = m["arrays"][key]["attributes"].get("source_dtype", "")
+                    paths = [inv.trial_path(key, int(i)) for i in files]
+                    problem = compare(name, a[block.start : block.stop], tb.values, recorded, tb.source_dtype, paths)
+                    found.append((problem or "", {inv.trial_path(key, int(i)): int(c) for i, c in zip(files, tb.crc32)}))
             return found
 
         total = inv.n_trials * len(keys)

@@ -17,17 +17,24 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
     workloads = {r["workload"] for r in result["rows"]}
     for w in ("convert", "convert from zip", "open (metadata only)", "load all responses", "random batch of 128, all keys",
               "epoch of the train loader (normalised images + responses)", "responses of the train tier",
-              "one neuron, all trials", "test repeats grouped by image_id (mean)", "size", "convert several mice"):
+              "one neuron, all trials", "test repeats grouped by image_id (mean)", "size", "convert several mice",
+              "loader memory", "engine: all responses (tiles)", "engine: 128 random images (sharded)"):
         assert w in workloads, w
     assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images"}
     scale = [r for r in result["rows"] if r["workload"] == "convert several mice"]
     assert [r["workers"] for r in scale] == [1, 2] and all(r["peak_worker_mb"] > 0 for r in scale)
     timed = [r for r in result["rows"] if "seconds" in r]
     assert all(r["seconds"] > 0 for r in timed)
-    assert {t["target"] for t in result["targets"]} >= {"one neuron >= 50x faster than (a)", "store <= 0.8x the source bytes"}
+    names = {t["target"] for t in result["targets"]}
+    assert {"one neuron, open_mouse default >= 50x (a)", "store <= 0.8x the source bytes", "random batch, MouseDataset default >= 3x (a)",
+            "plain xr.open_zarr, load all responses >= 1x (a)", "test repeats mean per image >= 5x (a)"} <= names
+    assert any(n.startswith("loaders over 2 mice, 2 workers") for n in names)
+    modes = {r.get("mode") for r in result["rows"] if r["workload"] == "load all responses"}
+    assert "plain xr.open_zarr, no converter" in modes  # measured in a child process
+    assert {r["mode"] for r in result["rows"] if r.get("method") == "e"} >= {"converter.engine", "zarr-python"}
     saved = json.loads((tmp_path / "out/results-tiny.json").read_text())
     assert saved["machine"]["cores"] >= 1 and len(saved["rows"]) == len(result["rows"])
     md = (tmp_path / "out/results-tiny.md").read_text()
-    assert "| float32 images | load all responses >= 10x faster than (a) |" in md
+    assert "| float32 images | all responses, open_mouse >= 10x (a) |" in md and "| read engine |" in md
     png = (tmp_path / "out/results-tiny.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -32,9 +32,18 @@ def source_folder(make_dataset, competition, as_zip, tmp_path_factory):
 @pytest.mark.parametrize("competition, as_zip", VARIANTS)
 def test_every_source_array_is_in_the_store_bit_for_bit(make_dataset, make_store, competition, as_zip, tmp_path_factory):
     folder = source_folder(make_dataset, competition, as_zip, tmp_path_factory)
-    ds = xr.open_zarr(make_store(competition, as_zip))
+    store = make_store(competition, as_zip)
+    stored = xr.open_zarr(store)
     n = len(os.listdir(folder / "data/images"))
-    assert ds.sizes["trial"] == n
+    assert stored.sizes["trial"] == n
+    # trials are stored clustered by tier then image_id; the label is the file number
+    np.testing.assert_array_equal(np.sort(stored["trial"].values), np.arange(n))
+    tiers = stored["tier"].values.tolist()
+    runs = [t for k, t in enumerate(tiers) if k == 0 or tiers[k - 1] != t]
+    assert len(runs) == len(set(runs)) and runs[:2] == ["train", "validation"]
+    ds = stored.sortby("trial")  # file order: row i is i.npy
+    copy = zarr.open_array(f"{store}/by_trial/responses", mode="r")
+    assert copy.attrs["copy_of"] == "responses" and bits(copy[...]) == bits(stored["responses"].values)
     for key in ("images", "responses", "behavior", "pupil_center"):
         stacked = np.stack([load_source(folder, f"data/{key}/{i}.npy") for i in range(n)])
         assert ds[key].dtype == stacked.dtype and ds[key].shape == stacked.shape
@@ -106,7 +115,7 @@ def test_root_attributes(make_dataset, make_store):
     assert attrs["n_trials"] == 60 and attrs["n_neurons"] == 40
     assert sum(attrs["tier_counts"].values()) == 60
     assert attrs["license"] == "CC BY-NC-ND 4.0" and "arXiv:2206.08666" in attrs["citation"]
-    assert attrs["schema_version"] == "1.0" and attrs["converter_version"] == converter.__version__
+    assert attrs["schema_version"] == "2.0" and attrs["converter_version"] == converter.__version__
     assert attrs["source_fingerprint"].startswith("sha256:")
     for k in ("animal_id", "session", "scan_idx", "created"):
         assert k in attrs
@@ -138,7 +147,7 @@ def test_big_endian_fortran_nan_and_inf_are_kept_exactly(dataset_copy, tmp_path)
     resp = load_source(folder, "data/responses/5.npy")
     resp[: len(weird)] = weird
     np.save(folder / "data/responses/5.npy", resp)
-    ds = xr.open_zarr(converter.convert(folder, tmp_path / "m.zarr", progress=False))
+    ds = xr.open_zarr(converter.convert(folder, tmp_path / "m.zarr", progress=False)).sortby("trial")
     assert bits(ds["responses"].values[5]) == bits(resp)
     assert ds["behavior"].attrs["source_dtype"] == ">f4" and ds["behavior"].dtype == np.dtype("<f4")
     assert bits(ds["behavior"].values[7]) == bits(load_source(folder, "data/behavior/7.npy"))
@@ -151,7 +160,7 @@ def test_uint8_images_and_extra_files(dataset_copy, tmp_path):
     (folder / "config.json").write_text('{"links": {}}')  # what the official loader leaves behind
     (folder / "change.log").write_text("v1\n")
     store = converter.convert(folder, tmp_path / "m.zarr", progress=False)
-    ds = xr.open_zarr(store)
+    ds = xr.open_zarr(store).sortby("trial")
     assert ds["images"].dtype == np.uint8
     assert bits(ds["images"].values[0]) == bits(load_source(folder, "data/images/0.npy"))
     assert ds.attrs["ignored_files"] == ["change.log", "config.json"]
@@ -173,11 +182,16 @@ def test_dest_is_refused_unless_overwrite(make_dataset, tmp_path):
 
 
 def test_open_mouse_chunks_and_coordinates(make_store):
-    ds = converter.open_mouse(make_store(), trial_chunk=64)  # holds whole stored chunks of every variable
+    ds = converter.open_mouse(make_store(), dask=True, trial_chunk=64)  # rounded up to whole stored shards
     assert ds["images"].data.chunks[0] == (60,) and ds["responses"].data.chunks == ((60,), (40,))
-    assert converter.open_mouse(make_store())["images"].data.numblocks[0] == 1  # never one task per trial
+    assert converter.open_mouse(make_store(), dask=True)["images"].data.numblocks[0] == 1  # never one task per trial
+    lazy = converter.open_mouse(make_store())  # the default: lazily indexed, no dask
+    assert lazy["responses"].chunks is None and not isinstance(lazy["responses"].variable._data, np.ndarray)
     assert isinstance(ds["tier"].data, np.ndarray)  # coordinates in memory, ready for selection
     train = ds.sel(trial=ds["tier"] == "train")
     assert train.sizes["trial"] == xr.open_zarr(make_store()).attrs["tier_counts"]["train"]
     loaded = converter.open_mouse(make_store(), load=True)
     assert isinstance(loaded["responses"].data, np.ndarray)
+    plain = xr.open_zarr(make_store())
+    for a in (ds, lazy, loaded):
+        xr.testing.assert_identical(a.compute().drop_encoding(), plain.compute().drop_encoding())

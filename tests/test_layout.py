@@ -27,21 +27,56 @@ def test_data_dims(key, shape, dims):
 
 
 @pytest.mark.parametrize(
-    "key, n, shape, dtype, chunks",
+    "key, n, shape, dtype, chunks, shards",
     [
-        ("images", 6955, (1, 144, 256), ">f4", (32, 1, 144, 256)),  # 4.7 MB chunks, native dtype
-        ("images", 6955, (1, 144, 256), "u1", (128, 1, 144, 256)),
-        ("images", 10, (1, 144, 256), "<f4", (10, 1, 144, 256)),  # never more trials than exist
-        ("responses", 6955, (7776,), "<f4", (1024, 256)),  # tiles
-        ("responses", 60, (40,), "<f4", (60, 40)),
-        ("behavior", 6955, (3,), "<f4", (1024, 3)),
+        ("images", 6955, (1, 144, 256), ">f4", (1, 1, 144, 256), (1024, 1, 144, 256)),  # one trial per inner chunk
+        ("images", 6955, (1, 144, 256), "u1", (1, 1, 144, 256), (1024, 1, 144, 256)),
+        ("images", 10, (1, 144, 256), "<f4", (1, 1, 144, 256), (10, 1, 144, 256)),  # never more trials than exist
+        ("responses", 6955, (7776,), "<f4", (1024, 256), None),  # tiles, plus the by_trial copy
+        ("responses", 60, (40,), "<f4", (60, 40), None),
+        ("behavior", 6955, (3,), "<f4", (1024, 3), None),  # small: chunks of a write block
+        ("videos", 100, (36, 64, 300), "<f4", (1, 36, 64, 300), (100, 36, 64, 300)),
     ],
 )
-def test_chunks(key, n, shape, dtype, chunks):
+def test_chunks(key, n, shape, dtype, chunks, shards):
     v = layout.plan_data_var(key, n, shape, np.dtype(dtype))
-    assert v.chunks == chunks
+    assert v.chunks == chunks and v.shards == shards
     assert v.dtype == np.dtype(dtype).newbyteorder("=").str and v.source_dtype == np.dtype(dtype).str
-    assert layout.BLOCK_TRIALS % v.chunks[0] == 0 or v.chunks[0] == n  # blocks own whole chunks
+    outer = layout.write_chunks(v)[0]
+    assert layout.BLOCK_TRIALS % outer == 0 or outer == n  # blocks own whole chunks and shards
+    copy = layout.row_copy(v)
+    assert (copy is not None) == (key == "responses")
+    if copy is not None:
+        assert copy.path == "by_trial/responses" and copy.chunks == (1, *shape) and copy.shards == (v.chunks[0], *shape)
+
+
+# (tiers, image ids) -> stored order; each row a case the README promises
+@pytest.mark.parametrize(
+    "tiers, ids, expected",
+    [
+        (["test", "train", "validation", "train"], [5, 3, 1, 2], [3, 1, 2, 0]),  # train, validation, test
+        (["final_test", "test", "oracle", "train"], [1, 1, 1, 1], [3, 1, 0, 2]),  # unknown tiers last, by name
+        (["test", "test", "test"], [7, 7, 2], [2, 0, 1]),  # repeats of an image together, then file order
+        ([b"train", b"test"], [0, 0], [0, 1]),  # bytes tiers
+    ],
+)
+def test_trial_order(tiers, ids, expected):
+    order = layout.trial_order(np.array(tiers), np.array(ids))
+    assert order.tolist() == expected
+
+
+@given(st.lists(st.tuples(st.sampled_from(["train", "validation", "test", "final_test", "none"]), st.integers(0, 5)), min_size=1, max_size=200))
+def test_trial_order_is_a_clustering_permutation(rows):
+    tiers, ids = np.array([t for t, _ in rows]), np.array([i for _, i in rows])
+    order = layout.trial_order(tiers, ids)
+    assert sorted(order.tolist()) == list(range(len(rows)))
+    runs = [t for k, t in enumerate(tiers[order]) if k == 0 or tiers[order][k - 1] != t]
+    assert len(runs) == len(set(runs))  # each tier one contiguous run
+    for t in set(runs):  # within a tier: image ids ascending, then file numbers ascending
+        keys = [(ids[i], i) for i in order if tiers[i] == t]
+        assert keys == sorted(keys)
+    values = np.arange(len(rows)) * 10
+    np.testing.assert_array_equal(layout.to_file_order(values[order], order), values)
 
 
 def test_codec_choice():

@@ -104,21 +104,32 @@ def test_a_second_writer_is_refused(make_dataset, tmp_path):
     assert converter.verify(src, dest).ok
 
 
-def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("where", ["/images/c/", "/responses/c/"])  # a shard we encode, a chunk zarr writes
+def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, where):
     from zarr.storage import LocalStore
 
+    import converter.store as store_module
+
     src, dest = make_dataset(), tmp_path / "m.zarr"
-    original = LocalStore.set
+    original_set, original_write = LocalStore.set, store_module.write_bytes
     calls = {"n": 0}
 
-    async def full_disk(self, key, value, *args, **kwargs):
-        if "/images/c/" in f"{self.root}/{key}":  # a chunk of images, however the store is rooted
+    def fail(path: str) -> None:
+        if where in path:
             calls["n"] += 1
             if calls["n"] > 1:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return await original(self, key, value, *args, **kwargs)
 
-    monkeypatch.setattr(LocalStore, "set", full_disk)
+    async def full_set(self, key, value, *args, **kwargs):
+        fail(f"{self.root}/{key}")  # however the store is rooted
+        return await original_set(self, key, value, *args, **kwargs)
+
+    def full_write(path, data, storage_options=None):
+        fail(str(path))
+        return original_write(path, data, storage_options)
+
+    monkeypatch.setattr(LocalStore, "set", full_set)
+    monkeypatch.setattr(store_module, "write_bytes", full_write)
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "run the same command again to resume" in err
@@ -174,10 +185,11 @@ def test_self_check_detects_bit_rot_without_the_source(make_store, tmp_path):
     shutil.copytree(make_store("sensorium"), store)
     r = run_cli("verify", store)
     assert r.returncode == 0 and r.stdout.startswith("OK: 299 source files match their checksums"), r.stdout
+    pos = int(np.flatnonzero(zarr.open_array(store / "trial")[...] == 11)[0])  # where file 11 is stored
     arr = zarr.open_array(store / "behavior", mode="r+")
-    row = arr[11]
+    row = arr[pos]
     row[1] = np.float32(1.0)
-    arr[11] = row
+    arr[pos] = row
     area = zarr.open_array(store / "area", mode="r+")
     values = area[...]
     values[3] = "XX"
@@ -221,7 +233,7 @@ def test_store_round_trip_of_any_per_trial_shape_dtype_and_order(make_dataset, t
     converter.convert(folder, dest, progress=False)
     import xarray as xr
 
-    stored = xr.open_zarr(dest)["behavior"].values
+    stored = xr.open_zarr(dest).sortby("trial")["behavior"].values
     for i in range(60):
         assert bits(stored[i]) == bits(np.load(folder / f"data/behavior/{i}.npy"))
     assert converter.verify(folder, dest).ok and converter.self_check(dest).ok

@@ -36,15 +36,24 @@ def test_verify_passes_on_a_fresh_store(make_dataset, make_store, competition, a
 
 def test_verify_catches_one_changed_value(make_dataset, store_copy):
     store = store_copy()
-    arr = zarr.open_array(store / "responses", mode="r+")
-    row = arr[42]
-    row[7] = np.nextafter(row[7], np.float32(np.inf))  # the smallest possible change
-    arr[42] = row
-    report = converter.verify(make_dataset(), store)
-    assert not report.ok
-    assert "data/responses/{0..59}.npy: values differ (first at row 42, element 7" in report.mismatches[0]
-    r = run_cli("verify", make_dataset(), store)
-    assert r.returncode == 1 and "MISMATCH" in r.stdout and "row 42, element 7" in r.stdout
+    pos = int(np.flatnonzero(zarr.open_array(store / "trial")[...] == 42)[0])  # where file 42 is stored
+    for name in ("responses", "by_trial/responses"):  # both layouts are checked
+        arr = zarr.open_array(store / name, mode="r+")
+        row = arr[pos]
+        row[7] = np.nextafter(row[7], np.float32(np.inf))  # the smallest possible change
+        arr[pos] = row
+        report = converter.verify(make_dataset(), store)
+        assert not report.ok
+        assert report.mismatches[0].startswith(f"data/responses/42.npy: values differ in {name} (first at element 7")
+        r = run_cli("verify", make_dataset(), store)
+        assert r.returncode == 1 and "MISMATCH" in r.stdout and "data/responses/42.npy" in r.stdout
+        if name == "responses":
+            r = run_cli("verify", store)  # without the source: the CRC-32 of file 42 no longer matches
+            assert r.returncode == 1 and "data/responses/42.npy: stored values no longer give the source file" in r.stdout
+            arr[pos] = zarr.open_array(store / "by_trial/responses")[pos]  # undo
+        else:
+            r = run_cli("verify", store)  # the copy no longer equals the original
+            assert r.returncode == 1 and "by_trial/responses: differs from responses at trial 42" in r.stdout
 
 
 def test_verify_catches_changed_text_and_missing_arrays(make_dataset, store_copy):
@@ -116,7 +125,7 @@ def test_plain_xarray_in_a_process_that_never_imports_converter(make_dataset, ma
         """
         import sys, numpy as np, xarray as xr
         folder, store = sys.argv[1], sys.argv[2]
-        ds = xr.open_zarr(store)
+        ds = xr.open_zarr(store).sortby("trial")  # stored clustered by tier; labelled by file number
         n = ds.sizes["trial"]
         for key in ("images", "responses", "behavior", "pupil_center"):
             src = np.stack([np.load(f"{folder}/data/{key}/{i}.npy", allow_pickle=False) for i in range(n)])

@@ -1,0 +1,135 @@
+"""The read engine against zarr-python: same arrays for every layout and selection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import hypothesis.extra.numpy as hnp
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec
+
+import converter
+from converter.engine import ChunkReader, ZarrReader, cost, encode_shard, open_reader
+from converter.errors import StoreError
+
+from .conftest import bits
+
+
+def selections(shape):
+    """Per axis: a slice (any step, negative bounds) or an integer array in any order, with repeats."""
+    def axis(n):
+        return st.one_of(
+            st.builds(slice, st.integers(-n - 1, n + 1) | st.none(), st.integers(-n - 1, n + 1) | st.none(), st.integers(1, 3) | st.none()),
+            st.lists(st.integers(-n, n - 1), min_size=0, max_size=2 * n).map(lambda v: np.array(v, dtype=np.int64)),
+        )
+    return st.tuples(*(axis(n) for n in shape))
+
+
+def oindex(a: np.ndarray, sel: tuple) -> np.ndarray:
+    """The reference: numpy, one axis at a time (orthogonal indexing)."""
+    for k, s in enumerate(sel):
+        a = a[(slice(None),) * k + (s,)]
+    return a
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), dtype=st.sampled_from(["<f4", "<i2", "u1", "<f8", "?"]), sharded=st.booleans(),
+       compressed=st.booleans(), holes=st.booleans())
+def test_reader_equals_zarr_for_any_selection(tmp_path_factory, data, dtype, sharded, compressed, holes):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9))
+    inner = tuple(data.draw(st.integers(1, n)) for n in shape)
+    values = data.draw(hnp.arrays(np.dtype(dtype), shape))
+    if holes:  # chunks equal to the fill value are never written; the reader must fill them in
+        values[: inner[0]] = 0
+    path = tmp_path_factory.mktemp("eng") / "a.zarr"
+    shards = tuple(c * data.draw(st.integers(1, 3)) for c in inner) if sharded else None
+    z = zarr.create_array(path, shape=shape, dtype=dtype, chunks=inner, shards=shards, fill_value=0,
+                          compressors=[BloscCodec(cname="lz4", shuffle="shuffle")] if compressed else None)
+    z[...] = values
+    reader = ChunkReader.from_path(path)
+    assert reader is not None and reader.chunks == inner
+    assert bits(reader.read()) == bits(values)
+    sel = data.draw(selections(shape))
+    want = oindex(values, sel)
+    got = reader.read(sel)
+    assert got.shape == want.shape and bits(got) == bits(want)
+    assert bits(ZarrReader(zarr.open_array(path)).read(sel)) == bits(want)
+
+
+def test_out_of_bounds_and_unsupported_layouts(tmp_path):
+    z = zarr.create_array(tmp_path / "a.zarr", shape=(5,), dtype="f4", chunks=(2,), compressors=None)
+    z[...] = np.arange(5)
+    r = ChunkReader.from_path(tmp_path / "a.zarr")
+    with pytest.raises(IndexError):
+        r.read((np.array([5]),))
+    zstd = zarr.create_array(tmp_path / "z.zarr", shape=(5,), dtype="f4", chunks=(2,))  # zarr's default codec: zstd
+    assert ChunkReader.from_path(tmp_path / "z.zarr") is None
+    assert isinstance(open_reader(tmp_path, "z.zarr"), ZarrReader)  # the fallback reads everything else
+    text = zarr.create_array(tmp_path / "s.zarr", shape=(2,), dtype=str, chunks=(2,))
+    assert ChunkReader.from_path(tmp_path / "s.zarr") is None and zstd is not None and text is not None
+
+
+@pytest.mark.parametrize("n", [1024, 700, 1])
+def test_encoded_shards_are_the_bytes_zarr_writes(tmp_path, n):
+    rng = np.random.default_rng(n)
+    values = (rng.random((n, 1, 6, 5)) * 255).round().astype("f4")
+    z = zarr.create_array(tmp_path / "a.zarr", shape=values.shape, dtype="f4", chunks=(1, 1, 6, 5), shards=(1024, 1, 6, 5),
+                          compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")], fill_value=0)
+    z[...] = values
+    ours = encode_shard(values, (1, 1, 6, 5), (1024, 1, 6, 5), "lz4", 5, "bitshuffle")
+    assert (tmp_path / "a.zarr/c/0/0/0/0").read_bytes() == ours
+
+
+def test_cost_prefers_tiles_for_neurons_and_rows_for_trials():
+    class Layout:
+        def __init__(self, chunks):
+            self.shape, self.chunks = (6955, 7776), chunks
+
+    tiles, rows = Layout((1024, 256)), Layout((1, 7776))
+    batch = np.random.default_rng(0).choice(6955, 128, replace=False)
+    assert cost(rows, (batch,)) < cost(tiles, (batch,))
+    assert cost(tiles, (slice(None), np.array([17]))) < cost(rows, (slice(None), np.array([17])))
+    assert cost(tiles, ()) < cost(rows, ())  # a whole read: fewer, larger chunks
+
+
+def test_open_mouse_selections_equal_plain_xarray(make_store):
+    store = make_store("sensorium")
+    plain = xr.open_zarr(store).load()
+    ds = converter.open_mouse(store)
+    rng = np.random.default_rng(1)
+    for sel in [dict(trial=rng.choice(60, 17)), dict(neuron=[7, 3, 3]), dict(trial=slice(50, 5, -3), neuron=slice(2, 30)),
+                dict(trial=4), dict(trial=np.flatnonzero(plain.tier.values == "test"), neuron=0)]:
+        for key in ("images", "responses", "behavior", "pupil_center"):
+            want, got = plain[key].isel(**{k: v for k, v in sel.items() if k in plain[key].dims}), None
+            got = ds[key].isel(**{k: v for k, v in sel.items() if k in ds[key].dims})
+            assert bits(got.values) == bits(want.values), (key, sel)
+    xr.testing.assert_identical(ds.sel(trial=[3, 1]).compute().drop_encoding(), plain.sel(trial=[3, 1]).drop_encoding())
+
+
+def test_repeats_reductions_equal_xarray_groupby(make_store):
+    ds = converter.open_mouse(make_store("none"))[["responses", "behavior"]]
+    test = ds.sensorium.tier("test").load()
+    for stat, kw in (("mean", {}), ("var", {"ddof": 1}), ("std", {}), ("count", {})):
+        got = getattr(ds.sensorium.repeats("test"), stat)(**kw)
+        want = getattr(test.groupby("image_id"), stat)(**kw)
+        xr.testing.assert_allclose(got, want, rtol=1e-6)
+    masked = ds.sensorium.mask_withheld()
+    masked["responses"][0] = np.nan  # NaN is skipped, as xarray skips it
+    xr.testing.assert_allclose(masked.sensorium.repeats().mean(), masked.sensorium.tier("test").load().groupby("image_id").mean(), rtol=1e-6)
+    assert len(ds.sensorium.repeats().groups) == len(ds.sensorium.repeats())  # other groupby methods still work
+
+
+def test_a_store_of_an_unknown_schema_version_says_how_to_rebuild(make_store, tmp_path):
+    store = tmp_path / "old.zarr"
+    shutil.copytree(make_store(), store)
+    root = json.loads((store / "zarr.json").read_text())
+    root["attributes"]["schema_version"] = "0.9"
+    (store / "zarr.json").write_text(json.dumps(root))
+    with pytest.raises(StoreError, match=r"schema '0.9'.*sensorium-zarr convert SRC DEST --overwrite"):
+        converter.open_mouse(store)
