@@ -53,18 +53,22 @@ def read_bytes(path: str | os.PathLike, storage_options: dict | None = None) -> 
     return Path(path).read_bytes()
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, storage_options: dict | None = None) -> None:
-    """Write a whole file (an object in object storage); on disk through a temporary name,
-    so that a killed writer never leaves a partial file under the final name."""
+def write_bytes(path: str | os.PathLike, data: bytes | list[bytes], storage_options: dict | None = None) -> None:
+    """Write a whole file (an object in object storage) from bytes or a list of pieces; on disk
+    through a temporary name, so that a killed writer never leaves a partial file under the
+    final name."""
+    pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     if is_url(path):
         fs, p = filesystem(path, storage_options)
-        fs.pipe_file(p, data)
+        fs.pipe_file(p, b"".join(pieces))
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                f.write(piece)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -169,7 +169,8 @@ def write_block(
         for target in (v, row_copy(v)):
             if target is not None:
                 _write_rows(path, target, block, tb.values, storage_options)
-        withheld = ~tb.values.reshape(len(block), -1).any(axis=1) if tb.values[0].size else np.zeros(len(block), bool)
+        # row by row: a whole-block `any` would allocate a boolean copy of the block
+        withheld = np.array([not row.any() for row in tb.values]) if tb.values[0].size else np.zeros(len(block), bool)
         open_array(path, v.withheld_name, storage_options, "r+")[block.start : block.stop] = withheld
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
@@ -183,7 +184,7 @@ def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_opti
         open_array(path, v.path, storage_options, "r+")[block.start : block.stop] = values
         return
     for s in range(0, len(block), v.shards[0]):
-        shard = encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle)
+        shard = encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
         key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
         write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
 
