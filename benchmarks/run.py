@@ -268,13 +268,30 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     return result
 
 
+def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
+    """Put the targets and the float32 tables of a results file between the README's markers."""
+    targets = md[md.index("## Targets"):md.index("\n## ", md.index("## Targets") + 1)]
+    first = md.index("\n## ", md.index("## Targets") + 1) + 1
+    tables = md[first:md.index("\n## ", first + 1)] if "\n## " in md[first + 1:] else md[first:]
+    header = md.splitlines()[2].replace("Machine:", "Latest full-size run. Machine:")
+    title, body = tables.strip().split("\n", 1)
+    block = "\n".join([header, "", targets.replace("## Targets", "").strip(), "",
+                       "#### " + title.removeprefix("## ") + " (uint8: see the results file)", "", body.strip()]) + "\n"
+    text = readme.read_text()
+    start, end = text.index("<!-- results:start -->"), text.index("<!-- results:end -->")
+    readme.write_text(text[: start + len("<!-- results:start -->")] + "\n" + block + text[end:])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=list(SIZES), default="full")
     p.add_argument("--data", type=Path, default=HERE / "data", help="where sample data and stores go (git-ignored)")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--update-readme", action="store_true", help="copy the targets and float32 tables into README.md")
     args = p.parse_args(argv)
     result = run(args.size, args.data, args.out)
+    if args.update_readme:
+        update_readme((args.out / f"results-{args.size}.md").read_text())
     print((args.out / f"results-{args.size}.md").read_text())
     return 0 if result["rows"] else 1
 

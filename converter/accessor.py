@@ -126,7 +126,7 @@ class Repeats:
 
     The store keeps the repeats of an image next to each other (README, "Trial order"),
     so a group is a run of rows and each reduction is one vectorised sum per
-    variable and group, summed in float64 and returned in the variable's dtype; NaN is skipped, as
+    variable and group, in the variable's dtype (float64 for integers); NaN is skipped, as
     xarray's ``groupby(...).mean()`` skips it.  Other methods go to the xarray groupby.
     """
 
@@ -149,27 +149,28 @@ class Repeats:
             if "trial" not in var.dims or var.dtype.kind not in "fiub" or var.chunks:
                 return getattr(self._ds.groupby("image_id"), stat)(**({"ddof": ddof} if stat in ("var", "std") else {}))
             x = np.moveaxis(np.asarray(var.values), var.dims.index("trial"), 0)
-            value = np.empty((len(self._starts), *x.shape[1:]), dtype=np.float64)
-            nan = x.dtype.kind == "f" and bool(np.isnan(x).any())
-            for g, (a, b) in enumerate(zip(self._starts, np.r_[self._starts[1:], len(x)])):
-                rows = x[a:b]
-                n = (~np.isnan(rows)).sum(axis=0) if nan else np.full(rows.shape[1:], b - a)
+            # floats are summed in their own dtype, as xarray does; integers in float64
+            dtype = np.int64 if stat == "count" else (x.dtype if x.dtype.kind == "f" else np.dtype(np.float64))
+            value = np.empty((len(self._starts), *x.shape[1:]), dtype=dtype)
+            nan = x.dtype.kind == "f" and bool(np.isnan(x.sum()))  # a NaN (or inf - inf) somewhere: count per element
+            for g, (a, b) in enumerate(zip(self._starts.tolist(), [*self._starts[1:].tolist(), len(x)])):
+                rows = x[a:b] if x.dtype == dtype or stat == "count" else x[a:b].astype(dtype)
+                n = (~np.isnan(rows)).sum(axis=0) if nan else b - a
                 if stat == "count":
                     value[g] = n
                     continue
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = (np.nansum(rows, axis=0, dtype=np.float64) if nan else rows.sum(axis=0, dtype=np.float64)) / n
+                    mean = (np.nansum(rows, axis=0) if nan else rows.sum(axis=0)) / n
                     if stat == "mean":
                         value[g] = mean
                         continue
                     sq = (rows - mean) ** 2
                     v = (np.nansum(sq, axis=0) if nan else sq.sum(axis=0)) / (n - ddof)
-                    v = np.where(n - ddof > 0, v, np.nan)
+                    v = np.where(np.asarray(n) - ddof > 0, v, np.nan)
                 value[g] = np.sqrt(v) if stat == "std" else v
             value = np.moveaxis(value, 0, var.dims.index("trial"))
-            dtype = np.int64 if stat == "count" else (var.dtype if var.dtype.kind == "f" else np.float64)
             dims = tuple("image_id" if d == "trial" else d for d in var.dims)
-            out[name] = xr.Variable(dims, value.astype(dtype), var.attrs)
+            out[name] = xr.Variable(dims, value, var.attrs)
         coords = {k: c for k, c in self._ds.coords.items() if "trial" not in c.dims}
         return xr.Dataset(out, coords={**coords, "image_id": ("image_id", self.image_ids)})
 

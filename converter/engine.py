@@ -153,11 +153,15 @@ class ChunkReader:
             fd = fds[shard] = os.open(self._key(shard), os.O_RDONLY)
         return os.pread(fd, int(nbytes), int(offset))
 
-    def _chunk(self, idx: tuple[int, ...], fds: dict) -> np.ndarray:
+    def _chunk(self, idx: tuple[int, ...], fds: dict, scratch: np.ndarray | None = None) -> np.ndarray:
+        """One decoded chunk; into ``scratch`` (reused across chunks, no page faults) when given."""
         raw = self._raw(idx, fds)
         if raw is None:
             return np.full(self.chunks, self.fill_value)
         if self._compressor is not None:
+            if scratch is not None and self.dtype.isnative:
+                self._compressor(raw, scratch)
+                return scratch
             raw = self._compressor(raw)
         a = np.frombuffer(raw, self.dtype).reshape(self.chunks)
         return a if self.dtype.isnative else a.astype(self.dtype.newbyteorder("="))
@@ -185,10 +189,10 @@ class ChunkReader:
             entries[mask] = np.full((1, 2), _MISSING) if index is None else index.reshape(-1, 2)[rows[mask] - shard * per]
         decode = self._compressor
 
-        def fill(ks: range) -> None:
+        def fill(ks: np.ndarray) -> None:
             fds: dict = {}
             try:
-                for k in ks:
+                for k in ks.tolist():
                     offset, nbytes = entries[k]
                     if offset == _MISSING:
                         out[k] = self.fill_value
@@ -203,11 +207,12 @@ class ChunkReader:
                 for fd in fds.values():
                     os.close(fd)
 
+        by_place = np.argsort(rows, kind="stable")  # each thread takes a run of neighbouring rows
         if len(rows) < _POOL_MIN_CHUNKS:
-            fill(range(len(rows)))
+            fill(by_place)
         else:
             parts = min(len(rows), 4 * _THREADS)
-            for _ in _executor().map(fill, [range(len(rows) * j // parts, len(rows) * (j + 1) // parts) for j in range(parts)]):
+            for _ in _executor().map(fill, [by_place[len(rows) * j // parts : len(rows) * (j + 1) // parts] for j in range(parts)]):
                 pass
         return out
 
@@ -255,6 +260,7 @@ class ChunkReader:
 
         def fill(group: list) -> None:
             fds: dict = {}
+            scratch = np.empty(self.chunks, dtype=self.dtype) if len(group) > 1 else None
             try:
                 for task in group:
                     idx, take, where = (tuple(t[k] for t in task) for k in range(3))
@@ -264,7 +270,7 @@ class ChunkReader:
                         if raw is not None:
                             self._compressor(raw, dest)  # decode straight into the result
                             continue
-                    _assign(out, where, self._chunk(idx, fds), take)
+                    _assign(out, where, self._chunk(idx, fds, scratch), take)
             finally:
                 for fd in fds.values():
                     os.close(fd)
