@@ -433,6 +433,22 @@ def engines(ctx: Ctx) -> list[dict]:
         found["tensorstore"] = tensorstore
     except ImportError:
         pass
+    try:
+        import zarrs  # noqa: F401  (the Rust codec pipeline for zarr-python)
+
+        def with_zarrs(name):
+            # zarr's configuration is process-wide: set it around this engine's calls only
+            # (the pipeline is chosen when the array is opened)
+            with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
+                arr = zarr.open_array(ctx.store / name, mode="r")
+
+            def read(sel):
+                with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
+                    return arr.get_orthogonal_selection(sel)
+            return read
+        found["zarrs"] = with_zarrs
+    except ImportError:
+        pass
     rows = []
     for w, (name, sel) in reads.items():
         sel = sel or (slice(None),)

@@ -205,9 +205,11 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     record = _plan_record(source, p)
     if state.plan() != record:
         start_over(state)
-        create_skeleton(tmp, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so)
-        if remote:
-            hide_root(tmp, so)
+        try:
+            create_skeleton(tmp, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so)
+        finally:
+            if remote:  # even when the skeleton fails half-way, no reader may take it for a store
+                hide_root(tmp, so)
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
@@ -218,9 +220,11 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     results = [done[b.start] for b in layout.blocks(p.n_trials)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
-    write_checksums(tmp, crcs, headers, so)
-    if remote:
-        hide_root(tmp, so)  # creating the checksum arrays wrote it again
+    try:
+        write_checksums(tmp, crcs, headers, so)
+    finally:
+        if remote:
+            hide_root(tmp, so)  # creating the checksum arrays wrote it again, failing or not
     finalize(tmp, _root_attrs(source, p, results), so)
     validate(tmp, so)
 

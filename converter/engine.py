@@ -375,6 +375,33 @@ def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
     return elements + _CHUNK_COST * chunks
 
 
+def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...],
+                  cname: str, clevel: int, shuffle: str, fill_value=0) -> list[tuple[tuple[int, ...], bytes]]:
+    """``(chunk index, encoded bytes)`` for every chunk of an unsharded array that ``values`` covers.
+
+    ``values`` sits at ``origin`` (a chunk corner) of an array of ``shape`` and covers its chunks
+    whole, except at the array's far edges, where chunks are padded with ``fill_value`` as Zarr
+    pads them.  The bytes are those zarr-python writes (``bytes`` little-endian + Blosc).
+    """
+    if any(o % c for o, c in zip(origin, chunks)):
+        raise ValueError(f"origin {origin} is not on the chunk grid {chunks}")
+    mode = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[shuffle]
+    values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    grid = [range(o // c, -(-(o + n) // c)) for o, n, c in zip(origin, values.shape, chunks)]
+    out = []
+    for idx in itertools.product(*grid):
+        lo = [i * c - o for i, c, o in zip(idx, chunks, origin)]
+        part = values[tuple(slice(a, a + c) for a, c in zip(lo, chunks))]
+        if part.shape != chunks:
+            if any(o + a + p < min(s, o + a + c) for o, a, p, c, s in zip(origin, lo, part.shape, chunks, shape)):
+                raise ValueError(f"values end inside chunk {idx} of an array of shape {shape}")
+            padded = np.full(chunks, fill_value, dtype=values.dtype)
+            padded[tuple(slice(0, n) for n in part.shape)] = part
+            part = padded
+        out.append((idx, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, mode)))
+    return out
+
+
 def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, ...], cname: str, clevel: int,
                  shuffle: str, joined: bool = True) -> bytes | list[bytes]:
     """One ``sharding_indexed`` shard (index at the end, ``bytes`` + ``crc32c``) holding ``values``.

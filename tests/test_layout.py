@@ -32,7 +32,7 @@ def test_data_dims(key, shape, dims):
         ("images", 6955, (1, 144, 256), ">f4", (1, 1, 144, 256), (1024, 1, 144, 256)),  # one trial per inner chunk
         ("images", 6955, (1, 144, 256), "u1", (1, 1, 144, 256), (1024, 1, 144, 256)),
         ("images", 10, (1, 144, 256), "<f4", (1, 1, 144, 256), (10, 1, 144, 256)),  # never more trials than exist
-        ("responses", 6955, (7776,), "<f4", (1024, 256), None),  # tiles, plus the by_trial copy
+        ("responses", 6955, (7776,), "<f4", (1024, 512), None),  # tiles, plus the by_trial copy
         ("responses", 60, (40,), "<f4", (60, 40), None),
         ("behavior", 6955, (3,), "<f4", (1024, 3), None),  # small: chunks of a write block
         ("videos", 100, (36, 64, 300), "<f4", (1, 36, 64, 300), (100, 36, 64, 300)),

@@ -104,7 +104,7 @@ def test_a_second_writer_is_refused(make_dataset, tmp_path):
     assert converter.verify(src, dest).ok
 
 
-@pytest.mark.parametrize("where", ["/images/c/", "/responses/c/"])  # a shard we encode, a chunk zarr writes
+@pytest.mark.parametrize("where", ["/images/c/", "/responses/c/", "/checksums/data/"])  # a shard, a chunk we encode; zarr writes the checksums
 def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, where):
     from zarr.storage import LocalStore
 
