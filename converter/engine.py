@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from numcodecs import blosc
 import numpy as np
+from numcodecs import blosc
 
 from .location import is_url, open_array
 

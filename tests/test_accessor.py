@@ -1,0 +1,81 @@
+"""Reading stores for analysis in xarray (no PyTorch needed): open_mice and ``ds.sensorium``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import converter
+
+from .conftest import bits
+from .reference import FileTreeReference
+
+KEYS = ("images", "responses", "behavior", "pupil_center")
+
+
+def test_package_works_without_torch():
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import converter\n"
+        "try:\n    import converter.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'sensorium-zarr[torch]'" in r.stdout
+
+
+def test_open_mice_children_match_open_mouse(make_store, tmp_path):
+    stores = [make_store("none"), make_store("sensorium")]
+    tree = converter.open_mice(stores)
+    assert len(tree.children) == 2
+    for s in stores:
+        ds = converter.open_mouse(s)
+        xr.testing.assert_identical(tree[ds.attrs["data_key"]].to_dataset(), ds)
+    for s in stores:  # a folder of stores works too
+        (tmp_path / s.parent.name).symlink_to(s, target_is_directory=True)
+    assert set(converter.open_mice(tmp_path).children) == set(tree.children)
+
+
+def test_xarray_selection_helpers(make_dataset, make_store):
+    folder = make_dataset("sensorium")
+    ds = converter.open_mouse(make_store("sensorium"))
+    tiers = np.load(folder / "meta/trials/tiers.npy")
+    ids = np.load(folder / "meta/trials/frame_image_id.npy")
+    assert ds.sensorium.tier("train").sizes["trial"] == (tiers == "train").sum()
+    assert ds.sensorium.tier("test", "final_test").sizes["trial"] == np.isin(tiers, ["test", "final_test"]).sum()
+    one_test_image = ids[tiers == "test"][0]
+    assert ds.sensorium.images(one_test_image).sizes["trial"] == (ids == one_test_image).sum() > 1
+    v1 = ds.sensorium.neurons(area="V1", layer=["L2/3"])
+    area, layer = np.load(folder / "meta/neurons/area.npy"), np.load(folder / "meta/neurons/layer.npy")
+    assert v1.sizes["neuron"] == ((area == "V1") & (layer == "L2/3")).sum()
+    picked = ds.sensorium.neurons(unit_ids=ds.neuron.values[[3, 1]])
+    assert list(picked.neuron.values) == list(ds.neuron.values[[3, 1]])
+    groups = ds.sensorium.repeats()
+    assert len(groups.groups) == len(np.unique(ids[np.isin(tiers, ["test", "final_test"])]))
+    assert groups.mean()["images"].sizes["image_id"] == len(groups.groups)
+    masked = ds.sensorium.mask_withheld().sortby("trial")  # file order, as the arrays above
+    assert np.isnan(masked.responses.values[np.isin(tiers, ["test", "final_test"])]).all()
+    assert not np.isnan(masked.responses.values[tiers == "train"]).any()
+
+
+@pytest.mark.parametrize("competition", ["none", "sensorium"])
+def test_xarray_normalize_matches_reference_and_inverts(make_dataset, make_store, competition):
+    folder = make_dataset(competition)
+    ref = FileTreeReference(folder, *KEYS)
+    ds = converter.open_mouse(make_store(competition))
+    ds = ds.sortby("trial")  # file order, as the reference
+    norm = ds.sensorium.normalize()
+    for k in KEYS:
+        assert bits(norm[k].values) == bits(np.stack([ref[i][k] for i in range(len(ref))])), k
+    back = norm.sensorium.denormalize()
+    np.testing.assert_allclose(back.responses.values, ds.responses.values, rtol=1e-6, atol=1e-6)
+    sub = ds.sensorium.neurons(area="LM").sensorium.normalize()
+    lm = np.flatnonzero(np.load(folder / "meta/neurons/area.npy") == "LM")
+    assert bits(sub.responses.values) == bits(np.stack([ref[i]["responses"][lm] for i in range(len(ref))]))
+    std = np.load(folder / "meta/statistics/responses/all/std.npy")
+    r = np.stack([np.load(folder / f"data/responses/{i}.npy") for i in range(len(ref))])
+    assert bits(ds.sensorium.standardize().responses.values) == bits(r / std)
