@@ -26,8 +26,15 @@ class SensoriumAccessor:
         self._ds = ds
 
     def tier(self, *tiers: str) -> xr.Dataset:
-        """Trials of the given tier(s), e.g. ``ds.sensorium.tier("train")``."""
-        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds["tier"].values, tiers)))
+        """Trials of the given tier(s), e.g. ``ds.sensorium.tier("train")``.
+
+        A tier the store does not have is a `ValueError` that lists the tiers it has.
+        """
+        have = self._ds["tier"].values
+        unknown = sorted(set(tiers) - set(have.tolist()))
+        if unknown:
+            raise ValueError(f"no tier {unknown[0]!r} in this dataset; it has {sorted(set(have.tolist()))}")
+        return self._ds.isel(trial=np.flatnonzero(np.isin(have, tiers)))
 
     def images(self, image_ids: Iterable[int] | int) -> xr.Dataset:
         """Every trial that showed one of ``image_ids`` (repeats included), in trial order."""
@@ -56,7 +63,8 @@ class SensoriumAccessor:
         ``selected.groupby("image_id")``.  The selected trials are read into memory first,
         once; select the variables you need before (``ds[["responses"]]``).
         """
-        selected = self.tier(*_as_list(tiers))
+        present = [t for t in _as_list(tiers) if t in set(self._ds["tier"].values.tolist())]
+        selected = self.tier(*(present or _as_list(tiers)))  # the defaults need not all exist
         return Repeats(selected.load() if not any(v.chunks for v in selected.data_vars.values()) else selected)
 
     def mask_withheld(self) -> xr.Dataset:

@@ -296,13 +296,18 @@ def loaders(
         ds.neurons = _neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
         ids = image_ids[k] if image_ids else None
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)
+        if tier is not None and tier not in set(ds.tiers.tolist()):
+            raise ValueError(f"{store}: no tier {tier!r}; the store has {sorted(set(ds.tiers.tolist()))}")
         for t in tiers:
             subset = np.flatnonzero(ds.tiers == t)
             if t == "train" and ids is not None:
                 first = {}
                 for pos in np.flatnonzero(np.isin(ds.image_ids, list(ids))):
                     first.setdefault(int(ds.image_ids[pos]), pos)
-                subset = np.array([first[int(i)] for i in ids if int(i) in first], dtype=np.intp)
+                missing = [int(i) for i in ids if int(i) not in first]
+                if missing:  # as the official loader, never drop requested images silently
+                    raise ValueError(f"{store}: no trial shows image_ids {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+                subset = np.array([first[int(i)] for i in ids], dtype=np.intp)
                 if np.any(ds.tiers[subset] != "train"):
                     raise ValueError(f"{store}: image_ids contain validation or test images")
             if not len(subset):

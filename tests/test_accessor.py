@@ -79,3 +79,12 @@ def test_xarray_normalize_matches_reference_and_inverts(make_dataset, make_store
     std = np.load(folder / "meta/statistics/responses/all/std.npy")
     r = np.stack([np.load(folder / f"data/responses/{i}.npy") for i in range(len(ref))])
     assert bits(ds.sensorium.standardize().responses.values) == bits(r / std)
+
+
+def test_an_unknown_tier_is_an_error_that_lists_the_tiers(make_store):
+    ds = converter.open_mouse(make_store("none"))  # pre-training variant: no final_test
+    with pytest.raises(ValueError, match=r"no tier 'bogus'.*\['test', 'train', 'validation'\]"):
+        ds.sensorium.tier("bogus")
+    with pytest.raises(ValueError, match="no tier 'final_test'"):
+        ds.sensorium.tier("test", "final_test")
+    assert len(ds.sensorium.repeats()) > 1  # the default ("test", "final_test") takes the tiers there are

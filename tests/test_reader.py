@@ -133,3 +133,14 @@ def test_multi_worker_loading(make_store, context):
     (k0, dl0), = on_disk["train"].items()
     for x, y in zip(dl0, in_mem["train"][k0]):
         assert torch.equal(x.images, y.images) and torch.equal(x.responses, y.responses)
+
+
+def test_unknown_tiers_and_image_ids_are_errors(make_store):
+    store = make_store("none")
+    with pytest.raises(ValueError, match=r"no tier 'bogus'; the store has \['test', 'train', 'validation'\]"):
+        MouseDataset(store, tier="bogus")
+    with pytest.raises(ValueError, match="no tier 'final_test'"):
+        loaders([store], batch_size=4, tier="final_test")
+    train_ids = MouseDataset(store, tier="train").image_ids
+    with pytest.raises(ValueError, match=r"no trial shows image_ids \[123456789\]"):
+        loaders([store], batch_size=4, tier="train", image_ids=[[int(train_ids[0]), 123456789]])
