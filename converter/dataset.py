@@ -13,7 +13,7 @@ from xarray.core import indexing
 
 from .errors import StoreError
 from .engine import cost, open_reader
-from .layout import BLOCK_TRIALS, READABLE_SCHEMA_VERSIONS, ROW_COPY_GROUP
+from .layout import BLOCK_TRIALS, READABLE_SCHEMA_VERSIONS, row_copy_path
 from .location import child, filesystem, is_url, open_group, tree_bytes, zarr_kwargs
 from .schema import manifest, read_root
 from .store import _CONSOLIDATED_WARNING
@@ -56,7 +56,7 @@ class StoreArray(BackendArray):
 
 
 def _store_array(path, name: str, group: dict, storage_options: dict | None) -> StoreArray:
-    names = [name] + [c for c in (f"{ROW_COPY_GROUP}/{name}",) if c in group]
+    names = [name] + [c for c in (row_copy_path(name),) if c in group]
     return StoreArray([open_reader(path, n, storage_options, group.get(n)) for n in names])
 
 

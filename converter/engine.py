@@ -12,6 +12,7 @@ picks, and both sides give identical arrays (the tests check it).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -46,6 +47,40 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _in_runs(fn, items) -> None:
+    """``fn(run)`` for runs of neighbouring ``items``: a few runs per thread on the pool, or one
+    run on the calling thread when there are too few items to pay for the pool."""
+    if len(items) < _POOL_MIN_CHUNKS:
+        fn(items)
+        return
+    n = min(len(items), 4 * _THREADS)
+    for _ in _executor().map(fn, [items[len(items) * j // n : len(items) * (j + 1) // n] for j in range(n)]):
+        pass
+
+
+@contextlib.contextmanager
+def _open_files():
+    """Shard files opened during one read (by shard index), closed at its end."""
+    fds: dict = {}
+    try:
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _indices(sel, n: int) -> np.ndarray:
+    """A 1-d integer selection of an axis of length ``n``, negative indices resolved and checked."""
+    idx = np.asarray(sel, dtype=np.int64).reshape(-1)
+    idx = np.where(idx < 0, idx + n, idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"index out of bounds for axis of length {n}")
+    return idx
+
+
+_SHUFFLE = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}
+
+
 def _decoder(codecs: list[dict]):
     """``(dtype byte order, compressor or None)`` for ``[bytes, blosc?]``; None if unsupported."""
     if not codecs or codecs[0].get("name") != "bytes":
@@ -66,7 +101,7 @@ class ChunkReader:
     not handle.
     """
 
-    def __init__(self, path: Path, meta: dict, decoder, inner: tuple[int, ...] | None) -> None:
+    def __init__(self, path: Path, meta: dict, decoder, inner: tuple[int, ...] | None, index_crc: bool = False) -> None:
         self.path = Path(path)
         self.shape = tuple(meta["shape"])
         endian, self._compressor = decoder
@@ -75,10 +110,10 @@ class ChunkReader:
         self.chunks = inner or self.outer  # the unit of decoding
         self.sharded = inner is not None
         self.fill_value = np.array(meta.get("fill_value") or 0).astype(self.dtype.newbyteorder("="))
-        sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
-        self._sep = sep
+        self._sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
         self._per_shard = tuple(o // c for o, c in zip(self.outer, self.chunks))
         self._indexes: dict[tuple[int, ...], np.ndarray | None] = {}
+        self._index_bytes = 16 * int(np.prod(self._per_shard)) + (4 if index_crc else 0)  # at a shard's end
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, meta: dict | None = None) -> ChunkReader | None:
@@ -108,9 +143,7 @@ class ChunkReader:
                 outer = meta["chunk_grid"]["configuration"]["chunk_shape"]
                 if decoder is None or any(o % i for o, i in zip(outer, inner)):
                     return None
-                reader = cls(path, meta, decoder, inner)
-                reader._index_bytes = 16 * int(np.prod(reader._per_shard)) + (4 if "crc32c" in index else 0)
-                return reader
+                return cls(path, meta, decoder, inner, index_crc="crc32c" in index)
             decoder = _decoder(codecs)
             return None if decoder is None else cls(path, meta, decoder, None)
         except (KeyError, TypeError, ValueError):
@@ -118,7 +151,7 @@ class ChunkReader:
 
     # -- bytes of one chunk ------------------------------------------------------------
     def _key(self, idx: tuple[int, ...]) -> Path:
-        return self.path / self._sep.join(["c", *map(str, idx)]) if self._sep == "/" else self.path / ".".join(["c", *map(str, idx)])
+        return self.path / self._sep.join(["c", *map(str, idx)])
 
     def _shard_index(self, shard: tuple[int, ...]) -> np.ndarray | None:
         if shard not in self._indexes:
@@ -174,10 +207,7 @@ class ChunkReader:
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (any order, repeats allowed): one ``pread`` and one decode per row."""
-        n = self.shape[0]
-        rows = np.where(rows < 0, rows + n, rows)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise IndexError(f"index out of bounds for axis of length {n}")
+        rows = _indices(rows, self.shape[0])
         out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
         per = self._per_shard[0]
         rest = (0,) * (len(self.shape) - 1)
@@ -190,8 +220,7 @@ class ChunkReader:
         decode = self._compressor
 
         def fill(ks: np.ndarray) -> None:
-            fds: dict = {}
-            try:
+            with _open_files() as fds:
                 for k in ks.tolist():
                     offset, nbytes = entries[k]
                     if offset == _MISSING:
@@ -203,17 +232,8 @@ class ChunkReader:
                         fd = fds[shard] = os.open(self._key((shard, *rest)), os.O_RDONLY)
                     # out[k : k + 1], a view: out[k] of a 1-d array is a scalar (np.bool_ ones are shared singletons)
                     decode(os.pread(fd, int(nbytes), int(offset)), out[k : k + 1])
-            finally:
-                for fd in fds.values():
-                    os.close(fd)
 
-        by_place = np.argsort(rows, kind="stable")  # each thread takes a run of neighbouring rows
-        if len(rows) < _POOL_MIN_CHUNKS:
-            fill(by_place)
-        else:
-            parts = min(len(rows), 4 * _THREADS)
-            for _ in _executor().map(fill, [by_place[len(rows) * j // parts : len(rows) * (j + 1) // parts] for j in range(parts)]):
-                pass
+        _in_runs(fill, np.argsort(rows, kind="stable"))  # a run: rows stored next to each other
         return out
 
     def read(self, selection: Selection = ()) -> np.ndarray:
@@ -225,8 +245,7 @@ class ChunkReader:
         if self._whole_rows and self._compressor is not None and all(
                 isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection[1:], self.shape[1:])):
             sel = selection[0]
-            rows = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.asarray(sel, dtype=np.int64).reshape(-1)
-            return self._read_rows(rows)
+            return self._read_rows(np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else sel)
         axes = []  # per axis: [(chunk index, positions in chunk, positions in output)]
         out_shape = []
         for sel, n, c in zip(selection, self.shape, self.chunks):
@@ -242,10 +261,7 @@ class ChunkReader:
                         groups.append((k, slice(lo - k * c, hi - k * c), slice(lo - start, hi - start)))
                     axes.append(groups)
                     continue
-            idx = np.asarray(sel, dtype=np.int64).reshape(-1)
-            idx = np.where(idx < 0, idx + n, idx)
-            if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise IndexError(f"index out of bounds for axis of length {n}")
+            idx = _indices(sel, n)
             out_shape.append(idx.size)
             order = np.argsort(idx, kind="stable")
             chunk_of = idx[order] // c
@@ -259,9 +275,8 @@ class ChunkReader:
         tasks = list(itertools.product(*axes))
 
         def fill(group: list) -> None:
-            fds: dict = {}
             scratch = np.empty(self.chunks, dtype=self.dtype) if len(group) > 1 else None
-            try:
+            with _open_files() as fds:
                 for task in group:
                     idx, take, where = (tuple(t[k] for t in task) for k in range(3))
                     dest = _contiguous_target(out, where, take, self.chunks)
@@ -271,17 +286,8 @@ class ChunkReader:
                             self._compressor(raw, dest)  # decode straight into the result
                             continue
                     _assign(out, where, self._chunk(idx, fds, scratch), take)
-            finally:
-                for fd in fds.values():
-                    os.close(fd)
 
-        if len(tasks) < _POOL_MIN_CHUNKS:
-            fill(tasks)
-        else:
-            # a few groups per thread, each a run of neighbouring chunks (one shard file)
-            n = min(len(tasks), 4 * _THREADS)
-            for _ in _executor().map(fill, [tasks[k::n] if not self.sharded else tasks[len(tasks) * k // n: len(tasks) * (k + 1) // n] for k in range(n)]):
-                pass
+        _in_runs(fill, tasks)  # a run: neighbouring chunks (of one shard file, when sharded)
         return out
 
 
@@ -385,7 +391,6 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
     """
     if any(o % c for o, c in zip(origin, chunks)):
         raise ValueError(f"origin {origin} is not on the chunk grid {chunks}")
-    mode = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[shuffle]
     values = values.astype(values.dtype.newbyteorder("<"), copy=False)
     grid = [range(o // c, -(-(o + n) // c)) for o, n, c in zip(origin, values.shape, chunks)]
     out = []
@@ -398,7 +403,7 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
             padded = np.full(chunks, fill_value, dtype=values.dtype)
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        out.append((idx, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, mode)))
+        out.append((idx, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, _SHUFFLE[shuffle])))
     return out
 
 
@@ -419,14 +424,13 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
     values = np.ascontiguousarray(values.astype(values.dtype.newbyteorder("<"), copy=False))
     step = inner[0]
     starts = range(0, values.shape[0], step)
-    mode = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}[shuffle]
+    parts: list[bytes] = [b""] * len(starts)
 
-    def encode(run: range) -> list[bytes]:
-        return [blosc.compress(values[s : s + step], cname.encode(), clevel, mode) for s in run]
+    def encode(run: range) -> None:
+        for s in run:
+            parts[s // step] = blosc.compress(values[s : s + step], cname.encode(), clevel, _SHUFFLE[shuffle])
 
-    n = min(len(starts), 4 * _THREADS) if len(starts) >= _POOL_MIN_CHUNKS else 1
-    runs = [starts[len(starts) * j // n : len(starts) * (j + 1) // n] for j in range(n)]
-    parts = [p for run in (_executor().map(encode, runs) if n > 1 else map(encode, runs)) for p in run]
+    _in_runs(encode, starts)
     index = np.full((shard[0] // step, 2), _MISSING, dtype="<u8")
     offset = 0
     for k, p in enumerate(parts):

@@ -23,7 +23,7 @@ from .location import open_group
 from .npy import parse_header
 from .progress import Progress
 from .schema import manifest, read_root
-from .verify import VerifyReport
+from .verify import VerifyReport, row_bits
 
 
 def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
@@ -106,7 +106,7 @@ def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
             continue
         for b in blocks(copy.shape[0]):
             x, y = copy[b.start : b.stop], orig[b.start : b.stop]
-            rows = np.flatnonzero((x.reshape(len(b), -1).view(np.uint8) != y.reshape(len(b), -1).view(np.uint8)).any(axis=1)) if x.size else []
+            rows = np.flatnonzero((row_bits(x) != row_bits(y)).any(axis=1)) if x.size else []
             if len(rows):
                 yield f"{path}: differs from {original} at trial {int(group['trial'][b.start + int(rows[0])])} (bit rot or tampering)"
                 break

@@ -136,13 +136,18 @@ def is_tiled(dims: tuple[str, ...]) -> bool:
     return dims == ("trial", "neuron")
 
 
+def row_copy_path(key: str) -> str:
+    """Where the trial-major copy of a tiled variable ``key`` lives in the store."""
+    return f"{ROW_COPY_GROUP}/{key}"
+
+
 def row_copy(v: DataVar) -> DataVar | None:
     """The trial-major copy of a tiled variable: ``by_trial/<key>``, one trial per inner chunk."""
     if not is_tiled(v.dims):
         return None
     whole = tuple(max(1, s) for s in v.per_trial_shape)
     return DataVar(v.key, v.dims, v.shape, v.dtype, v.source_dtype, (1, *whole), v.codec,
-                   shards=(v.chunks[0], *whole), name=f"{ROW_COPY_GROUP}/{v.key}")
+                   shards=(v.chunks[0], *whole), name=row_copy_path(v.key))
 
 
 def write_chunks(v: DataVar) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 
 from .dataset import _checked_root, read_statistics
 from .engine import open_reader
-from .layout import ROW_COPY_GROUP
+from .layout import row_copy_path
 from .location import open_group
 from .normalize import Normalizer, add_channels
 
@@ -170,7 +170,7 @@ class MouseDataset(Dataset):
         if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
             self._readers, self._pid = {}, os.getpid()
         if key not in self._readers:
-            copy = f"{ROW_COPY_GROUP}/{key}"  # whole trials read fastest from the trial-major copy
+            copy = row_copy_path(key)  # whole trials read fastest from the trial-major copy
             name = copy if copy in self._meta else key
             self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
         return self._readers[key]

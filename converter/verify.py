@@ -45,7 +45,7 @@ class VerifyReport:
         return "\n".join(lines + [f"  {m}" for m in self.mismatches])
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
+def row_bits(a: np.ndarray) -> np.ndarray:
     """The bytes of each element, native order, as a (n, itemsize * rest) uint8 view."""
     a = to_native(a)
     n = a.shape[0] if a.ndim else 1
@@ -75,11 +75,11 @@ def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str,
         return None if _text_equal(stored, src) else f"{name}: text values differ"
     if stored.dtype != src.dtype.newbyteorder("="):
         return f"{name}: stored as {stored.dtype}, source is {src.dtype}"
-    diff = (_bits(stored) != _bits(src)).any(axis=1)
+    diff = (row_bits(stored) != row_bits(src)).any(axis=1)
     if diff.any():
         row = int(np.argmax(diff))
         a, b = src.reshape(len(diff), -1)[row], stored.reshape(len(diff), -1)[row]
-        col = int(np.argmax(_bits(a[None]) != _bits(b[None])) // src.dtype.itemsize)
+        col = int(np.argmax(row_bits(a[None]) != row_bits(b[None])) // src.dtype.itemsize)
         if row_names is not None:
             return f"{row_names[row]}: values differ in {name} (first at element {col}: source {a[col]!r}, store {b[col]!r})"
         return f"{name}: values differ (first at row {row}, element {col}: source {a[col]!r}, store {b[col]!r})"
@@ -142,16 +142,16 @@ def verify(
             files = trial[block.start : block.stop]
             for key in keys:
                 arr = group[key]
-                copies = [(key, arr)] + [(c, group[c]) for c in (f"{layout.ROW_COPY_GROUP}/{key}",) if c in group]
+                copies = [(key, arr)] + [(c, group[c]) for c in (layout.row_copy_path(key),) if c in group]
                 tb = read_trials(source, key, files.tolist(), None, bar)
+                paths = [inv.trial_path(key, int(i)) for i in files]
                 for name, a in copies:
                     if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != inv.n_trials:
                         found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
                         continue
                     recorded = m["arrays"][key]["attributes"].get("source_dtype", "")
-                    paths = [inv.trial_path(key, int(i)) for i in files]
                     problem = compare(name, a[block.start : block.stop], tb.values, recorded, tb.source_dtype, paths)
-                    found.append((problem or "", {inv.trial_path(key, int(i)): int(c) for i, c in zip(files, tb.crc32)}))
+                    found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
             return found
 
         total = inv.n_trials * len(keys)
