@@ -4,7 +4,7 @@ from . import accessor  # registers ds.sensorium
 from .batch import convert_all
 from .convert import convert
 from .dataset import info, open_mice, open_mouse, read_statistics
-from .errors import SourceError, StoreError
+from .errors import SourceError, StorageError, StoreError
 from .export import export, self_check
 from .normalize import Normalizer, standardize
 from .sample import make_sample
@@ -15,6 +15,7 @@ from .verify import VerifyReport, verify
 __all__ = [
     "Normalizer",
     "SourceError",
+    "StorageError",
     "StoreError",
     "VerifyReport",
     "__version__",

@@ -1,8 +1,9 @@
 """The ``sensorium-zarr`` command: a thin layer over the Python API.
 
 Exit codes: 0 success; 1 ``verify`` found mismatches, ``validate`` found the store
-does not match its schema, or ``convert-all`` could not convert every dataset; 2 bad input (malformed source, missing or incomplete store,
-DEST in the way, bad arguments); 130 interrupted.
+does not match its schema, or ``convert-all`` could not convert every dataset; 2 bad input
+(malformed source, missing or incomplete store, DEST in the way, bad arguments); 3 the disk
+or bucket failed (full, read-only, permission denied, I/O error, unreachable); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from pathlib import Path
 
 from ._version import __version__
-from .errors import SourceError, StoreError
+from .errors import SourceError, StorageError, StoreError
 
-EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,12 +54,12 @@ def _sample(args) -> int:
 
 
 def _convert(args) -> int:
-    from .convert import convert
+    from .convert import run
 
-    dest = convert(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, workers=args.workers,
-                   progress=_progress(args), storage_options=_options(args))
+    dest, status = run(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, workers=args.workers,
+                       progress=_progress(args), storage_options=_options(args))
     if not args.quiet:
-        print(f"wrote {dest}")
+        print(f"wrote {dest}" if status == "converted" else f"{dest}: already complete, converted from this source; nothing to do")
     return EXIT_OK
 
 
@@ -190,13 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _storage_message(e: OSError) -> str:
+    """One line for an `OSError`: the place, then the problem (no ``[Errno N]``)."""
+    if isinstance(e, StorageError) or e.strerror is None:
+        return str(e)
+    place = f"{e.filename}: " if e.filename else ""
+    return f"{place}{e.strerror}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SourceError, StoreError, OSError) as e:
+    except (SourceError, StoreError) as e:
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # the disk or bucket, not the input
+        print(f"sensorium-zarr: error: {_storage_message(e)}", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         print("sensorium-zarr: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from . import executors, layout
 from ._version import __version__
-from .errors import SourceError, StoreError
+from .errors import SourceError, StorageError, StoreError, storage_error
 from .executors import Executor
 from .location import filesystem, is_url
 from .npy import NpyHeader, parse_header
 from .progress import Progress
-from .source import Inventory, Source, open_source, read_array, scan
-from .state import ConversionState, RemoteConversionState, start_over
-from .store import BlockResult, MetaArray, create_skeleton, finalize, hide_root, write_checksums
-
-# Failures of the disk rather than of the code: reported in one line, work kept for a resume.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+from .source import Inventory, Source, ZipSource, open_source, read_array, scan
+from .state import ConversionState, RemoteConversionState
+from .store import BlockResult, MetaArray, create_skeleton, finalize, hide_root, write_checksums, write_files
 
 LICENSE = "CC BY-NC-ND 4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
@@ -159,7 +156,9 @@ def _root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "converter_version": __version__,
         "source_name": Path(source.location).name,
         "source_fingerprint": fingerprint(crcs),
+        "source_identity": source.identity(),
         "ignored_files": list(inv.ignored),
+        **({"source_zip": source.layout()} if isinstance(source, ZipSource) else {}),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "license": LICENSE,
         "license_url": LICENSE_URL,
@@ -195,18 +194,19 @@ def _plan_record(source: Source, p: Plan) -> dict:
     return json.loads(json.dumps(record))
 
 
-def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor, bar) -> None:
+def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor, bar, record: dict) -> None:
     """Write (or finish writing) the store at ``state.store``; resumable at any point."""
     from .schema import validate
 
     tmp = state.store
     so = getattr(state, "storage_options", None)
     remote = is_url(str(tmp))
-    record = _plan_record(source, p)
     if state.plan() != record:
-        start_over(state)
+        state.start_over()
         try:
             create_skeleton(tmp, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so)
+            write_files(tmp, [(rel, data, source.crc32(rel, data)) for rel in p.inventory.other_files
+                              for data in (source.read(rel),)], so)
         finally:
             if remote:  # even when the skeleton fails half-way, no reader may take it for a store
                 hide_root(tmp, so)
@@ -214,9 +214,11 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
     bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
-    for r in run_blocks(source, tmp, p.data_vars, p.expect, todo, bar, so, p.order):
-        state.save_block(r)  # only after every chunk of the block is written
-        done[r.block.start] = r
+    # closed at once on any error, here too: blocks still queued must not run on
+    with contextlib.closing(run_blocks(source, tmp, p.data_vars, p.expect, todo, bar, so, p.order)) as finished:
+        for r in finished:
+            state.save_block(r)  # only after every chunk of the block is written
+            done[r.block.start] = r
     results = [done[b.start] for b in layout.blocks(p.n_trials)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
@@ -230,21 +232,30 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
 
 
 @contextlib.contextmanager
-def _resumable(where):
-    """A failing disk or bucket becomes one line that says the work is kept for a rerun."""
+def _storage_errors(where):
+    """A failing disk or bucket becomes one line that names it and says whether a rerun helps."""
     try:
         yield
+    except StorageError:
+        raise
     except OSError as e:
-        if e.errno not in _WRITE_ERRNOS:
+        err = storage_error(e, str(where))
+        if err is None:
             raise
-        raise StoreError(f"{where}: {e.strerror or e} while writing; the work done so far is kept, "
-                         "run the same command again to resume") from None
+        raise err from None
 
 
 def _bar(progress: bool | Progress | None, p: Plan):
     if isinstance(progress, Progress):
         return contextlib.nullcontext(progress)
     return Progress(p.n_trials * len(p.data_vars), f"convert {p.inventory.name[:40]}", progress)
+
+
+class Outcome(NamedTuple):
+    """What `run` did: the store's location, and ``"converted"`` or ``"complete"`` (already there)."""
+
+    dest: Path | str
+    status: str
 
 
 def convert(
@@ -256,12 +267,14 @@ def convert(
     progress: bool | Progress | None = None,
     client=None,
     storage_options: dict | None = None,
-) -> Path:
+) -> Path | str:
     """Convert one dataset folder or zip into a consolidated Zarr v3 store at ``dest``.
 
     The store is built in ``<dest>.incomplete`` and renamed to ``dest`` once complete
     and valid.  If a conversion is interrupted (killed, out of disk space), running the
-    same call again resumes it: finished blocks of trials are not written again.
+    same call again resumes it: finished blocks of trials are not written again.  Run
+    again once the store is complete, it finds the store made from this very source and
+    does nothing.
 
     Parameters
     ----------
@@ -269,7 +282,7 @@ def convert(
         may be a URL such as ``s3://bucket/x.zip`` (``storage_options`` go to fsspec).
     dest : path or URL of the store to create.  In object storage (no rename) the store is
         written in place with its root metadata last; see README, "Object storage".
-    overwrite : replace an existing store at ``dest`` (only once the new one is complete).
+    overwrite : replace an existing store at ``dest`` (on disk only once the new one is complete).
     workers : threads writing blocks of trials in parallel; default: one per core.
     progress : draw a progress bar on stderr; default: only when stderr is a terminal.
         A `Progress` instance is advanced instead (one bar over several conversions).
@@ -277,67 +290,112 @@ def convert(
 
     Returns
     -------
-    The path of the finished store.
+    The path (or URL) of the finished store.
 
     Raises
     ------
     SourceError : the source is malformed (the message names the file); nothing is left.
-    StoreError : ``dest`` exists (without ``overwrite``), another conversion is writing
-        it, writing failed (the message says how to resume), or the result is invalid.
+    StoreError : ``dest`` exists and was made from another source (without ``overwrite``),
+        another conversion is writing it, or the result is invalid.
+    StorageError : the disk or bucket failed; the message says whether a rerun resumes.
     """
+    return run(src, dest, overwrite=overwrite, workers=workers, progress=progress, client=client,
+               storage_options=storage_options).dest
+
+
+def run(src, dest, *, overwrite: bool = False, workers: int | None = None, progress=None, client=None,
+        storage_options: dict | None = None) -> Outcome:
+    """`convert`, also telling whether it converted or found the store already complete."""
     run_blocks = executors.dask(client) if client is not None else executors.threads(workers)
-    if is_url(dest):
-        return _convert_remote(src, str(dest), overwrite, run_blocks, progress, storage_options)
-    dest = Path(dest)
-    work = dest.with_name(dest.name + ".incomplete")
-    if dest.exists() and work.exists():
-        shutil.rmtree(work)  # a previous run died between its rename and its clean-up
-    if dest.exists() and not overwrite:
-        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
-    if dest.exists():
-        _check_replaceable(dest)
     source = open_source(src, storage_options)
     try:
         p = plan(source)
+        if is_url(dest):
+            return _convert_remote(source, p, str(dest).rstrip("/"), overwrite, run_blocks, progress, storage_options)
+        return _convert_local(source, p, Path(dest), overwrite, run_blocks, progress)
+    finally:
+        source.close()
+
+
+def made_from(dest, source: Source, p: Plan, storage_options: dict | None = None) -> bool:
+    """True when ``dest`` is a complete, valid store converted from this very source.
+
+    The same source means the same identity (path, names, sizes, times), or for a zip, the
+    same fingerprint (from the CRC-32s in its directory: the same content anywhere).
+    """
+    from .schema import validate
+
+    try:
+        attrs = validate(dest, storage_options)["attributes"]
+    except StoreError:
+        return False
+    if attrs.get("source_identity") == source.identity():
+        return True
+    crcs = source.directory_crc32s()
+    if crcs is None:
+        return False
+    inv = p.inventory
+    files = [m.rel for m in [*p.meta, *p.statistics]] + [inv.trial_path(k, i) for k in inv.data_keys for i in range(inv.n_trials)]
+    if isinstance(p.neuron_coord, MetaArray):
+        files.append(p.neuron_coord.rel)
+    return all(f in crcs for f in files) and fingerprint({f: crcs[f] for f in files}) == attrs.get("source_fingerprint")
+
+
+def _convert_local(source: Source, p: Plan, dest: Path, overwrite: bool, run_blocks: Executor, progress) -> Outcome:
+    work = dest.with_name(dest.name + ".incomplete")
+    if dest.exists() and not overwrite and not work.exists():  # decided without touching anything
+        if made_from(dest, source, p):
+            return Outcome(dest, "complete")
+        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+    with _storage_errors(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         _check_space(source, dest)
         work.mkdir(exist_ok=True)
-        with ConversionState(work) as state, _bar(progress, p) as bar:
-            try:
-                with _resumable(work):
-                    _build(source, p, state, run_blocks, bar)
-            except SourceError:
-                shutil.rmtree(work, ignore_errors=True)  # bad input: nothing worth resuming
-                raise
+    with ConversionState(work) as state:  # from here on, this process alone may delete or rename
+        with _storage_errors(work):
+            record = _plan_record(source, p)
+            if state.plan() == record and state.publishing():  # killed while moving the finished store
+                state.publish(dest)
+                state.discard()
+                return Outcome(dest, "converted")
             if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(state.store, dest)
-        shutil.rmtree(work)
-    finally:
-        source.close()
-    return dest
+                if not overwrite and made_from(dest, source, p):
+                    state.discard()
+                    return Outcome(dest, "complete")
+                if not overwrite:
+                    if state.plan() is None:
+                        state.discard()  # made by this call: nothing to resume
+                    raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+                _check_replaceable(dest)
+            with _bar(progress, p) as bar:
+                try:
+                    _build(source, p, state, run_blocks, bar, record)
+                except SourceError:
+                    state.discard()  # bad input: nothing worth resuming
+                    raise
+            state.publish(dest)
+            state.discard()
+    return Outcome(dest, "converted")
 
 
-def _convert_remote(src, dest: str, overwrite: bool, run_blocks: Executor, progress, storage_options: dict | None) -> str:
+def _convert_remote(source: Source, p: Plan, dest: str, overwrite: bool, run_blocks: Executor, progress,
+                    storage_options: dict | None) -> Outcome:
     """`convert` into object storage: written in place, root metadata last (no rename there)."""
-    dest = dest.rstrip("/")
     fs, root = filesystem(dest, storage_options)
-    if fs.exists(f"{root}/zarr.json") and not overwrite:
-        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
-    source = open_source(src, storage_options)
-    try:
-        p = plan(source)
-        with RemoteConversionState(dest, storage_options) as state, _bar(progress, p) as bar:
-            if fs.exists(f"{root}/zarr.json"):  # --overwrite: without rename, the old store goes first
-                state.start_over()
+    with _storage_errors(dest), RemoteConversionState(dest, storage_options) as state:
+        if fs.exists(f"{root}/zarr.json"):
+            if not overwrite and made_from(dest, source, p, storage_options):
+                state.discard()
+                return Outcome(dest, "complete")
+            if not overwrite:
+                raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+            state.start_over()  # without rename, the old store goes first
+        with _bar(progress, p) as bar:
             try:
-                with _resumable(dest):
-                    _build(source, p, state, run_blocks, bar)
+                _build(source, p, state, run_blocks, bar, _plan_record(source, p))
             except SourceError:
                 state.start_over()  # bad input: nothing worth resuming
-                state.finish()
+                state.discard()
                 raise
-            state.finish()
-    finally:
-        source.close()
-    return dest
+        state.discard()
+    return Outcome(dest, "converted")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .layout import blocks, to_file_order
+from .layout import FILES_GROUP, blocks, to_file_order
 from .location import open_group
 from .npy import parse_header
 from .progress import Progress
@@ -58,6 +58,7 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
         by_trial = (a["dims"] or [None])[0] == "trial"  # rows stored in trial order, written in file order
         yield src, (lambda path=path, attrs=attrs, src=src, by_trial=by_trial: file_bytes(
             to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs["npy_header"]), src)), attrs["source_crc32"]
+    yield from other_files(group)
     n = len(trial) * len(per_trial)
     with Progress(n, "rebuild", progress) as bar:
         for key, src in per_trial.items():
@@ -73,6 +74,17 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
                     name = src.replace("{trial}", str(int(trial[pos])))
                     yield name, (lambda rows=rows, j=j, name=name: file_bytes(rows[j], header, name)), int(crcs[pos])
                 bar(len(b))
+
+
+def other_files(group) -> Iterator[tuple[str, Callable[[], bytes], int]]:
+    """``(path, bytes, recorded CRC-32)`` of each non-array file kept in group ``files`` (schema 2.1)."""
+    if FILES_GROUP not in group:
+        return
+    files = group[FILES_GROUP]
+    data = files["bytes"]
+    for path, start, size, crc in zip(files["path"][...].tolist(), files["offset"][...].tolist(),
+                                      files["size"][...].tolist(), files["crc32"][...].tolist()):
+        yield str(path), (lambda start=int(start), size=int(size): data[start : start + size].tobytes()), int(crc)
 
 
 def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20, storage_options: dict | None = None) -> VerifyReport:
@@ -112,6 +124,16 @@ def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
                 break
 
 
+def _add_folders(zf: zipfile.ZipFile, done: set[str], member: str) -> None:
+    """Directory entries for every folder above ``member``, once each, as distributed zips have them."""
+    parts = member.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        folder = "/".join(parts[:depth]) + "/"
+        if folder not in done:
+            done.add(folder)
+            zf.writestr(folder, b"")
+
+
 def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = False, progress: bool | None = None,
            storage_options: dict | None = None) -> Path:
     """Rebuild the original dataset folder (or its zip) from a store, every file byte for byte.
@@ -119,7 +141,9 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     Writes ``out/<dataset>/`` (or ``out/<dataset>.zip`` holding that folder); refuses an
     existing target.  Each file is checked against its recorded CRC-32 as it is written.
     """
-    name = read_root(dest, storage_options)["attributes"]["dataset"]
+    attrs = read_root(dest, storage_options)["attributes"]
+    name = attrs["dataset"]
+    zip_layout = attrs.get("source_zip", {"top_folder": name, "directory_entries": True})
     out = Path(out)
     target = out / (f"{name}.zip" if as_zip else name)
     if target.exists():
@@ -127,13 +151,17 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     zf = zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) if as_zip else None
+    top = f"{zip_layout['top_folder']}/" if zip_layout["top_folder"] else ""
+    folders: set[str] = set()
     try:
         for rel, make, crc in source_files(dest, progress, storage_options):
             data = make()
             if zlib.crc32(data) != crc:
                 raise StoreError(f"{dest}: {rel} does not rebuild to the source file (CRC-32 mismatch); run verify")
             if zf is not None:
-                zf.writestr(f"{name}/{rel}", data)
+                if zip_layout["directory_entries"]:
+                    _add_folders(zf, folders, f"{top}{rel}")
+                zf.writestr(f"{top}{rel}", data)
             else:
                 p = partial / rel
                 p.parent.mkdir(parents=True, exist_ok=True)

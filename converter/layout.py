@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 # Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0")
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1")
+# The group that keeps every source file that is not an array (schema 2.1).
+FILES_GROUP = "files"
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.

@@ -25,7 +25,21 @@ from .npy import NpyHeader, array_from_header, parse_header
 
 KNOWN_KEYS = ("images", "responses", "behavior", "pupil_center")
 _TRIAL_FILE = re.compile(r"(0|[1-9][0-9]*)\.npy")
-_IGNORED_TOP = ("__MACOSX",)
+_IGNORED_TOP = ("__MACOSX",)  # macOS archive metadata: not part of any dataset
+
+
+def is_own_output(name: str) -> bool:
+    """A Zarr store or a conversion's working folder: never part of the source around it."""
+    return name.endswith((".zarr", ".zarr.incomplete", ".incomplete"))
+
+
+def _walk(root: Path, skipped: list[str] | None = None):
+    """`os.walk` of a dataset folder, skipping (and listing in ``skipped``) stores written inside it."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if skipped is not None:
+            skipped += [os.path.relpath(os.path.join(dirpath, d), root).replace(os.sep, "/") + "/" for d in dirnames if is_own_output(d)]
+        dirnames[:] = [d for d in dirnames if not is_own_output(d)]
+        yield dirpath, dirnames, filenames
 # No file of a Sensorium scan comes near this; a zip entry declaring more is refused.
 MAX_MEMBER_BYTES = 2**31
 
@@ -35,6 +49,7 @@ class Source:
 
     name: str
     location: str
+    skipped: list[str] = []  # what a scan passes over: our own stores, macOS archive metadata
 
     def read(self, rel: str) -> bytes:
         raise NotImplementedError
@@ -59,6 +74,10 @@ class Source:
         """Bytes the source's files hold (a zip: as its directory declares them)."""
         raise NotImplementedError
 
+    def directory_crc32s(self) -> dict[str, int] | None:
+        """CRC-32 of every file, where known without reading the files (a zip's directory)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -80,7 +99,8 @@ class FolderSource(Source):
 
     def tree(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        self.skipped = []
+        for dirpath, dirnames, filenames in _walk(self.root, self.skipped):
             rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             rel = "" if rel == "." else rel
             for name in dirnames + filenames:
@@ -93,7 +113,7 @@ class FolderSource(Source):
     def _stats(self) -> list[tuple[str, int, int]]:
         """``(path, size, mtime)`` of every file, taken once per opened source."""
         out = []
-        for dirpath, _, filenames in os.walk(self.root):
+        for dirpath, _, filenames in _walk(self.root):
             for name in filenames:
                 st = os.stat(os.path.join(dirpath, name))
                 out.append((os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns))
@@ -135,7 +155,12 @@ class RemoteFolderSource(Source):
     @functools.cached_property
     def _listing(self) -> dict[str, dict]:
         found = self._fs.find(self._root, detail=True)
-        return {p[len(self._root) + 1 :]: info for p, info in found.items() if info.get("type") != "directory"}
+        out = {}
+        for p, info in found.items():
+            rel = p[len(self._root) + 1 :]
+            if info.get("type") != "directory" and not any(is_own_output(part) for part in rel.split("/")[:-1]):
+                out[rel] = info
+        return out
 
     def read(self, rel: str) -> bytes:
         try:
@@ -181,6 +206,8 @@ class ZipSource(Source):
 
     def _index(self, infos: list[zipfile.ZipInfo]) -> tuple[dict[str, zipfile.ZipInfo], str]:
         members: dict[str, zipfile.ZipInfo] = {}
+        self.skipped: list[str] = []
+        self.directory_entries = any(info.is_dir() for info in infos)
         for info in infos:
             name = info.filename
             parts = name.rstrip("/").split("/")
@@ -188,7 +215,10 @@ class ZipSource(Source):
                 raise SourceError(f"{self.location}:{name}", "unsafe path in zip (absolute or '..')")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise SourceError(f"{self.location}:{name}", "symbolic link in zip")
-            if parts[0] in _IGNORED_TOP or info.is_dir():
+            if parts[0] in _IGNORED_TOP:
+                self.skipped.append(name)
+                continue
+            if info.is_dir():
                 continue
             if name in members:
                 raise SourceError(f"{self.location}:{name}", "duplicate entry in zip")
@@ -217,6 +247,13 @@ class ZipSource(Source):
 
     def crc32(self, rel: str, data: bytes) -> int:
         return self._members[rel].CRC
+
+    def directory_crc32s(self) -> dict[str, int]:
+        return {rel: info.CRC for rel, info in self._members.items()}
+
+    def layout(self) -> dict:
+        """How the zip wraps the dataset: its top folder (``""``: none) and whether it lists folders."""
+        return {"top_folder": self.prefix.rstrip("/"), "directory_entries": self.directory_entries}
 
     def tree(self) -> dict[str, set[str]]:
         return _tree_of(self._members)
@@ -267,21 +304,47 @@ class Inventory:
     trial_meta: tuple[str, ...]
     neuron_meta: tuple[str, ...]
     statistics: tuple[str, ...]  # "<key>/<source>/<stat>"
-    ignored: tuple[str, ...] = field(default=())
+    other_files: tuple[str, ...] = field(default=())  # every other file, kept byte for byte
+    ignored: tuple[str, ...] = field(default=())  # passed over: stores inside the source, __MACOSX/
 
     def trial_path(self, key: str, i: int) -> str:
         return f"data/{key}/{i}.npy"
 
 
-def _npy_names(source: Source, tree: dict[str, set[str]], folder: str, ignored: list[str]) -> tuple[str, ...]:
+def _files_under(tree: dict[str, set[str]], rel: str) -> list[str]:
+    """``rel`` if it is a file, else every file below it."""
+    if rel not in tree:
+        return [rel]
+    return [f for entry in sorted(tree[rel]) for f in _files_under(tree, f"{rel}/{entry}".lstrip("/"))]
+
+
+def _npy_names(tree: dict[str, set[str]], folder: str, other: list[str]) -> tuple[str, ...]:
+    """The arrays (``<name>.npy`` files) of ``folder``; anything else goes to ``other``."""
     names = []
     for entry in sorted(tree.get(folder, ())):
         rel = f"{folder}/{entry}"
         if entry.endswith(".npy") and rel not in tree:
             names.append(entry[:-4])
         else:
-            ignored.append(rel)
+            other += _files_under(tree, rel)
     return tuple(names)
+
+
+def _trial_indices(source: Source, tree: dict[str, set[str]], folder: str, other: list[str]) -> list[int]:
+    """Sorted trial numbers of ``data/<key>/``; files that are not ``.npy`` (``.DS_Store``) go to ``other``."""
+    idx = []
+    for entry in tree[folder]:
+        rel = f"{folder}/{entry}"
+        m = _TRIAL_FILE.fullmatch(entry)
+        if m is not None and rel not in tree:
+            idx.append(int(m.group(1)))
+        elif rel not in tree and not entry.lower().endswith(".npy"):
+            other.append(rel)
+        else:
+            raise SourceError(source.where(rel), "not a trial file (expected <non-negative integer>.npy)")
+    if not idx:
+        raise SourceError(source.where(folder), "no trial files (expected <non-negative integer>.npy)")
+    return sorted(idx)
 
 
 def scan(source: Source) -> Inventory:
@@ -289,26 +352,24 @@ def scan(source: Source) -> Inventory:
     tree = source.tree()
     for folder in ("data", "meta"):
         if folder not in tree:
-            raise SourceError(source.where(folder), "missing (not a Sensorium dataset folder)")
-    keys = sorted(tree["data"], key=lambda k: (KNOWN_KEYS.index(k) if k in KNOWN_KEYS else len(KNOWN_KEYS), k))
+            raise SourceError(source.where(folder), _missing_top(tree))
+    other: list[str] = []
+    keys = []
+    for entry in tree["data"]:
+        if f"data/{entry}" in tree:
+            keys.append(entry)
+        else:
+            other.append(f"data/{entry}")
+    keys.sort(key=lambda k: (KNOWN_KEYS.index(k) if k in KNOWN_KEYS else len(KNOWN_KEYS), k))
     if not keys:
         raise SourceError(source.where("data"), "no data folders")
     n_trials = None
     first = None
     for key in keys:
         folder = f"data/{key}"
-        if folder not in tree:
-            raise SourceError(source.where(folder), "expected a folder of per-trial .npy files")
-        entries = tree[folder]
-        if not entries:
+        if not tree[folder]:
             raise SourceError(source.where(folder), "empty folder")
-        idx = []
-        for entry in entries:
-            m = _TRIAL_FILE.fullmatch(entry)
-            if m is None or f"{folder}/{entry}" in tree:
-                raise SourceError(source.where(f"{folder}/{entry}"), "not a trial file (expected <non-negative integer>.npy)")
-            idx.append(int(m.group(1)))
-        idx.sort()
+        idx = _trial_indices(source, tree, folder, other)
         if idx[-1] != len(idx) - 1:
             missing = next(i for i, v in enumerate(idx) if i != v)
             raise SourceError(source.where(f"{folder}/{missing}.npy"), f"missing: trial indices have gaps (found {len(idx)} files up to {idx[-1]}.npy)")
@@ -316,24 +377,40 @@ def scan(source: Source) -> Inventory:
             n_trials, first = len(idx), key
         elif len(idx) != n_trials:
             raise SourceError(source.where(folder), f"has {len(idx)} trial files but data/{first} has {n_trials}")
-    ignored: list[str] = [f for f in sorted(tree[""]) if f not in ("data", "meta")]
-    trial_meta = _npy_names(source, tree, "meta/trials", ignored)
-    neuron_meta = _npy_names(source, tree, "meta/neurons", ignored)
+    for f in sorted(tree[""]):
+        if f not in ("data", "meta"):
+            other += _files_under(tree, f)
+    trial_meta = _npy_names(tree, "meta/trials", other)
+    neuron_meta = _npy_names(tree, "meta/neurons", other)
     stats = []
     for key in sorted(tree.get("meta/statistics", ())):
-        for src in sorted(tree.get(f"meta/statistics/{key}", ())):
+        if f"meta/statistics/{key}" not in tree:
+            other.append(f"meta/statistics/{key}")
+            continue
+        for src in sorted(tree[f"meta/statistics/{key}"]):
             folder = f"meta/statistics/{key}/{src}"
             if folder in tree:
-                stats += [f"{key}/{src}/{s}" for s in _npy_names(source, tree, folder, ignored)]
+                stats += [f"{key}/{src}/{s}" for s in _npy_names(tree, folder, other)]
             else:
-                ignored.append(folder)
-        if f"meta/statistics/{key}" not in tree:
-            ignored.append(f"meta/statistics/{key}")
-    ignored += [f"meta/{f}" for f in sorted(tree["meta"]) if f not in ("trials", "neurons", "statistics")]
+                other.append(folder)
+    for f in sorted(tree["meta"]):
+        if f not in ("trials", "neurons", "statistics"):
+            other += _files_under(tree, f"meta/{f}")
     for required in ("tiers", "frame_image_id"):
         if required not in trial_meta:
             raise SourceError(source.where(f"meta/trials/{required}.npy"), "missing")
-    return Inventory(source.name, n_trials, tuple(keys), trial_meta, neuron_meta, tuple(stats), tuple(ignored))
+    return Inventory(source.name, n_trials, tuple(keys), trial_meta, neuron_meta, tuple(stats),
+                     tuple(sorted(other)), tuple(source.skipped))
+
+
+def _missing_top(tree: dict[str, set[str]]) -> str:
+    """Why ``data/`` or ``meta/`` is not at the top: say what was found instead."""
+    nested = sorted(t for t in tree[""] if t in tree and {"data", "meta"} <= tree[t])
+    if len(nested) > 1:
+        return f"missing: found {len(nested)} datasets ({', '.join(nested[:3])}); give one at a time"
+    if nested:
+        return f"missing: the dataset is in the subfolder {nested[0]}/; give that folder"
+    return "missing (not a Sensorium dataset folder)"
 
 
 def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:

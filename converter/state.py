@@ -3,9 +3,13 @@
 The store is built in ``<DEST>.incomplete/store`` and the state kept beside it, outside
 the store, in ``<DEST>.incomplete/state/``: a ``lock`` file held with
 ``flock`` (the kernel releases it when the process dies, SIGKILL included), ``plan.json``
-(written once the skeleton is complete) and one ``blocks/<first trial>.json`` per block
-whose chunks are all written.  A record is written atomically (temporary file, then
-rename) and only after the data it vouches for, so a record never claims unwritten data.
+(written once the skeleton is complete), one ``blocks/<first trial>.json`` per block
+whose chunks are all written, and ``publish`` once the store is complete and valid and
+is being moved to DEST.  A record is written atomically (temporary file, then rename) and
+only after the data it vouches for, so a record never claims unwritten data.
+
+Only the holder of the lock deletes or renames anything under ``<DEST>.incomplete`` or
+DEST itself.
 """
 
 from __future__ import annotations
@@ -82,16 +86,34 @@ class ConversionState:
     def save_block(self, r: BlockResult) -> None:
         _write_json(self.dir / "blocks" / f"{r.block.start}.json", _record(r))
 
+    def publishing(self) -> bool:
+        """True once the finished store is being moved to DEST (see `publish`)."""
+        return (self.dir / "publish").exists()
 
-def start_over(state) -> None:
-    """Forget all work done: an empty store, no plan, no block records."""
-    if isinstance(state, RemoteConversionState):
-        state.start_over()
-        return
-    shutil.rmtree(state.store, ignore_errors=True)
-    shutil.rmtree(state.dir / "blocks", ignore_errors=True)
-    (state.dir / "blocks").mkdir()
-    (state.dir / "plan.json").unlink(missing_ok=True)
+    def publish(self, dest: Path) -> None:
+        """Move the finished store to ``dest``, replacing what is there; resumable at every step.
+
+        The old store goes to ``old/`` first, so DEST never holds a half-deleted store: it
+        holds the old store, then (for an instant) nothing, then the new one.
+        """
+        _write_json(self.dir / "publish", {"dest": str(dest)})
+        old = self.work / "old"
+        if self.store.exists():
+            if dest.exists() and not old.exists():
+                os.replace(dest, old)
+            os.replace(self.store, dest)
+
+    def start_over(self) -> None:
+        """Forget all work done: an empty store, no plan, no block records."""
+        shutil.rmtree(self.store, ignore_errors=True)
+        shutil.rmtree(self.dir / "blocks", ignore_errors=True)
+        (self.dir / "blocks").mkdir()
+        for name in ("plan.json", "publish"):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Delete the working folder, records and lock file included (the lock stays held until exit)."""
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _record(r: BlockResult) -> dict:
@@ -121,8 +143,12 @@ class RemoteConversionState:
     ``<DEST>.incomplete/state/``.  The lock is an object naming its holder (host, pid) with
     a heartbeat renewed at every block; it is taken over when its holder is a dead process
     on this host, or when its heartbeat is older than `STALE_SECONDS` (another host).
-    Object stores give no atomic create-if-absent here, so two writers starting within the
-    same moment on different hosts are not excluded; everything else is.
+
+    On S3 the lock is created with a conditional write (``If-None-Match: *``), taken over
+    and renewed only if unchanged since read (``If-Match``), so of two writers starting at
+    the same instant exactly one wins, and a writer whose lock was taken over stops at its
+    next block.  Other filesystems get the same rules checked by read-then-write, which
+    two writers starting within the same moment can both pass.
     """
 
     STALE_SECONDS = 600
@@ -135,32 +161,66 @@ class RemoteConversionState:
         self.fs, root = filesystem(dest, storage_options)
         self.root = root.rstrip("/")
         self.dir = f"{self.root}.incomplete/state"
+        self._lock = f"{self.dir}/lock"
         self._me = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+        self._etag: str | None = None  # of our lock object, where the store reports one
+        self._conditional = "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
-    def _lock_holder(self) -> dict | None:
+    def _lock_holder(self) -> tuple[dict | None, str | None]:
         try:
-            return json.loads(self.fs.cat_file(f"{self.dir}/lock"))
+            etag = self.fs.info(self._lock).get("ETag") if self._conditional else None
+            return json.loads(self.fs.cat_file(self._lock)), etag
         except (FileNotFoundError, ValueError):
-            return None
+            return None, None
 
-    def _heartbeat(self) -> None:
-        self.fs.pipe_file(f"{self.dir}/lock", json.dumps({**self._me, "time": time.time()}).encode())
+    def _write_lock(self, **condition) -> None:
+        """Write our lock object; `FileExistsError` (or a refused precondition) when the condition fails."""
+        body = json.dumps({**self._me, "time": time.time()}).encode()
+        if not self._conditional:
+            if condition.get("mode") == "create" and self.fs.exists(self._lock):
+                raise FileExistsError(self._lock)
+            self.fs.pipe_file(self._lock, body)
+            return
+        out = self.fs.pipe_file(self._lock, body, **condition)
+        self._etag = (out or {}).get("ETag") if isinstance(out, dict) else None
+        self.fs.invalidate_cache(self._lock)
+
+    def _busy(self, holder: dict) -> StoreError:
+        return StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) "
+                          "is writing this store; not interfering")
 
     def __enter__(self) -> RemoteConversionState:
-        holder = self._lock_holder()
-        if holder is not None and holder.get("token") != self._me["token"]:
+        try:
+            self._write_lock(mode="create")
+            return self
+        except FileExistsError:
+            pass
+        holder, etag = self._lock_holder()
+        if holder is not None:
             dead_here = holder.get("host") == self._me["host"] and not _alive(holder.get("pid"))
             stale = time.time() - float(holder.get("time", 0)) > self.STALE_SECONDS
             if not (dead_here or stale):
-                raise StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) "
-                                 "is writing this store; not interfering")
-        self._heartbeat()
+                raise self._busy(holder)
+        try:  # take over a dead or stale holder's lock, unless someone else just did
+            self._write_lock(**({"IfMatch": etag} if etag else {"mode": "create"} if holder is None else {}))
+        except (FileExistsError, OSError):
+            raise self._busy(self._lock_holder()[0] or {}) from None
         return self
 
+    def _heartbeat(self) -> None:
+        try:
+            self._write_lock(**({"IfMatch": self._etag} if self._etag else {}))
+        except (FileExistsError, OSError):
+            holder = self._lock_holder()[0] or {}
+            if holder.get("token") != self._me["token"]:
+                raise StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) "
+                                 "took over this store's lock; stopped") from None
+            raise
+
     def __exit__(self, *exc) -> None:
-        holder = self._lock_holder()
+        holder, _ = self._lock_holder()
         if holder is not None and holder.get("token") == self._me["token"]:
-            self.fs.rm_file(f"{self.dir}/lock")
+            self.fs.rm_file(self._lock)
 
     def plan(self) -> dict | None:
         try:
@@ -183,15 +243,18 @@ class RemoteConversionState:
         self._heartbeat()
 
     def start_over(self) -> None:
+        """Forget all work done, the store at DEST included (no rename keeps an old one aside)."""
         for prefix in (self.root, f"{self.dir}/blocks"):
             if self.fs.exists(prefix):
                 self.fs.rm(prefix, recursive=True)
         if self.fs.exists(f"{self.dir}/plan.json"):
             self.fs.rm_file(f"{self.dir}/plan.json")
 
-    def finish(self) -> None:
-        """Drop the records once the store's root metadata is written."""
-        self.fs.rm(f"{self.root}.incomplete", recursive=True)
+    def discard(self) -> None:
+        """Drop the records (the lock object last, by `__exit__`)."""
+        for path in self.fs.find(f"{self.root}.incomplete"):
+            if path.rstrip("/") != self._lock:
+                self.fs.rm_file(path)
 
 
 def _alive(pid) -> bool:

@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from .layout import BLOCK_TRIALS, DataVar, row_copy, write_chunks
+from .layout import BLOCK_TRIALS, FILES_GROUP, DataVar, row_copy, write_chunks
 from .engine import encode_chunks, encode_shard
 from .location import child, filesystem, is_url, open_array, open_group, write_bytes, zarr_kwargs
 from .npy import NpyHeader
@@ -145,6 +145,34 @@ def create_skeleton(
         sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
         sds.to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False,
                     encoding={stat: {"_FillValue": None} for stat in stats}, **kw)
+
+
+_FILE_CHUNK = 1 << 20
+
+
+def write_files(path, files: list[tuple[str, bytes, int]], storage_options: dict | None = None) -> None:
+    """Keep every other file of the source (``(path, bytes, CRC-32)``) in group ``files``.
+
+    ``files/bytes`` holds their bytes one after another, in the order of ``files/path``;
+    ``files/offset`` and ``files/size`` cut it back into files.
+    """
+    sizes = np.array([len(b) for _, b, _ in files], dtype=np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if files else sizes
+    data = np.frombuffer(b"".join(b for _, b, _ in files), dtype=np.uint8)
+    where = "file of the source that is not an array (config.json, change.log, ...)"
+    ds = xr.Dataset(
+        {
+            "bytes": xr.Variable(("byte",), data, {"derived": "the bytes of every file in files/path, one after another"}),
+            "offset": xr.Variable(("file",), offsets, {"derived": "where each file starts in files/bytes"}),
+            "size": xr.Variable(("file",), sizes, {"derived": "bytes of each file"}),
+            "crc32": xr.Variable(("file",), np.array([c for *_, c in files], dtype=np.uint32), {"derived": "CRC-32 of each file"}),
+        },
+        coords={"path": xr.Variable(("file",), np.array([f for f, *_ in files], dtype=np.dtypes.StringDType()),
+                                    {"derived": f"path of each {where}, relative to the dataset folder"})},
+    )
+    encoding = {name: {"_FillValue": None, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
+    ds.to_zarr(path, group=FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
+               **zarr_kwargs(path, storage_options))
 
 
 def write_block(

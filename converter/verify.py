@@ -86,6 +86,22 @@ def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str,
     return None
 
 
+def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> list[str]:
+    """How the source's non-array files differ from those kept in the store's ``files`` group."""
+    from .export import other_files
+
+    if layout.FILES_GROUP not in group:  # schema < 2.1 did not keep them
+        return [] if attrs.get("schema_version") in ("1.0", "2.0") else [f"{layout.FILES_GROUP}/: missing"]
+    stored = {path: make for path, make, _ in other_files(group)}
+    problems = [f"{rel}: in the store but not in the source" for rel in sorted(set(stored) - set(files))]
+    for rel in files:
+        if rel not in stored:
+            problems.append(f"{rel}: not in the store")
+        elif stored[rel]() != source.read(rel):
+            problems.append(f"{rel}: bytes differ between the source and the store")
+    return problems
+
+
 def verify(
     src: str | os.PathLike,
     dest: str | os.PathLike,
@@ -129,6 +145,10 @@ def verify(
             problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get("source_dtype", ""))
             if problem:
                 report.add(problem)
+
+        for problem in _compare_other_files(source, inv.other_files, group, m["attributes"]):
+            report.add(problem)
+        report.files_checked += len(inv.other_files)
 
         keys = [k for k in inv.data_keys if by_source.pop(f"data/{k}/{{trial}}.npy", None) == k]
         for k in inv.data_keys:

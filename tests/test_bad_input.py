@@ -192,12 +192,14 @@ def test_pickled_data_file_is_refused_without_running_its_payload(dataset_copy, 
     assert r.returncode == 2 and not marker.exists()
 
 
-def test_missing_source_and_existing_dest(make_store, tmp_path):
+def test_missing_source_and_existing_dest(make_store, make_dataset, tmp_path):
     r = run_cli("convert", tmp_path / "nope", tmp_path / "m.zarr")
     assert r.returncode == 2 and "nope: no such file or folder" in r.stderr
     store = make_store()
-    r = run_cli("convert", tmp_path, store)
+    r = run_cli("convert", make_dataset(seed=3), store)  # another mouse into an existing store
     assert r.returncode == 2 and "already exists (use --overwrite" in r.stderr
+    r = run_cli("convert", make_dataset(), store)  # its own source again: nothing to do
+    assert r.returncode == 0 and "already complete" in r.stdout, r.stderr
 
 
 def test_bad_arguments_exit_2():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zipfile
 
@@ -11,6 +12,7 @@ import xarray as xr
 import zarr
 
 import converter
+from converter.convert import run
 from converter.errors import StoreError
 
 from .conftest import bits, load_source
@@ -115,7 +117,7 @@ def test_root_attributes(make_dataset, make_store):
     assert attrs["n_trials"] == 60 and attrs["n_neurons"] == 40
     assert sum(attrs["tier_counts"].values()) == 60
     assert attrs["license"] == "CC BY-NC-ND 4.0" and "arXiv:2206.08666" in attrs["citation"]
-    assert attrs["schema_version"] == "2.0" and attrs["converter_version"] == converter.__version__
+    assert attrs["schema_version"] == "2.1" and attrs["converter_version"] == converter.__version__
     assert attrs["source_fingerprint"].startswith("sha256:")
     for k in ("animal_id", "session", "scan_idx", "created"):
         assert k in attrs
@@ -163,15 +165,83 @@ def test_uint8_images_and_extra_files(dataset_copy, tmp_path):
     ds = xr.open_zarr(store).sortby("trial")
     assert ds["images"].dtype == np.uint8
     assert bits(ds["images"].values[0]) == bits(load_source(folder, "data/images/0.npy"))
-    assert ds.attrs["ignored_files"] == ["change.log", "config.json"]
+    assert ds.attrs["ignored_files"] == []
+
+
+EXTRA = {  # files a downloaded, unzipped and used dataset may hold besides its arrays
+    "config.json": b'{"links": {}}',  # what the official loader leaves behind
+    "change.log": b"v1\n",
+    "meta/README.txt": b"about the meta arrays\n",
+    "meta/statistics/images/notes": b"",  # an empty file
+    "data/images/.DS_Store": bytes(range(256)),  # inside a trial folder: kept, not a trial
+    "data/checksums.md5": b"0" * 5000,
+}
+
+
+def tree_hashes(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_file_is_kept_and_exported(dataset_copy, tmp_path):
+    folder = dataset_copy()
+    for rel, data in EXTRA.items():
+        (folder / rel).write_bytes(data)
+    converter.convert(folder, folder / "inside.zarr", progress=False)  # a store written inside its source ...
+    store = converter.convert(folder, tmp_path / "m.zarr", progress=False)  # ... is not part of it
+    assert xr.open_zarr(store).attrs["ignored_files"] == ["inside.zarr/"]
+    files = xr.open_zarr(store, group="files")
+    assert sorted(files["path"].values.tolist()) == sorted(EXTRA)
+    assert converter.verify(folder, store).ok and converter.self_check(store).ok
+    import shutil
+
+    shutil.rmtree(folder / "inside.zarr")
+    assert tree_hashes(converter.export(store, tmp_path / "out")) == tree_hashes(folder)
+    (folder / "change.log").write_bytes(b"v2\n")
+    (folder / "extra.txt").write_bytes(b"new")
+    report = converter.verify(folder, store)
+    assert "change.log: bytes differ between the source and the store" in report.mismatches
+    assert "extra.txt: not in the store" in report.mismatches
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(store, bad)
+    arr = zarr.open_array(str(bad / "files/bytes"), mode="r+")
+    arr[3] = arr[3] ^ 1  # one bit of one kept file
+    assert any("bit rot or tampering" in m for m in converter.self_check(bad).mismatches)
+
+
+def test_export_zip_gives_back_the_zips_file_list(make_dataset, tmp_path):
+    folder = make_dataset()
+    src = tmp_path / "in" / f"{folder.name}.zip"
+    src.parent.mkdir()
+    with zipfile.ZipFile(src, "w") as zf:  # no top folder, no directory entries, extra files
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                zf.write(p, str(p.relative_to(folder)))
+        for rel, data in EXTRA.items():
+            zf.writestr(rel, data)
+    store = converter.convert(src, tmp_path / "m.zarr", progress=False)
+    assert converter.verify(src, store).ok
+    out = converter.export(store, tmp_path / "out", as_zip=True)
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(out) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+        assert all(a.read(n) == b.read(n) for n in a.namelist())
+    # the sample's own zip: one top folder and directory entries, given back as such
+    store2 = converter.convert(make_dataset("none", True), tmp_path / "m2.zarr", progress=False)
+    out2 = converter.export(store2, tmp_path / "out2", as_zip=True)
+    with zipfile.ZipFile(make_dataset("none", True)) as a, zipfile.ZipFile(out2) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
 
 
 def test_dest_is_refused_unless_overwrite(make_dataset, tmp_path):
     src = make_dataset()
     dest = converter.convert(src, tmp_path / "m.zarr", progress=False)
-    with pytest.raises(StoreError, match="already exists"):
-        converter.convert(src, dest)
     mtime = (dest / "zarr.json").stat().st_mtime_ns
+    # the same source again (same identity, or a zip of the same content): complete, nothing rewritten
+    assert run(src, dest) == (dest, "complete")
+    assert run(make_dataset("none", True), dest) == (dest, "complete")
+    assert (dest / "zarr.json").stat().st_mtime_ns == mtime and not (tmp_path / "m.zarr.incomplete").exists()
+    with pytest.raises(StoreError, match="already exists"):  # made from another source
+        converter.convert(make_dataset(seed=1), dest)
+    assert (dest / "zarr.json").stat().st_mtime_ns == mtime and not (tmp_path / "m.zarr.incomplete").exists()
     converter.convert(src, dest, overwrite=True, progress=False)
     assert (dest / "zarr.json").stat().st_mtime_ns != mtime
     (tmp_path / "precious").mkdir()

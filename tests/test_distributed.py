@@ -80,7 +80,7 @@ def test_convert_all_on_separate_scheduler_and_workers(scheduler, mice, make_dat
         logged = client.run(lambda dask_worker: sorted({str(e[0]) for e in dask_worker.state.log if isinstance(e, tuple) and e}))
     keys = {k for ks in logged.values() for k in ks if k.startswith("sensorium-zarr-")}
     names = {make_dataset("none", False, seed=3).name, make_dataset("sensorium", True, seed=4).name.removesuffix(".zip")}
-    assert {k.rsplit("-", 1)[0] for k in keys} == {f"sensorium-zarr-{n}" for n in names}, logged
+    assert {k.rsplit("-", 2)[0] for k in keys} == {f"sensorium-zarr-{n}" for n in names}, logged
     r = run_cli("convert-all", src, out, "--scheduler", address)
     assert sum(l.endswith("  complete") for l in r.stdout.splitlines()) == 2  # done stores are skipped
 
@@ -100,7 +100,7 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
         return await original(self, key, value, *a, **k)
 
     monkeypatch.setattr(LocalStore, "set", full_disk)
-    with pytest.raises(converter.StoreError, match="run the same command again to resume"):
+    with pytest.raises(converter.StorageError, match="run the same command again to resume"):
         converter.convert(make_dataset("none", False, seed=6), dest)
     monkeypatch.undo()
     assert (dest.parent / f"{dest.name}.incomplete" / "state" / "plan.json").exists()
@@ -108,6 +108,17 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
     assert [r["status"] for r in rows] == ["converted"]
     assert converter.verify(make_dataset("none", False, seed=6), dest).ok
     assert not (dest.parent / f"{dest.name}.incomplete").exists()
+
+
+def test_one_source_into_two_stores_at_once_on_one_client(scheduler, make_dataset, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    address, _ = scheduler
+    src = make_dataset("none", False, seed=11)
+    with distributed.Client(address) as client, ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(converter.convert, src, tmp_path / f"{i}.zarr", client=client, progress=False) for i in (1, 2)]
+        stores = [j.result() for j in jobs]  # before: FutureCancelledError, the two shared task keys
+    assert all(converter.verify(src, s).ok for s in stores)
 
 
 def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_dataset):

@@ -96,7 +96,9 @@ def test_convert_into_s3(s3, make_dataset):
     assert r.returncode == 0, r.stderr
     assert converter.verify(src, "s3://data/out/m.zarr").ok and converter.self_check("s3://data/out/m.zarr").ok
     assert not fs.exists("data/out/m.zarr.incomplete")  # the records are gone once the store is complete
-    r = run_cli("convert", src, "s3://data/out/m.zarr")
+    r = run_cli("convert", src, "s3://data/out/m.zarr")  # the same source again: nothing to do
+    assert r.returncode == 0 and "already complete" in r.stdout and not fs.exists("data/out/m.zarr.incomplete"), r.stderr
+    r = run_cli("convert", make_dataset("sensorium", True, seed=2), "s3://data/out/m.zarr")
     assert r.returncode == 2 and "already exists" in r.stderr
     assert run_cli("convert", src, "s3://data/out/m.zarr", "--overwrite").returncode == 0
     assert converter.verify(src, "s3://data/out/m.zarr").ok
@@ -124,7 +126,7 @@ def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, mon
 
     monkeypatch.setattr(FsspecStore, "set", full)
     monkeypatch.setattr(store_module, "write_bytes", full_write)
-    with pytest.raises(converter.StoreError, match="run the same command again to resume"):
+    with pytest.raises(converter.StorageError, match="run the same command again to resume"):
         converter.convert(src, url)
     monkeypatch.undo()
     prefix = url.removeprefix("s3://")
@@ -171,3 +173,35 @@ def test_convert_all_from_and_into_s3(s3, make_dataset):
         assert converter.verify(p, f"s3://data/all-out/{p.name.removesuffix('.zip')}.zarr").ok
     again = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=1)
     assert [r["status"] for r in again] == ["complete", "complete"]
+
+
+def test_s3_lock_admits_one_of_many_writers_starting_at_once(s3):
+    """Conditional writes (If-None-Match, If-Match): one winner, also when taking over a stale lock."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from converter.state import RemoteConversionState
+
+    endpoint, fs = s3
+    for round, url in enumerate(["s3://data/race/m.zarr", "s3://data/race/m.zarr"]):
+        states = [RemoteConversionState(url, None) for _ in range(8)]
+        for s in states:
+            s.STALE_SECONDS = -1 if round else 600  # the second round finds the first round's lock stale
+        barrier = threading.Barrier(len(states))
+
+        def enter(state):
+            barrier.wait()
+            try:
+                return state.__enter__()
+            except converter.StoreError:
+                return None
+
+        with ThreadPoolExecutor(len(states)) as pool:
+            winners = [s for s in pool.map(enter, states) if s is not None]
+        assert len(winners) == 1, f"round {round}: {len(winners)} writers hold the lock"
+        if round == 0:
+            first = winners[0]
+    with pytest.raises(converter.StoreError, match="took over this store's lock; stopped"):
+        first._heartbeat()  # the writer whose lock was taken over stops at its next block
+    winners[0].__exit__(None, None, None)
+    assert not fs.exists("data/race/m.zarr.incomplete/state/lock")

@@ -130,13 +130,30 @@ def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, wher
 
     monkeypatch.setattr(LocalStore, "set", full_set)
     monkeypatch.setattr(store_module, "write_bytes", full_write)
-    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 2
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == cli.EXIT_STORAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "run the same command again to resume" in err
     assert not dest.exists() and (tmp_path / "m.zarr.incomplete").exists()
     monkeypatch.undo()
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0
     assert converter.verify(src, dest).ok and not (tmp_path / "m.zarr.incomplete").exists()
+
+
+def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, monkeypatch, capsys):
+    import converter.store as store_module
+
+    src, dest = make_dataset(), tmp_path / "m.zarr"
+
+    def denied(path, data, storage_options=None):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(store_module, "write_bytes", denied)
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == cli.EXIT_STORAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied while writing" in err and "fix the permissions" in err
+    assert "m.zarr.incomplete/store/images/c/0/0/0" in err and "the work done so far is kept" not in err
+    monkeypatch.undo()
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0 and converter.verify(src, dest).ok
 
 
 def test_zip_declaring_more_than_the_disk_holds_is_refused_before_writing(make_dataset, tmp_path, monkeypatch, capsys):
@@ -212,7 +229,7 @@ def test_export_reproduces_every_file(make_dataset, make_store, competition, tmp
     assert sha(Path(r.stdout.strip())) == sha(src)
     zipped = converter.export(make_store(competition), tmp_path / "z", as_zip=True)
     with zipfile.ZipFile(zipped) as zf:
-        got = {n.split("/", 1)[1]: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist()}
+        got = {n.split("/", 1)[1]: hashlib.sha256(zf.read(n)).hexdigest() for n in zf.namelist() if not n.endswith("/")}
     assert got == sha(src)
     assert converter.verify(zipped, make_store(competition)).ok  # the exported zip converts back
 

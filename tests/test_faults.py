@@ -1,0 +1,205 @@
+"""Faults as a matrix: `convert` killed at each phase, and every pair of commands that meet on one DEST.
+
+A real ``sensorium-zarr`` process runs with one function wrapped (tests/faults.py): at
+its n-th call the process kills itself with SIGKILL, or pauses until the test lets it go.
+Every case must end in one of two states: DEST complete and verifying, or DEST absent
+with (at most) a resumable ``DEST.incomplete``.  The README's reliability table lists
+these cases.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import converter
+from converter import cli
+
+from .test_robustness import chunk_files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def two_blocks(tmp_path_factory):
+    """A dataset of two write blocks, and another mouse whose store is in the way."""
+    d = tmp_path_factory.mktemp("two")
+    src = converter.make_sample(d / "a", trials=1100, neurons=30, image_shape=(24, 32))
+    other = converter.make_sample(d / "b", trials=60, neurons=30, image_shape=(24, 32), seed=1)
+    reference = converter.convert(src, d / "ref.zarr", progress=False)
+    old = converter.convert(other, d / "old.zarr", progress=False)
+    return src, other, reference, old
+
+
+def start(target: str, action: str, flag: Path, *argv, nth: int = 1, arg: str = "") -> subprocess.Popen:
+    """``sensorium-zarr *argv`` with ``target`` wrapped to ``action`` (kill or pause) at its ``nth`` call."""
+    return subprocess.Popen([sys.executable, "-m", "tests.faults", target, action, str(nth), arg, str(flag), *map(str, argv)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def wait_paused(proc: subprocess.Popen, flag: Path, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not flag.with_suffix(".ready").exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"finished before its pause point: {proc.stderr.read()}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("never reached its pause point")
+        time.sleep(0.01)
+
+
+def release(proc: subprocess.Popen, flag: Path) -> subprocess.CompletedProcess:
+    flag.with_suffix(".go").touch()
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def assert_allowed_state(dest: Path, old_src: Path | None = None, new_src: Path | None = None) -> str:
+    """DEST complete and verifying (the old store or the new one), or absent; nothing else."""
+    if not dest.exists():
+        return "absent"
+    converter.validate(dest)
+    assert converter.self_check(dest).ok
+    assert any(s is not None and converter.verify(s, dest).ok for s in (old_src, new_src))
+    return "complete"
+
+
+CONVERT_PHASES = [  # (phase, wrapped function, nth call, positional argument that must match, modes)
+    ("plan", "converter.convert:plan", 1, "", ("new", "overwrite")),
+    ("skeleton", "converter.convert:create_skeleton", 1, "", ("new", "overwrite")),
+    ("other files", "converter.convert:write_files", 1, "", ("new",)),
+    ("block 1", "converter.executors:write_block", 1, "", ("new", "overwrite")),
+    ("block 2", "converter.executors:write_block", 2, "", ("new",)),
+    ("checksums", "converter.convert:write_checksums", 1, "", ("new",)),
+    ("final metadata", "converter.convert:finalize", 1, "", ("new", "overwrite")),
+    ("validation", "converter.schema:validate", 1, "", ("new",)),
+    ("old store aside", "os:replace", 1, "0=DEST", ("overwrite",)),
+    ("rename", "os:replace", 1, "1=DEST", ("new", "overwrite")),
+    ("cleanup", "converter.state:ConversionState.discard", 1, "", ("new", "overwrite")),
+]
+CASES = [(mode, *c[:4]) for c in CONVERT_PHASES for mode in c[4]]
+
+
+@pytest.mark.parametrize("mode,phase,target,nth,arg", CASES, ids=[f"{c[1]}-{c[0]}" for c in CASES])
+def test_killed_at_each_phase_then_rerun(two_blocks, tmp_path, mode, phase, target, nth, arg):
+    src, other, reference, old = two_blocks
+    dest = tmp_path / "m.zarr"
+    flags = ["--overwrite"] if mode == "overwrite" else []
+    if flags:
+        shutil.copytree(old, dest)  # the store to replace, made from another mouse
+    proc = start(target, "kill", tmp_path / "flag", "convert", src, dest, "--workers", "1", "--quiet", *flags,
+                 nth=nth, arg=arg.replace("DEST", str(dest)))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9, f"{phase}: the fault was not reached"
+    state = assert_allowed_state(dest, other if flags else None, src)
+    if state == "absent" and phase != "plan":
+        assert (tmp_path / "m.zarr.incomplete" / "state").exists()
+    if state == "absent":
+        r = run("info", dest)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert cli.main(["convert", str(src), str(dest), "--workers", "1", "--quiet", *flags]) == 0
+    assert not (tmp_path / "m.zarr.incomplete").exists()
+    assert chunk_files(dest) == chunk_files(reference), "a resumed store differs from an uninterrupted one"
+    assert converter.verify(src, dest).ok
+
+
+def run(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "converter.cli", *map(str, argv)], capture_output=True, text=True)
+
+
+def open_mouse(dest: Path) -> subprocess.CompletedProcess:
+    code = f"import converter; print(int(converter.open_mouse({str(dest)!r}).responses.sum() != 0))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+SECOND = {  # the second command, run while a conversion into DEST is paused in its first block
+    "convert": lambda src, other, dest, out: run("convert", src, dest, "--quiet"),
+    "convert --overwrite": lambda src, other, dest, out: run("convert", src, dest, "--overwrite", "--quiet"),
+    "verify": lambda src, other, dest, out: run("verify", other, dest, "--quiet"),
+    "info": lambda src, other, dest, out: run("info", dest),
+    "export": lambda src, other, dest, out: run("export", dest, out, "--quiet"),
+    "open_mouse": lambda src, other, dest, out: open_mouse(dest),
+}
+
+
+@pytest.mark.parametrize("second", list(SECOND))
+@pytest.mark.parametrize("first", ["convert", "convert --overwrite"])
+def test_a_command_meets_a_running_conversion(two_blocks, tmp_path, first, second):
+    src, other, reference, old = two_blocks
+    dest, flag, out = tmp_path / "m.zarr", tmp_path / "flag", tmp_path / "out"
+    replacing = first == "convert --overwrite"
+    if replacing:
+        shutil.copytree(old, dest)  # the store being replaced, made from `other`
+    proc = start("converter.executors:write_block", "pause", flag, *first.split(), src, dest, "--workers", "1", "--quiet")
+    wait_paused(proc, flag)
+    r = SECOND[second](src, other, dest, out)
+    if second.startswith("convert"):
+        assert r.returncode == 2 and "another conversion" in r.stderr, r.stderr  # refused, nothing touched
+    elif replacing:
+        assert r.returncode == 0, r.stderr  # the old store serves readers until it is replaced
+        assert "Traceback" not in r.stderr
+    else:
+        assert r.returncode != 0 and "no complete store here" in r.stderr, r.stderr
+        assert second == "open_mouse" or r.stderr.count("\n") == 1  # a Python caller gets the StoreError
+        assert not out.exists()
+    done = release(proc, flag)
+    assert done.returncode == 0, done.stderr
+    assert assert_allowed_state(dest, None, src) == "complete"
+    assert chunk_files(dest) == chunk_files(reference) and not (tmp_path / "m.zarr.incomplete").exists()
+
+
+def test_a_reader_meets_the_replacement_of_its_store(two_blocks, tmp_path):
+    """`export` paused half-way while `convert --overwrite` replaces the store under it."""
+    src, other, reference, old = two_blocks
+    dest, flag, out = tmp_path / "m.zarr", tmp_path / "flag", tmp_path / "out"
+    shutil.copytree(reference, dest)
+    reader = start("converter.export:file_bytes", "pause", flag, "export", dest, out, "--quiet", nth=50)
+    wait_paused(reader, flag)
+    assert run("convert", other, dest, "--overwrite", "--quiet").returncode == 0
+    r = release(reader, flag)
+    # either the reader finished from files it had open, or it stops with one line and leaves nothing
+    if r.returncode != 0:
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert not out.exists() or not any(out.iterdir())
+    assert converter.verify(other, dest).ok
+
+
+def test_a_failing_record_stops_the_blocks_still_queued(make_dataset, tmp_path, monkeypatch):
+    import errno
+
+    from converter.state import ConversionState
+
+    src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
+    dest = tmp_path / "m.zarr"
+
+    def full(self, r):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ConversionState, "save_block", full)
+    with pytest.raises(converter.StorageError, match="No space left"):
+        converter.convert(src, dest, workers=1, progress=False)
+    time.sleep(1)  # a block still running on would write now
+    assert not (tmp_path / "m.zarr.incomplete" / "store" / "responses" / "c" / "2").exists()
+
+
+def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(tmp_path):
+    import signal
+
+    src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
+    dest, flag = tmp_path / "m.zarr", tmp_path / "flag"
+    proc = start("converter.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=2)
+    wait_paused(proc, flag)  # block 1 is done, block 2 is running, blocks 3 and 4 are queued
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    r = release(proc, flag)
+    assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr
+    work = tmp_path / "m.zarr.incomplete"
+    assert len(list((work / "state" / "blocks").glob("*.json"))) == 1  # what was recorded is kept
+    assert not (work / "store" / "responses" / "c" / "2").exists()  # the queued blocks never started
+    assert not (work / "store" / "responses" / "c" / "1").exists()  # the running one stopped at its next step
+    assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0 and converter.verify(src, dest).ok
