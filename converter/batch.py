@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 
 from .convert import convert, plan
-from .errors import SourceError, StoreError
+from .errors import SourceError, StorageError, StoreError
 from .progress import Progress
-from .location import child, exists, filesystem, is_url, tree_bytes
+from .location import check_creatable, child, exists, filesystem, is_url, tree_bytes
 from .schema import validate
 from .source import open_source
 
@@ -61,7 +61,13 @@ def _client(scheduler: str | None, workers: int | None):
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler)
+        except ValueError as e:
+            raise StoreError(f"--scheduler {scheduler}: not a dask scheduler address ({e})") from None
+        except OSError as e:
+            raise StorageError(f"{scheduler}: cannot reach the dask scheduler ({e})") from None
+        with client:
             yield client
         return
     n = workers or os.cpu_count() or 1
@@ -93,9 +99,10 @@ def convert_all(
     ``status`` (``converted``, ``complete`` (skipped) or ``failed: <reason>``).
     """
     so = storage_options
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    check_creatable(dest_dir)
     sources = discover(src_dir, so)
-    if not is_url(dest_dir):
-        Path(dest_dir).mkdir(parents=True, exist_ok=True)
     rows, todo, total = [], [], 0
     for src in sources:
         dest = child(dest_dir, f"{_name(src)}.zarr")
@@ -118,6 +125,8 @@ def convert_all(
             row["status"] = f"failed: {e}"
     if todo:
         with _client(scheduler, workers) as client, Progress(total, "convert-all", progress) as bar:
+            if not is_url(dest_dir):  # only once the cluster is there: a failed start leaves nothing
+                Path(dest_dir).mkdir(parents=True, exist_ok=True)
             for src, dest, row in todo:
                 t = time.perf_counter()
                 try:

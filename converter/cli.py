@@ -23,6 +23,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum`` (a usage error otherwise, exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _progress(args) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
@@ -136,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write a synthetic dataset in the real file layout")
     s.add_argument("dest", type=Path, help="folder to write the dataset folder (or zip) into")
-    s.add_argument("--trials", type=int, default=200)
-    s.add_argument("--neurons", type=int, default=150)
+    s.add_argument("--trials", type=_at_least(1), default=200)
+    s.add_argument("--neurons", type=_at_least(1), default=150)
     s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
     s.add_argument("--zip", action="store_true", help="write the distributed .zip form")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--image-dtype", choices=["float32", "uint8"], default="float32")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_sample)
@@ -149,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="dataset folder or the distributed .zip (read in place); may be an s3:// URL")
     c.add_argument("dest", help="store to create")
     c.add_argument("--overwrite", action="store_true", help="replace an existing store at DEST")
-    c.add_argument("--workers", type=int, default=None, help="parallel writers (default: one per core)")
+    c.add_argument("--workers", type=_at_least(1), default=None, help="parallel writers (default: one per core)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_storage_option(c)
     c.set_defaults(func=_convert)
@@ -158,14 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("src_dir", help="a local folder or a URL such as s3://bucket/downloads")
     ca.add_argument("dest_dir", help="stores are written to DEST_DIR/<dataset name>.zarr (a folder or a URL)")
     ca.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster)")
-    ca.add_argument("--workers", type=int, default=None, help="workers of the local cluster (default: one per core)")
+    ca.add_argument("--workers", type=_at_least(1), default=None, help="workers of the local cluster (default: one per core)")
     ca.add_argument("--quiet", action="store_true")
     _add_storage_option(ca)
     ca.set_defaults(func=_convert_all)
 
     v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")
     v.add_argument("paths", nargs="+", metavar="[SRC] DEST", help="local paths or URLs")
-    v.add_argument("--workers", type=int, default=None)
+    v.add_argument("--workers", type=_at_least(1), default=None, help="parallel readers (default: one per core)")
     v.add_argument("--quiet", action="store_true")
     _add_storage_option(v)
     v.set_defaults(func=_verify)

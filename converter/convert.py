@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -23,12 +24,14 @@ from . import executors, layout
 from ._version import __version__
 from .errors import SourceError, StorageError, StoreError, storage_error
 from .executors import Executor
-from .location import filesystem, is_url
+from .engine import compressed_size
+from .location import check_creatable, filesystem, is_url, tree_bytes
 from .npy import NpyHeader, parse_header
 from .progress import Progress
-from .source import Inventory, Source, ZipSource, open_source, read_array, scan
+from .source import Inventory, Source, ZipSource, open_source, read_array, read_trials, scan
 from .state import ConversionState, RemoteConversionState
-from .store import BlockResult, MetaArray, create_skeleton, finalize, hide_root, write_checksums, write_files
+from .store import (BlockResult, MetaArray, create_skeleton, finalize, hide_root, sweep_temporaries, write_checksums,
+                    write_files)
 
 LICENSE = "CC BY-NC-ND 4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
@@ -172,12 +175,36 @@ def _check_replaceable(dest: Path) -> None:
         raise StoreError(f"{dest}: exists and is not a Zarr store; refusing to delete it")
 
 
-def _check_space(source: Source, dest: Path) -> None:
-    """Refuse before writing when the source declares more bytes than the disk has free."""
-    declared = source.declared_bytes()
-    free = shutil.disk_usage(dest.parent).free
-    if declared > free:
-        raise SourceError(source.location, f"declares {declared / 1e9:.1f} GB of data, more than the {free / 1e9:.1f} GB free at {dest.parent}")
+def estimate_bytes(source: Source, p: Plan, sample: int = 16) -> int:
+    """About how many bytes the store will take on disk.
+
+    A few trials of each data folder, spread over the scan, are compressed as the store
+    compresses them and scaled to every trial (twice for a variable kept in two layouts);
+    meta arrays and other files count uncompressed.
+    """
+    n = p.n_trials
+    picks = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64)).tolist()
+    total = sum(m.values.nbytes for m in [*p.meta, *p.statistics])
+    for key, v in p.data_vars.items():
+        values = read_trials(source, key, picks, p.expect[key]).values
+        packed = compressed_size(values, v.codec.cname, v.codec.clevel, v.codec.shuffle)
+        total += packed * n // len(picks) * (2 if layout.row_copy(v) is not None else 1)
+    return int(total)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
+def _check_space(source: Source, p: Plan, dest: Path, work: Path) -> None:
+    """Refuse before writing when the store, as estimated, cannot fit where it is written."""
+    usage = shutil.disk_usage(dest.parent)
+    if usage.total == 0:
+        return  # a pseudo-file-system that reports no sizes: the write itself will tell
+    need = estimate_bytes(source, p) - (tree_bytes(work / "store") if work.exists() else 0)
+    if need > usage.free:
+        raise StorageError(f"{dest.parent}: not enough room for the store: it needs about {_size(need)} "
+                           f"(estimated from a few trials), and {_size(usage.free)} is free there", errno.ENOSPC)
 
 
 def _plan_record(source: Source, p: Plan) -> dict:
@@ -222,6 +249,7 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     results = [done[b.start] for b in layout.blocks(p.n_trials)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
+    sweep_temporaries(tmp)  # what writers killed half-way left: the store must equal an uninterrupted one
     try:
         write_checksums(tmp, crcs, headers, so)
     finally:
@@ -343,13 +371,14 @@ def made_from(dest, source: Source, p: Plan, storage_options: dict | None = None
 
 def _convert_local(source: Source, p: Plan, dest: Path, overwrite: bool, run_blocks: Executor, progress) -> Outcome:
     work = dest.with_name(dest.name + ".incomplete")
+    check_creatable(dest)
     if dest.exists() and not overwrite and not work.exists():  # decided without touching anything
         if made_from(dest, source, p):
             return Outcome(dest, "complete")
         raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
     with _storage_errors(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _check_space(source, dest)
+        _check_space(source, p, dest, work)
         work.mkdir(exist_ok=True)
     with ConversionState(work) as state:  # from here on, this process alone may delete or rename
         with _storage_errors(work):

@@ -381,6 +381,11 @@ def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
     return elements + _CHUNK_COST * chunks
 
 
+def compressed_size(values: np.ndarray, cname: str, clevel: int, shuffle: str) -> int:
+    """Bytes of ``values`` compressed as one Blosc frame with the store's settings."""
+    return len(blosc.compress(np.ascontiguousarray(values), cname.encode(), clevel, _SHUFFLE[shuffle]))
+
+
 def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...],
                   cname: str, clevel: int, shuffle: str, fill_value=0) -> list[tuple[tuple[int, ...], bytes]]:
     """``(chunk index, encoded bytes)`` for every chunk of an unsharded array that ``values`` covers.

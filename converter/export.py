@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import StorageError, StoreError
 from .layout import FILES_GROUP, blocks, to_file_order
-from .location import open_group
+from .location import check_creatable, open_group
 from .npy import parse_header
 from .progress import Progress
 from .schema import manifest, read_root
@@ -148,7 +148,11 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     target = out / (f"{name}.zip" if as_zip else name)
     if target.exists():
         raise StoreError(f"{target}: already exists")
-    out.mkdir(parents=True, exist_ok=True)
+    check_creatable(target)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"{out}: cannot be created ({e.strerror or e})", e.errno) from None
     partial = target.with_name(target.name + ".partial")
     zf = zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) if as_zip else None
     top = f"{zip_layout['top_folder']}/" if zip_layout["top_folder"] else ""

@@ -15,6 +15,19 @@ def is_url(path: str | os.PathLike) -> bool:
     return isinstance(path, str) and "://" in path
 
 
+def check_creatable(path: str | os.PathLike) -> None:
+    """Refuse, in one line, a local ``path`` that cannot be created because a file sits where a folder must."""
+    from .errors import StoreError
+
+    if is_url(path):
+        return
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"{path}: cannot be created: {parent} is a file, not a folder")
+            return
+
+
 def filesystem(url: str, storage_options: dict | None = None):
     """The fsspec filesystem of ``url`` and the path within it."""
     import fsspec

@@ -9,6 +9,8 @@ own disjoint chunks, so they may run in any order and in parallel.
 from __future__ import annotations
 
 import base64
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +245,24 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
                           dimension_names=("trial",), attributes=attrs, overwrite=True, zarr_format=3, **kw)
         if "npy_header" in attrs:
             open_array(path, key, storage_options, "r+").attrs["npy_header"] = attrs["npy_header"]
+
+
+# Temporary names of a write killed half-way: zarr-python's, and `location.write_bytes`'s.
+_TEMPORARY = re.compile(r"(.+\.[0-9a-f]{32}\.partial|\..+\.[0-9]+\.tmp)")
+
+
+def sweep_temporaries(path) -> None:
+    """Delete the temporary files that writers killed half-way left in a local store.
+
+    Only the holder of the conversion's lock calls this, once every block is written, so
+    no live writer owns them.
+    """
+    if is_url(path):
+        return  # object stores write each object whole: no temporary names
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            if _TEMPORARY.fullmatch(name):
+                os.remove(os.path.join(dirpath, name))
 
 
 def hide_root(path: str, storage_options: dict | None = None) -> None:

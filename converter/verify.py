@@ -117,6 +117,8 @@ def verify(
     raises `SourceError` if the source itself is malformed and `StoreError` if ``dest``
     is not a complete store.
     """
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
     m = manifest(read_root(dest, storage_options))
     by_source = {a["attributes"]["source"]: path for path, a in m["arrays"].items() if "source" in a["attributes"]}
     report = VerifyReport(limit=limit)

@@ -156,14 +156,24 @@ def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, 
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0 and converter.verify(src, dest).ok
 
 
-def test_zip_declaring_more_than_the_disk_holds_is_refused_before_writing(make_dataset, tmp_path, monkeypatch, capsys):
+def test_free_space_is_checked_against_the_estimated_store(make_dataset, tmp_path, monkeypatch, capsys):
     convert_module = sys.modules["converter.convert"]  # the package's `convert` is the function
+    src = make_dataset("none", True)
     real = shutil.disk_usage
-    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    assert cli.main(["convert", str(make_dataset("none", True)), str(tmp_path / "m.zarr")]) == 2
+    reference = converter.convert(src, tmp_path / "ref" / "m.zarr", progress=False)
+    store_bytes = sum(f.stat().st_size for f in reference.rglob("*") if f.is_file())
+    with zipfile.ZipFile(src) as zf:
+        declared = sum(i.file_size for i in zf.infolist())
+    assert store_bytes * 1.2 < declared  # room for the store, not for the uncompressed source
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda p: real(p)._replace(free=int(store_bytes * 1.2)))
+    assert cli.main(["convert", str(src), str(tmp_path / "fits" / "m.zarr"), "--quiet"]) == 0
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda p: real(p)._replace(free=int(store_bytes * 0.5)))
+    assert cli.main(["convert", str(src), str(tmp_path / "full" / "m.zarr")]) == cli.EXIT_STORAGE
     err = capsys.readouterr().err
-    assert "more than the 0.0 GB free" in err and err.count("\n") == 1
-    assert os.listdir(tmp_path) == []
+    assert err.count("\n") == 1 and f"{tmp_path / 'full'}: not enough room for the store: it needs about" in err, err
+    assert os.listdir(tmp_path / "full") == []
+    monkeypatch.setattr(convert_module.shutil, "disk_usage", lambda p: real(p)._replace(total=0, free=0))  # /proc-like
+    assert cli.main(["convert", str(src), str(tmp_path / "pseudo" / "m.zarr"), "--quiet"]) == 0
 
 
 def test_zip_bomb_member_is_refused(make_dataset, tmp_path, monkeypatch):
