@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from .errors import StoreError
+from .location import check_creatable
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
 _SESSION = {"none": 1, "sensorium": 2, "sensorium+": 3}
@@ -66,16 +70,20 @@ def _image(image_id: int, shape: tuple[int, int]) -> np.ndarray:
 
 
 class _Out:
-    """Writes files of the tree into a folder or into a zip under one top folder."""
+    """Writes files of the tree into a folder or into a zip under one top folder.
 
-    def __init__(self, dest: Path, name: str, as_zip: bool) -> None:
+    Everything goes to a temporary name beside the target, renamed to it by `finish`;
+    `discard` removes it, so an interrupted sample never leaves a dataset that looks whole.
+    """
+
+    def __init__(self, target: Path, name: str, as_zip: bool) -> None:
         self.top = name
+        self.target = target
+        self.path = target.with_name(f".{target.name}.{os.getpid()}.partial")
         if as_zip:
-            self.path = dest / f"{name}.zip"
             self.zf: zipfile.ZipFile | None = zipfile.ZipFile(self.path, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
             self._dirs: set[str] = set()
         else:
-            self.path = dest / name
             self.zf = None
 
     def save(self, rel: str, arr: np.ndarray) -> None:
@@ -96,9 +104,20 @@ class _Out:
         info.compress_type = zipfile.ZIP_DEFLATED
         self.zf.writestr(info, buf.getvalue(), compresslevel=1)
 
-    def close(self) -> None:
+    def finish(self, overwrite: bool) -> Path:
         if self.zf is not None:
             self.zf.close()
+        if overwrite and self.target.is_dir():
+            shutil.rmtree(self.target)
+        os.replace(self.path, self.target)
+        return self.target
+
+    def discard(self) -> None:
+        if self.zf is not None:
+            self.zf.close()
+            self.path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _stats(x: np.ndarray, axis) -> dict[str, np.ndarray]:
@@ -122,24 +141,43 @@ def make_sample(
     image_dtype: str = "float32",
     image_shape: tuple[int, int] = (144, 256),
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a synthetic dataset under ``dest``; return the dataset folder or zip.
 
     ``competition`` is ``"none"`` (a pre-training scan), ``"sensorium"`` (responses of
     the test tiers, behavior and pupil center zeroed) or ``"sensorium+"`` (responses of
-    the test tiers zeroed); both competition variants hash ``trial_idx``.
+    the test tiers zeroed); both competition variants hash ``trial_idx``.  An existing
+    dataset of the same name is refused unless ``overwrite``; the dataset appears under its
+    name only once it is complete.
     """
     if competition not in COMPETITIONS:
         raise ValueError(f"competition must be one of {COMPETITIONS}, not {competition!r}")
     if image_dtype not in ("float32", "uint8"):
         raise ValueError(f"image_dtype must be float32 or uint8, not {image_dtype!r}")
-    if neurons < 1:
-        raise ValueError("neurons must be at least 1")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    if neurons < 1 or trials < 1 or seed < 0:
+        raise ValueError(f"need trials >= 1, neurons >= 1 and seed >= 0 (got {trials}, {neurons}, {seed})")
     rng = np.random.default_rng(seed)
-    tiers, image_ids = _tiers(trials, competition, rng)
-    out = _Out(dest, sample_name(seed, competition), as_zip)
+    tiers, image_ids = _tiers(trials, competition, rng)  # may refuse too few trials: before anything is written
+    dest = Path(dest)
+    name = sample_name(seed, competition)
+    target = dest / (f"{name}.zip" if as_zip else name)
+    if target.exists() and not overwrite:
+        raise StoreError(f"{target}: already exists (use --overwrite to replace it)")
+    check_creatable(target)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = _Out(target, name, as_zip)
+    try:
+        _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress)
+    except BaseException:
+        out.discard()
+        raise
+    return out.finish(overwrite)
+
+
+def _write(out: _Out, rng, tiers, image_ids, trials: int, neurons: int, competition: str, seed: int, image_dtype: str,
+           image_shape: tuple[int, int], progress) -> None:
+    """Every file of the sample, through ``out``."""
 
     # Per-neuron tuning: a baseline rate and a sparse image-dependent gain.
     rate = rng.lognormal(-1.0, 0.8, neurons).astype(np.float32)
@@ -235,5 +273,3 @@ def make_sample(
     }
     for name, arr in neuron_meta.items():
         out.save(f"meta/neurons/{name}.npy", arr)
-    out.close()
-    return out.path

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import layout
 from .convert import fingerprint
-from .location import open_group
+from .errors import StoreError
+from .location import child, exists, open_group
 from .npy import to_native
 from .progress import Progress
 from .schema import manifest, read_root
@@ -119,6 +120,8 @@ def verify(
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    if not exists(child(dest, "zarr.json"), storage_options) and exists(child(src, "zarr.json"), storage_options):
+        raise StoreError(f"{dest} is not a store but {src} is: arguments swapped? (verify SRC DEST)")
     m = manifest(read_root(dest, storage_options))
     by_source = {a["attributes"]["source"]: path for path, a in m["arrays"].items() if "source" in a["attributes"]}
     report = VerifyReport(limit=limit)
@@ -185,8 +188,12 @@ def verify(
                             report.add(problem)
                         crcs.update(block_crcs)
         report.files_checked += len(keys) * inv.n_trials
-        if report.ok and len(keys) == len(inv.data_keys) and fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
-            report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
+        if len(keys) == len(inv.data_keys) and fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
+            if report.ok:
+                report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
+            else:  # said first: every mismatch below follows from it
+                report.mismatches.insert(0, f"source fingerprint differs: {src} is not the dataset this store was made from "
+                                            f"({m['attributes'].get('dataset')})")
     finally:
         source.close()
     return report

@@ -207,3 +207,70 @@ def test_bad_arguments_exit_2():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run_cli("sample", "/tmp/x", "--trials", "3")
     assert r.returncode == 2 and "too few" in r.stderr
+
+
+def test_every_option_of_the_parser_is_in_the_readme_synopsis():
+    import re
+
+    from converter.cli import build_parser
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    synopsis = readme.split("## Command line", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    documented: dict[str, set[str]] = {}
+    for line in re.split(r"\n(?=sensorium-zarr )", synopsis.strip()):
+        words = line.split()
+        documented[words[1]] = set(re.findall(r"--[a-z][a-z-]*", line))
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(sub.choices) == set(documented)
+    for name, p in sub.choices.items():
+        options = {o for a in p._actions for o in a.option_strings if o.startswith("--")} - {"--help", "--storage-option"}
+        assert options == documented[name], name
+    assert "--storage-option KEY=VALUE" in readme
+
+
+@pytest.mark.parametrize("args,problem", [(["--trials", "-5"], "at least 1"), (["--neurons", "0"], "at least 1"),
+                                          (["--seed", "-1"], "at least 0"), (["--trials", "3"], "too few")])
+def test_sample_refuses_bad_values_before_writing(tmp_path, args, problem):
+    r = run_cli("sample", tmp_path / "s", *args)
+    assert r.returncode == 2 and problem in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_sample_refuses_to_mix_two_datasets_and_is_whole_or_absent(tmp_path):
+    import signal
+    import time
+
+    first = run_cli("sample", tmp_path, "--trials", "60", "--quiet")
+    assert first.returncode == 0
+    path = Path(first.stdout.strip())
+    r = run_cli("sample", tmp_path, "--trials", "100", "--quiet")
+    assert r.returncode == 2 and "already exists (use --overwrite" in r.stderr
+    assert len(list((path / "data/images").iterdir())) == 60
+    assert run_cli("sample", tmp_path, "--trials", "100", "--overwrite", "--quiet").returncode == 0
+    assert len(list((path / "data/images").iterdir())) == 100  # no trial files of the old sample left over
+    proc = subprocess.Popen([sys.executable, "-m", "converter.cli", "sample", str(tmp_path / "z"), "--zip", "--trials", "3000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 60
+    while not any(p.name.endswith(".partial") for p in (tmp_path / "z").glob(".*")) and time.monotonic() < end:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.endswith("interrupted\n"), err
+    assert list((tmp_path / "z").iterdir()) == []  # nothing under the final name, nor a partial file
+
+
+def test_a_zip_of_two_datasets_or_a_folder_around_one_says_what_it_found(make_dataset, tmp_path):
+    a, b = make_dataset(), make_dataset(seed=1)
+    both = tmp_path / "both.zip"
+    with zipfile.ZipFile(both, "w") as zf:
+        for folder in (a, b):
+            for p in sorted(folder.rglob("*.npy")):
+                zf.write(p, f"{folder.name}/{p.relative_to(folder)}")
+    r = run_cli("convert", both, tmp_path / "m.zarr")
+    assert r.returncode == 2 and "found 2 datasets" in r.stderr and a.name in r.stderr, r.stderr
+    around = tmp_path / "downloads"
+    shutil.copytree(a, around / a.name)
+    r = run_cli("convert", around, tmp_path / "m.zarr")
+    assert r.returncode == 2 and f"the dataset is in the subfolder {a.name}/" in r.stderr, r.stderr
+    assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "m.zarr.incomplete").exists()

@@ -74,6 +74,13 @@ def test_verify_catches_changed_text_and_missing_arrays(make_dataset, store_copy
 def test_verify_against_another_dataset_fails(make_dataset, make_store):
     report = converter.verify(make_dataset("sensorium"), make_store("none"))
     assert not report.ok
+    assert report.mismatches[0].startswith("source fingerprint differs:")  # the cause first, then the details
+    assert len(report.mismatches) > 1
+
+
+def test_verify_with_its_arguments_swapped(make_dataset, make_store):
+    r = run_cli("verify", make_store("none", True), make_dataset("none", True))
+    assert r.returncode == 2 and "arguments swapped? (verify SRC DEST)" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_validate_detects_tampering(store_copy):
