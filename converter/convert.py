@@ -144,11 +144,12 @@ def _root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
             for i, crc in zip(p.order[r.block.start : r.block.stop].tolist(), c.tolist()):
                 crcs[inv.trial_path(key, i)] = crc
     tier = next(m for m in p.meta if m.name == "tier").stored_values()
+    by_rel = {m.rel: m.values for m in p.meta}
     names, counts = np.unique(tier.astype(str), return_counts=True)
     return {
         "title": "Sensorium 2022 mouse visual cortex data: one scan",
         "dataset": inv.name,
-        **layout.parse_name(inv.name),
+        **layout.identity(inv.name, *(by_rel.get(f"meta/trials/{f}.npy") for f in ("animal_id", "session", "scan_idx"))),
         "n_trials": inv.n_trials,
         "n_neurons": p.n_neurons,
         "data_keys": list(inv.data_keys),

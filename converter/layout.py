@@ -224,6 +224,19 @@ def stat_dims(stat: str, shape: tuple[int, ...], data: DataVar | None) -> tuple[
     return tuple(f"{stat}_dim_{k}" for k in range(len(shape)))
 
 
+def identity(name: str, animal_id: np.ndarray | None, session: np.ndarray | None, scan_idx: np.ndarray | None) -> dict[str, object]:
+    """Which scan this is: from ``meta/trials/{animal_id,session,scan_idx}.npy`` when each holds
+    one integer value, else from the dataset's name (`parse_name`); ``identity_from`` says which."""
+    out = parse_name(name)
+    found = [v for v in (animal_id, session, scan_idx) if v is not None and v.ndim == 1 and v.size and v.dtype.kind in "iu"]
+    if len(found) == 3 and all(len(np.unique(v)) == 1 for v in found):
+        a, s, c = (int(v[0]) for v in found)
+        out.update(data_key=f"{a}-{s}-{c}", animal_id=a, session=s, scan_idx=c, identity_from="meta/trials")
+    else:
+        out["identity_from"] = "name"
+    return out
+
+
 def parse_name(name: str) -> dict[str, object]:
     """Split ``static<animal>-<session>-<scan>-GrayImageNet-<hash>`` into its parts.
 

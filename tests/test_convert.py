@@ -265,3 +265,17 @@ def test_open_mouse_chunks_and_coordinates(make_store):
     plain = xr.open_zarr(make_store())
     for a in (ds, lazy, loaded):
         xr.testing.assert_identical(a.compute().drop_encoding(), plain.compute().drop_encoding())
+
+
+def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):
+    import shutil
+
+    renamed = tmp_path / "mydata"
+    shutil.copytree(make_dataset(), renamed)
+    attrs = xr.open_zarr(converter.convert(renamed, tmp_path / "m.zarr", progress=False)).attrs
+    assert (attrs["data_key"], attrs["animal_id"], attrs["session"], attrs["scan_idx"]) == ("90000-1-1", 90000, 1, 1)
+    assert attrs["identity_from"] == "meta/trials" and attrs["dataset"] == "mydata"
+    assert list(converter.open_mice([tmp_path / "m.zarr"]).children) == ["90000-1-1"]
+    (renamed / "meta/trials/session.npy").unlink()  # the meta arrays no longer say: the name decides
+    attrs = xr.open_zarr(converter.convert(renamed, tmp_path / "n.zarr", progress=False)).attrs
+    assert attrs["data_key"] == "mydata" and attrs["identity_from"] == "name" and "animal_id" not in attrs
