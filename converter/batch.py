@@ -96,18 +96,24 @@ def convert_all(
     Returns
     -------
     One row per dataset: ``mouse``, ``trials``, ``neurons``, ``seconds``, ``size_bytes``,
-    ``status`` (``converted``, ``complete`` (skipped) or ``failed: <reason>``).
+    ``status`` (``converted``, ``complete`` (already there), ``skipped: ...`` (a zip whose
+    unzipped folder is also in ``src_dir``: converted once, from the folder) or
+    ``failed: <reason>``).
     """
     so = storage_options
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     check_creatable(dest_dir)
     sources = discover(src_dir, so)
+    folders = {_name(s) for s in sources if not str(s).lower().endswith(".zip")}
     rows, todo, total = [], [], 0
     for src in sources:
         dest = child(dest_dir, f"{_name(src)}.zarr")
         row = {"mouse": _name(src), "trials": None, "neurons": None, "seconds": 0.0, "size_bytes": None, "status": ""}
         rows.append(row)
+        if str(src).lower().endswith(".zip") and _name(src) in folders:  # unzipped beside its zip: once, from the folder
+            row.update(mouse=f"{_name(src)}.zip", status=f"skipped: the same dataset as the folder {_name(src)}/")
+            continue
         try:
             if exists(child(dest, "zarr.json"), so):
                 attrs = validate(dest, so)["attributes"]
@@ -144,6 +150,7 @@ def format_summary(rows: list[dict]) -> str:
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f}" if r["size_bytes"] else "-"
         lines.append(f"{r['mouse']:<60} {r['trials'] or '-':>7} {r['neurons'] or '-':>8} {r['seconds']:>8.1f} {size:>9}  {r['status']}")
-    ok = sum(not r["status"].startswith("failed") for r in rows)
-    lines.append(f"{ok} of {len(rows)} stores complete")
+    stores = [r for r in rows if not r["status"].startswith("skipped")]
+    ok = sum(not r["status"].startswith("failed") for r in stores)
+    lines.append(f"{ok} of {len(stores)} stores complete")
     return "\n".join(lines)

@@ -85,6 +85,22 @@ def test_convert_all_on_separate_scheduler_and_workers(scheduler, mice, make_dat
     assert sum(l.endswith("  complete") for l in r.stdout.splitlines()) == 2  # done stores are skipped
 
 
+def test_convert_all_converts_a_dataset_found_as_zip_and_folder_once(scheduler, make_dataset, tmp_path):
+    address, _ = scheduler
+    src = tmp_path / "src"
+    src.mkdir()
+    zipped, folder = make_dataset("none", True, seed=12), make_dataset("none", False, seed=12)
+    shutil.copy(zipped, src / zipped.name)
+    shutil.copytree(folder, src / folder.name)  # unzipped beside its zip
+    for _ in range(2):
+        r = run_cli("convert-all", src, tmp_path / "out", "--scheduler", address)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[-1] == "1 of 1 stores complete", r.stdout
+        assert any(l.startswith(zipped.name) and l.endswith(f"skipped: the same dataset as the folder {folder.name}/") for l in lines)
+    assert converter.verify(folder, tmp_path / "out" / f"{folder.name}.zarr").ok
+
+
 def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch):
     from zarr.storage import LocalStore
 
