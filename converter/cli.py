@@ -2,8 +2,10 @@
 
 Exit codes: 0 success; 1 ``verify`` found mismatches, ``validate`` found the store
 does not match its schema, or ``convert-all`` could not convert every dataset; 2 bad input
-(malformed source, missing or incomplete store, DEST in the way, bad arguments); 3 the disk
-or bucket failed (full, read-only, permission denied, I/O error, unreachable); 130 interrupted.
+(malformed source, missing or incomplete store, DEST in the way, bad arguments, a URL whose
+fsspec package is not installed); 3 the disk, bucket or cluster failed or cannot be reached
+(full, read-only, permission denied, I/O error, no credentials, no answer, no such bucket, an
+unreachable scheduler); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -209,12 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _storage_message(e: OSError) -> str:
-    """One line for an `OSError`: the place, then the problem (no ``[Errno N]``)."""
-    if isinstance(e, StorageError) or e.strerror is None:
+# Clients of object storage whose own exceptions (no credentials, no answer) are not OSErrors.
+_REMOTE_CLIENTS = {"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "adlfs", "azure"}
+
+
+def _urls(args) -> list[str]:
+    """The URLs among the command's locations, to name in a message."""
+    found = [getattr(args, n, None) for n in ("src", "dest", "src_dir", "dest_dir")] + list(getattr(args, "paths", None) or [])
+    return [str(u) for u in found if isinstance(u, str) and "://" in u]
+
+
+def _storage_message(e: OSError, args) -> str:
+    """One line for an `OSError`: the place (the file, else the command's URLs), then the problem."""
+    if isinstance(e, StorageError):
         return str(e)
-    place = f"{e.filename}: " if e.filename else ""
-    return f"{place}{e.strerror}"
+    place = e.filename or ", ".join(_urls(args))
+    return f"{place}: {e.strerror or e}" if place else str(e.strerror or e)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:  # the disk or bucket, not the input
-        print(f"sensorium-zarr: error: {_storage_message(e)}", file=sys.stderr)
+        print(f"sensorium-zarr: error: {_storage_message(e, args)}", file=sys.stderr)
+        return EXIT_STORAGE
+    except Exception as e:
+        if type(e).__module__.split(".")[0] not in _REMOTE_CLIENTS:
+            raise  # a bug of ours: its traceback is what a report needs
+        print(f"sensorium-zarr: error: {', '.join(_urls(args)) or 'object storage'}: {e}", file=sys.stderr)
         return EXIT_STORAGE
     except KeyboardInterrupt:
         print("sensorium-zarr: interrupted", file=sys.stderr)

@@ -32,7 +32,16 @@ def filesystem(url: str, storage_options: dict | None = None):
     """The fsspec filesystem of ``url`` and the path within it."""
     import fsspec
 
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    from .errors import StoreError
+
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError as e:
+        raise StoreError(f"{url}: reading {url.split('://', 1)[0]}:// needs a package that is not installed ({e})") from None
+    except ValueError as e:
+        if "protocol" not in str(e).lower():
+            raise
+        raise StoreError(f"{url}: {e}") from None
 
 
 def zarr_kwargs(path: str | os.PathLike, storage_options: dict | None) -> dict:

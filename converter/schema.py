@@ -80,6 +80,8 @@ def read_root(path: str | os.PathLike, storage_options: dict | None = None) -> d
         if exists(p + ".incomplete", storage_options):
             raise StoreError(f"{p}: no complete store here (a conversion is running, or was interrupted and left {p}.incomplete: run it again to finish)") from None
         raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
+    except StoreError:
+        raise
     except (OSError, ValueError) as e:
         raise StoreError(f"{p}/zarr.json: unreadable ({e})") from None
 

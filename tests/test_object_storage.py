@@ -205,3 +205,25 @@ def test_s3_lock_admits_one_of_many_writers_starting_at_once(s3):
         first._heartbeat()  # the writer whose lock was taken over stops at its next block
     winners[0].__exit__(None, None, None)
     assert not fs.exists("data/race/m.zarr.incomplete/state/lock")
+
+
+def test_object_storage_failures_are_one_line_naming_the_url(s3, make_dataset, tmp_path):
+    import importlib.util
+
+    endpoint, fs = s3
+    src = make_dataset("none", True)
+    no_keys = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    no_keys["AWS_SHARED_CREDENTIALS_FILE"] = no_keys["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    cases = [  # (arguments, environment, what the line must say, exit code)
+        (["info", "s3://data/x.zarr"], no_keys, "s3://data/x.zarr: Unable to locate credentials", 3),
+        (["convert", src, "s3://data/y.zarr"], no_keys, "s3://data/y.zarr: Unable to locate credentials", 3),
+        (["info", "s3://data/x.zarr", "--storage-option", "endpoint_url=http://127.0.0.1:9"],
+         {**os.environ, "AWS_MAX_ATTEMPTS": "1"}, "s3://data/x.zarr: Could not connect to the endpoint URL", 3),
+        (["info", "s3://no-such-bucket/x.zarr"], None, "s3://no-such-bucket/x.zarr: not a Zarr store", 2),
+        (["convert", src, "s3://no-such-bucket/y.zarr"], None, "s3://no-such-bucket/y.zarr: The specified bucket does not exist", 3),
+    ]
+    if importlib.util.find_spec("gcsfs") is None:
+        cases.append((["info", "gcs://bucket/x.zarr"], None, "reading gcs:// needs a package that is not installed", 2))
+    for argv, env, says, code in cases:
+        r = subprocess.run([sys.executable, "-m", "converter.cli", *map(str, argv)], capture_output=True, text=True, env=env)
+        assert r.returncode == code and says in r.stderr and r.stderr.count("\n") == 1, (argv, r.returncode, r.stderr)
