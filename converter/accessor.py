@@ -87,7 +87,12 @@ class SensoriumAccessor:
         return self._apply(self.normalizer(source), inverse=False)
 
     def denormalize(self, source: str = "all") -> xr.Dataset:
-        """Undo `normalize`."""
+        """Undo `normalize`, in float32 whatever the stored dtype.
+
+        What is denormalised is often a model's output, which no integer dtype holds; for
+        values that came from the store, ``.round().astype(x.attrs["source_dtype"])`` gives
+        integer sources (uint8 images) back exactly.
+        """
         return self._apply(self.normalizer(source), inverse=True)
 
     def standardize(self, source: str = "all") -> xr.Dataset:

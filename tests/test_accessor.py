@@ -73,6 +73,10 @@ def test_xarray_normalize_matches_reference_and_inverts(make_dataset, make_store
         assert bits(norm[k].values) == bits(np.stack([ref[i][k] for i in range(len(ref))])), k
     back = norm.sensorium.denormalize()
     np.testing.assert_allclose(back.responses.values, ds.responses.values, rtol=1e-6, atol=1e-6)
+    assert back.images.dtype == np.float32  # as documented; integer sources come back exactly when rounded
+    u8 = converter.open_mouse(make_store(competition, image_dtype="uint8"))
+    again = u8.sensorium.normalize().sensorium.denormalize().images
+    assert bits(again.round().astype(u8.images.attrs["source_dtype"]).values) == bits(u8.images.values)
     sub = ds.sensorium.neurons(area="LM").sensorium.normalize()
     lm = np.flatnonzero(np.load(folder / "meta/neurons/area.npy") == "LM")
     assert bits(sub.responses.values) == bits(np.stack([ref[i]["responses"][lm] for i in range(len(ref))]))
