@@ -9,7 +9,10 @@ the others.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -71,8 +74,28 @@ def _client(scheduler: str | None, workers: int | None):
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored (they inherit it), then restore our handler.
+
+    Ctrl-C in a terminal reaches every process of the group; the workers would each print
+    a traceback. This way only we see it, and shut the cluster down.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def convert_all(

@@ -211,3 +211,30 @@ def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(tmp_path):
     assert not (work / "store" / "responses" / "c" / "2").exists()  # the queued blocks never started
     assert not (work / "store" / "responses" / "c" / "1").exists()  # the running one stopped at its next step
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == 0 and converter.verify(src, dest).ok
+
+
+def interrupt_group(argv, ready, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Ctrl-C as a terminal sends it (to the whole process group) once ``ready()``."""
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "converter.cli", *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    end = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_ctrl_c_while_starting_and_during_convert_all_is_one_line(two_blocks, tmp_path):
+    src = two_blocks[0]
+    start = time.monotonic()
+    r = interrupt_group(["convert", src, tmp_path / "a.zarr"], lambda: time.monotonic() > start + 0.4)  # importing
+    assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr
+    (tmp_path / "in").mkdir()
+    shutil.copytree(src, tmp_path / "in" / src.name)
+    work = tmp_path / "out" / f"{src.name}.zarr.incomplete" / "state" / "plan.json"
+    r = interrupt_group(["convert-all", tmp_path / "in", tmp_path / "out", "--workers", "2", "--quiet"], work.exists)
+    assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr  # no worker tracebacks
