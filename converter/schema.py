@@ -82,6 +82,9 @@ def read_root(path: str | os.PathLike, storage_options: dict | None = None) -> d
         raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
     except StoreError:
         raise
+    except NotADirectoryError:
+        hint = ": a dataset zip, convert it first" if p.lower().endswith(".zip") else ""
+        raise StoreError(f"{p}: not a Zarr store (a file, not a folder){hint}") from None
     except (OSError, ValueError) as e:
         raise StoreError(f"{p}/zarr.json: unreadable ({e})") from None
 

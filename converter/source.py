@@ -350,6 +350,8 @@ def _trial_indices(source: Source, tree: dict[str, set[str]], folder: str, other
 def scan(source: Source) -> Inventory:
     """List and check the dataset's files; raise `SourceError` on the first problem."""
     tree = source.tree()
+    if "zarr.json" in tree[""] and "data" not in tree[""]:
+        raise SourceError(source.location, "a Zarr store, not a dataset folder or zip (arguments swapped?)")
     for folder in ("data", "meta"):
         if folder not in tree:
             raise SourceError(source.where(folder), _missing_top(tree))

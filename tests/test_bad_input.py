@@ -274,3 +274,12 @@ def test_a_zip_of_two_datasets_or_a_folder_around_one_says_what_it_found(make_da
     r = run_cli("convert", around, tmp_path / "m.zarr")
     assert r.returncode == 2 and f"the dataset is in the subfolder {a.name}/" in r.stderr, r.stderr
     assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "m.zarr.incomplete").exists()
+
+
+def test_a_store_given_as_source_or_a_zip_given_as_store(make_dataset, make_store, tmp_path):
+    r = run_cli("convert", make_store(), tmp_path / "m.zarr")
+    assert r.returncode == 2 and "a Zarr store, not a dataset folder or zip (arguments swapped?)" in r.stderr, r.stderr
+    for command in ("info", "validate", "export"):
+        r = run_cli(command, make_dataset("none", True), *([tmp_path / "out"] if command == "export" else []))
+        assert r.returncode == 2 and "not a Zarr store (a file, not a folder): a dataset zip, convert it first" in r.stderr, r.stderr
+        assert "Errno" not in r.stderr
