@@ -41,6 +41,13 @@ def _at_least(minimum: int):
     return parse
 
 
+def _local_path(text: str) -> Path:
+    """An argparse type: a local path (these outputs are written with plain file I/O)."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{text}: a local folder is needed here, not a URL")
+    return Path(text)
+
+
 def _progress(args) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("sample", help="write a synthetic dataset in the real file layout")
-    s.add_argument("dest", type=Path, help="folder to write the dataset folder (or zip) into")
+    s.add_argument("dest", type=_local_path, help="folder to write the dataset folder (or zip) into")
     s.add_argument("--trials", type=_at_least(1), default=200)
     s.add_argument("--neurons", type=_at_least(1), default=150)
     s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
@@ -192,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="rebuild the original files from a store, byte for byte")
     e.add_argument("dest", help="the store (a path or a URL)")
-    e.add_argument("out", type=Path, help="folder to write <dataset>/ (or <dataset>.zip) into")
+    e.add_argument("out", type=_local_path, help="folder to write <dataset>/ (or <dataset>.zip) into")
     e.add_argument("--zip", action="store_true", help="write the distributed zip form")
     e.add_argument("--quiet", action="store_true")
     _add_storage_option(e)

@@ -283,3 +283,10 @@ def test_a_store_given_as_source_or_a_zip_given_as_store(make_dataset, make_stor
         r = run_cli(command, make_dataset("none", True), *([tmp_path / "out"] if command == "export" else []))
         assert r.returncode == 2 and "not a Zarr store (a file, not a folder): a dataset zip, convert it first" in r.stderr, r.stderr
         assert "Errno" not in r.stderr
+
+
+def test_local_outputs_refuse_urls(make_store, tmp_path):
+    for argv in (["sample", "s3://bucket/x"], ["export", make_store(), "s3://bucket/out"]):
+        r = run_cli(*argv)
+        assert r.returncode == 2 and "a local folder is needed here, not a URL" in r.stderr, r.stderr
+    assert not any(p.name.startswith("s3:") for p in Path.cwd().iterdir())
