@@ -49,7 +49,7 @@ class Source:
 
     name: str
     location: str
-    skipped: list[str] = []  # what a scan passes over: our own stores, macOS archive metadata
+    skipped: tuple[str, ...] | list[str] = ()  # what a scan passes over: our own stores, macOS archive metadata
 
     def read(self, rel: str) -> bytes:
         raise NotImplementedError
