@@ -91,7 +91,7 @@ def decode_bound(store: Path, key: str, workers: int = os.cpu_count() or 1) -> C
     shards included), with numcodecs alone: no zarr, no assembling of the result."""
     import json
 
-    from converter.engine import ChunkReader
+    from converter.read.engine import ChunkReader
 
     meta = json.loads((store / key / "zarr.json").read_text())
     files = [p for p in (store / key / "c").rglob("*") if p.is_file()]
@@ -258,7 +258,7 @@ def random_batches(ctx: Ctx, batch: int = 128, n_batches: int = 10) -> list[dict
 def epoch(ctx: Ctx, batch: int = 128) -> list[dict]:
     import torch
 
-    from converter.normalize import Normalizer
+    from converter.read.normalize import Normalizer
     from converter.torch import loaders
 
     tiers = np.load(ctx.folder / "meta/trials/tiers.npy")
@@ -366,9 +366,9 @@ def scale_out(label: str, sources: list[Path], work: Path) -> list[dict]:
             result = converter.convert_all(src_dir, out, scheduler=cluster.scheduler_address, progress=False)
             wall = time.perf_counter() - t
             peaks = list(client.run(_worker_peak_mb).values())
-        assert all(r["status"] == "converted" for r in result), result
+        assert all(r.status == "converted" for r in result), result
         rows.append({"dataset": label, "workload": "convert several mice", "method": "c", "workers": n, "mice": len(sources),
-                     "trials": sum(r["trials"] for r in result), "seconds": wall, "peak_worker_mb": max(peaks)})
+                     "trials": sum(r.trials for r in result), "seconds": wall, "peak_worker_mb": max(peaks)})
         shutil.rmtree(out)
     return rows
 
@@ -411,7 +411,7 @@ def engines(ctx: Ctx) -> list[dict]:
     """Each read engine considered, on the same store and selections (method e)."""
     import zarr
 
-    from converter.engine import ChunkReader
+    from converter.read.engine import ChunkReader
 
     n = ctx.n
     batch = np.sort(ctx.rng.choice(n, size=min(128, n), replace=False))

@@ -1,20 +1,20 @@
-"""sensorium-zarr: each Sensorium 2022 scan as one chunked, lossless Zarr v3 store."""
+"""sensorium-zarr: each Sensorium 2022 scan as one chunked, lossless Zarr v3 store.
+
+The package by role: `converter.source` reads datasets, `converter.write` makes stores,
+`converter.read` opens them, `converter.integrity` checks them; `converter.contract` holds
+the names they share.  The public API is re-exported here.
+"""
 
 import os as _os
 import sys as _sys
 
 try:
-    from . import accessor  # registers ds.sensorium
-    from .batch import convert_all
-    from .convert import convert
-    from .dataset import info, open_mice, open_mouse, read_statistics
-    from .errors import SourceError, StorageError, StoreError
-    from .export import export, self_check
-    from .normalize import Normalizer, standardize
-    from .sample import make_sample
-    from .schema import validate
     from ._version import __version__
-    from .verify import VerifyReport, verify
+    from .errors import SourceError, StorageError, StoreError
+    from .integrity import VerifyReport, export, self_check, validate, verify
+    from .read import Normalizer, info, open_mice, open_mouse, read_statistics, standardize  # registers ds.sensorium
+    from .sample import make_sample
+    from .write import MouseResult, convert, convert_all
 except KeyboardInterrupt:
     # Ctrl-C while the command line starts (the imports take a second): one line and exit
     # 130, as at any later moment.  Any other program importing us gets the interrupt.
@@ -24,6 +24,7 @@ except KeyboardInterrupt:
     raise
 
 __all__ = [
+    "MouseResult",
     "Normalizer",
     "SourceError",
     "StorageError",

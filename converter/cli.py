@@ -80,9 +80,9 @@ def _sample(args) -> int:
 
 
 def _convert(args) -> int:
-    from .convert import run
+    from .write.convert import run
 
-    dest, status = run(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, workers=args.workers,
+    dest, status = run(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, executor=args.workers,
                        progress=_progress(args), storage_options=_options(args))
     if not args.quiet:
         print(f"wrote {dest}" if status == "converted" else f"{dest}: already complete, converted from this source; nothing to do")
@@ -90,23 +90,23 @@ def _convert(args) -> int:
 
 
 def _convert_all(args) -> int:
-    from .batch import convert_all, format_summary
+    from .write.batch import convert_all, format_summary
 
     rows = convert_all(_loc(args.src_dir), _loc(args.dest_dir), scheduler=args.scheduler, workers=args.workers,
                        progress=_progress(args), storage_options=_options(args))
     print(format_summary(rows))
-    return EXIT_OK if all(not r["status"].startswith("failed") for r in rows) else EXIT_MISMATCH
+    return EXIT_OK if all(r.ok for r in rows) else EXIT_MISMATCH
 
 
 def _verify(args) -> int:
     if len(args.paths) > 2:
         raise StoreError("verify takes DEST, or SRC DEST")
     if len(args.paths) == 1:
-        from .export import self_check
+        from .integrity.export import self_check
 
         report = self_check(_loc(args.paths[0]), progress=_progress(args), storage_options=_options(args))
     else:
-        from .verify import verify
+        from .integrity.verify import verify
 
         report = verify(*map(_loc, args.paths), workers=args.workers, progress=_progress(args), storage_options=_options(args))
     print(report)
@@ -114,7 +114,7 @@ def _verify(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import export
+    from .integrity.export import export
 
     target = export(_loc(args.dest), args.out, as_zip=args.zip, progress=_progress(args), storage_options=_options(args))
     print(target)
@@ -122,7 +122,7 @@ def _export(args) -> int:
 
 
 def _validate(args) -> int:
-    from .schema import read_root, validate
+    from .integrity.schema import read_root, validate
 
     read_root(_loc(args.dest), _options(args))  # a missing store is bad input (2), not a failed check
     try:
@@ -137,7 +137,7 @@ def _validate(args) -> int:
 def _info(args) -> int:
     import json
 
-    from .dataset import format_info, info
+    from .read.dataset import format_info, info
 
     d = info(_loc(args.dest), _options(args))
     print(json.dumps(d, indent=1) if args.json else format_info(d))
@@ -146,7 +146,9 @@ def _info(args) -> int:
 
 def _loc(path: str):
     """A command-line location: a URL stays a string, anything else becomes a path."""
-    return path if "://" in path else Path(path)
+    from .storage import location
+
+    return location(path)
 
 
 def _add_storage_option(p: argparse.ArgumentParser) -> None:

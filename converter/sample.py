@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .location import check_creatable
+from .storage import check_creatable
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
 _SESSION = {"none": 1, "sensorium": 2, "sensorium+": 3}

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 
 import converter
-from converter.convert import run
+from converter.write.convert import run
 from converter.errors import StoreError
 
 from .conftest import bits, load_source

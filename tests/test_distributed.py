@@ -121,7 +121,7 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
     monkeypatch.undo()
     assert (dest.parent / f"{dest.name}.incomplete" / "state" / "plan.json").exists()
     rows = converter.convert_all(src, tmp_path / "out", scheduler=address)
-    assert [r["status"] for r in rows] == ["converted"]
+    assert [r.status for r in rows] == ["converted"]
     assert converter.verify(make_dataset("none", False, seed=6), dest).ok
     assert not (dest.parent / f"{dest.name}.incomplete").exists()
 
@@ -132,7 +132,7 @@ def test_one_source_into_two_stores_at_once_on_one_client(scheduler, make_datase
     address, _ = scheduler
     src = make_dataset("none", False, seed=11)
     with distributed.Client(address) as client, ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(converter.convert, src, tmp_path / f"{i}.zarr", client=client, progress=False) for i in (1, 2)]
+        jobs = [pool.submit(converter.convert, src, tmp_path / f"{i}.zarr", executor=client, progress=False) for i in (1, 2)]
         stores = [j.result() for j in jobs]  # before: FutureCancelledError, the two shared task keys
     assert all(converter.verify(src, s).ok for s in stores)
 
@@ -143,6 +143,6 @@ def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_
     opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}  # travel with the tasks
     mice = upload_mice(fs, "data/cluster-in", make_dataset, (("none", False, 9), ("sensorium", True, 10)))
     rows = converter.convert_all("s3://data/cluster-in", "s3://data/cluster-out", scheduler=address, storage_options=opts)
-    assert [r["status"] for r in rows] == ["converted", "converted"], rows
+    assert [r.status for r in rows] == ["converted", "converted"], rows
     for p in mice:
         assert converter.verify(p, f"s3://data/cluster-out/{p.name.removesuffix('.zip')}.zarr", storage_options=opts).ok

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec
 
 import converter
-from converter.engine import ChunkReader, ZarrReader, cost, encode_chunks, encode_shard, open_reader
+from converter.chunks import encode_chunks, encode_shard
+from converter.read.engine import ChunkReader, ZarrReader, cost, open_reader
 from converter.errors import StoreError
 
 from .conftest import bits

@@ -70,17 +70,17 @@ def assert_allowed_state(dest: Path, old_src: Path | None = None, new_src: Path 
 
 
 CONVERT_PHASES = [  # (phase, wrapped function, nth call, positional argument that must match, modes)
-    ("plan", "converter.convert:plan", 1, "", ("new", "overwrite")),
-    ("skeleton", "converter.convert:create_skeleton", 1, "", ("new", "overwrite")),
-    ("other files", "converter.convert:write_files", 1, "", ("new", "overwrite")),
-    ("block 1", "converter.executors:write_block", 1, "", ("new", "overwrite")),
-    ("block 2", "converter.executors:write_block", 2, "", ("new", "overwrite")),
-    ("checksums", "converter.convert:write_checksums", 1, "", ("new", "overwrite")),
-    ("final metadata", "converter.convert:finalize", 1, "", ("new", "overwrite")),
-    ("validation", "converter.schema:validate", 1, "", ("new", "overwrite")),
+    ("plan", "converter.write.convert:plan", 1, "", ("new", "overwrite")),
+    ("skeleton", "converter.write.convert:create_skeleton", 1, "", ("new", "overwrite")),
+    ("other files", "converter.write.convert:write_files", 1, "", ("new", "overwrite")),
+    ("block 1", "converter.write.executors:write_block", 1, "", ("new", "overwrite")),
+    ("block 2", "converter.write.executors:write_block", 2, "", ("new", "overwrite")),
+    ("checksums", "converter.write.convert:write_checksums", 1, "", ("new", "overwrite")),
+    ("final metadata", "converter.write.state:finalize", 1, "", ("new", "overwrite")),
+    ("validation", "converter.integrity.schema:validate", 1, "", ("new", "overwrite")),
     ("old store aside", "os:replace", 1, "0=DEST", ("overwrite",)),
     ("rename", "os:replace", 1, "1=DEST", ("new", "overwrite")),
-    ("cleanup", "converter.state:ConversionState.discard", 1, "", ("new", "overwrite")),
+    ("cleanup", "converter.write.state:LocalState.discard", 1, "", ("new", "overwrite")),
 ]
 CASES = [(mode, *c[:4]) for c in CONVERT_PHASES for mode in c[4]]
 
@@ -140,7 +140,7 @@ def test_a_command_meets_a_running_conversion(two_blocks, tmp_path, first, secon
     replacing = first == "convert --overwrite"
     if replacing:
         shutil.copytree(old, dest)  # the store being replaced, made from `other`
-    proc = start("converter.executors:write_block", "pause", flag, *first.split(), src, dest, "--workers", "1", "--quiet")
+    proc = start("converter.write.executors:write_block", "pause", flag, *first.split(), src, dest, "--workers", "1", "--quiet")
     wait_paused(proc, flag)
     r = SECOND[second](src, other, dest, out)
     if second.startswith("convert"):
@@ -163,7 +163,7 @@ def test_a_reader_meets_the_replacement_of_its_store(two_blocks, tmp_path):
     src, other, reference, old = two_blocks
     dest, flag, out = tmp_path / "m.zarr", tmp_path / "flag", tmp_path / "out"
     shutil.copytree(reference, dest)
-    reader = start("converter.export:file_bytes", "pause", flag, "export", dest, out, "--quiet", nth=50)
+    reader = start("converter.integrity.export:file_bytes", "pause", flag, "export", dest, out, "--quiet", nth=50)
     wait_paused(reader, flag)
     assert run("convert", other, dest, "--overwrite", "--quiet").returncode == 0
     r = release(reader, flag)
@@ -177,7 +177,7 @@ def test_a_reader_meets_the_replacement_of_its_store(two_blocks, tmp_path):
 def test_a_failing_record_stops_the_blocks_still_queued(make_dataset, tmp_path, monkeypatch):
     import errno
 
-    from converter.state import ConversionState
+    from converter.write.state import LocalState
 
     src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
     dest = tmp_path / "m.zarr"
@@ -185,9 +185,9 @@ def test_a_failing_record_stops_the_blocks_still_queued(make_dataset, tmp_path, 
     def full(self, r):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ConversionState, "save_block", full)
+    monkeypatch.setattr(LocalState, "save_block", full)
     with pytest.raises(converter.StorageError, match="No space left"):
-        converter.convert(src, dest, workers=1, progress=False)
+        converter.convert(src, dest, executor=1, progress=False)
     time.sleep(1)  # a block still running on would write now
     assert not (tmp_path / "m.zarr.incomplete" / "store" / "responses" / "c" / "2").exists()
 
@@ -197,7 +197,7 @@ def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(tmp_path):
 
     src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
     dest, flag = tmp_path / "m.zarr", tmp_path / "flag"
-    proc = start("converter.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=2)
+    proc = start("converter.write.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=2)
     wait_paused(proc, flag)  # block 1 is done, block 2 is running, blocks 3 and 4 are queued
     records = tmp_path / "m.zarr.incomplete" / "state" / "blocks"
     end = time.monotonic() + 60

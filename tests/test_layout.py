@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converter import layout
+from converter.write import layout
 
 
 @pytest.mark.parametrize(

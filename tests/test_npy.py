@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from converter.errors import SourceError
-from converter.npy import array_from_bytes, parse_header, to_native
+from converter.source.npy import array_from_bytes, parse_header, to_native
 
 
 def npy_bytes(a: np.ndarray, allow_pickle: bool = False) -> bytes:

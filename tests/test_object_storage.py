@@ -108,7 +108,7 @@ def test_convert_into_s3(s3, make_dataset):
 def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, monkeypatch, where):
     from zarr.storage import FsspecStore
 
-    import converter.store as store_module
+    import converter.write.store as store_module
 
     endpoint, fs = s3
     src, url = make_dataset(), f"s3://data/partial{len(where)}/m.zarr"
@@ -150,11 +150,11 @@ def test_s3_lock_refuses_a_live_writer_and_takes_over_a_dead_one(s3, make_datase
     import json as _json
     import socket as _socket
 
-    from converter.state import RemoteConversionState
+    from converter.write.state import ObjectStoreState
 
     endpoint, fs = s3
     src, url = make_dataset(), "s3://data/locked/m.zarr"
-    with RemoteConversionState(url, None):  # this live process is "the conversion that is running"
+    with ObjectStoreState(url, None):  # this live process is "the conversion that is running"
         r = run_cli("convert", src, url)
         assert r.returncode == 2 and f"another conversion (pid {os.getpid()} on" in r.stderr, r.stderr
     fs.pipe_file("data/locked/m.zarr.incomplete/state/lock",
@@ -168,11 +168,11 @@ def test_convert_all_from_and_into_s3(s3, make_dataset):
     endpoint, fs = s3
     mice = upload_mice(fs, "data/all-in", make_dataset, (("none", False, 7), ("sensorium+", True, 8)))
     rows = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=2)
-    assert [r["status"] for r in rows] == ["converted", "converted"], rows
+    assert [r.status for r in rows] == ["converted", "converted"], rows
     for p in mice:
         assert converter.verify(p, f"s3://data/all-out/{p.name.removesuffix('.zip')}.zarr").ok
     again = converter.convert_all("s3://data/all-in", "s3://data/all-out", workers=1)
-    assert [r["status"] for r in again] == ["complete", "complete"]
+    assert [r.status for r in again] == ["complete", "complete"]
 
 
 def test_s3_lock_admits_one_of_many_writers_starting_at_once(s3):
@@ -180,11 +180,11 @@ def test_s3_lock_admits_one_of_many_writers_starting_at_once(s3):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from converter.state import RemoteConversionState
+    from converter.write.state import ObjectStoreState
 
     endpoint, fs = s3
     for round, url in enumerate(["s3://data/race/m.zarr", "s3://data/race/m.zarr"]):
-        states = [RemoteConversionState(url, None) for _ in range(8)]
+        states = [ObjectStoreState(url, None) for _ in range(8)]
         for s in states:
             s.STALE_SECONDS = -1 if round else 600  # the second round finds the first round's lock stale
         barrier = threading.Barrier(len(states))

@@ -90,12 +90,10 @@ def test_sigkill_at_several_points_then_resume(four_blocks, reference_store, tmp
 
 
 def test_a_second_writer_is_refused(make_dataset, tmp_path):
-    from converter.state import ConversionState
+    from converter.write.state import LocalState
 
     src, dest = make_dataset(), tmp_path / "m.zarr"
-    work = tmp_path / "m.zarr.incomplete"
-    work.mkdir()
-    with ConversionState(work):  # this process is "the conversion that is running"
+    with LocalState(dest):  # this process is "the conversion that is running"
         r = run_cli("convert", src, dest)
         assert r.returncode == 2 and f"another conversion (pid {os.getpid()}) is writing" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and not dest.exists()
@@ -108,7 +106,7 @@ def test_a_second_writer_is_refused(make_dataset, tmp_path):
 def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, where):
     from zarr.storage import LocalStore
 
-    import converter.store as store_module
+    import converter.write.store as store_module
 
     src, dest = make_dataset(), tmp_path / "m.zarr"
     original_set, original_write = LocalStore.set, store_module.write_bytes
@@ -140,7 +138,7 @@ def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, wher
 
 
 def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, monkeypatch, capsys):
-    import converter.store as store_module
+    import converter.write.store as store_module
 
     src, dest = make_dataset(), tmp_path / "m.zarr"
 
@@ -157,7 +155,7 @@ def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, 
 
 
 def test_free_space_is_checked_against_the_estimated_store(make_dataset, tmp_path, monkeypatch, capsys):
-    convert_module = sys.modules["converter.convert"]  # the package's `convert` is the function
+    convert_module = sys.modules["converter.write.convert"]  # the package's `convert` is the function
     src = make_dataset("none", True)
     real = shutil.disk_usage
     reference = converter.convert(src, tmp_path / "ref" / "m.zarr", progress=False)
@@ -177,7 +175,7 @@ def test_free_space_is_checked_against_the_estimated_store(make_dataset, tmp_pat
 
 
 def test_zip_bomb_member_is_refused(make_dataset, tmp_path, monkeypatch):
-    import converter.source as source_module
+    import converter.source.files as source_module
 
     monkeypatch.setattr(source_module, "MAX_MEMBER_BYTES", 1000)  # stands for 2 GiB: images are larger
     with pytest.raises(converter.SourceError, match="declares .* bytes uncompressed; refusing"):

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import jsonschema
 
-from .errors import StoreError
-from .layout import SCHEMA_VERSION
-from .location import child, exists, read_bytes
+from .. import contract
+from ..contract import SCHEMA_VERSION
+from ..errors import StoreError
+from ..storage import child, exists, read_bytes
 
 
 @functools.cache
 def load_schema(version: str = SCHEMA_VERSION) -> dict:
     """The JSON Schema of store layout ``version``."""
     name = f"store-{version}.json"
-    checkout = Path(__file__).resolve().parent.parent / "schemas" / name
+    checkout = Path(__file__).resolve().parents[2] / "schemas" / name  # a checkout: schemas/ beside converter/
     if checkout.exists():
         return json.loads(checkout.read_text())
     return json.loads(resources.files("converter.schemas").joinpath(name).read_text())
@@ -99,14 +100,14 @@ def cross_check(m: dict) -> list[str]:
         if a is None:
             problems.append(f"data variable {key!r} is missing")
             continue
-        if not a["dims"] or a["dims"][0] != "trial":
-            problems.append(f"{key}: first dimension is not 'trial'")
-        if a["attributes"].get("source") != f"data/{key}/{{trial}}.npy":
-            problems.append(f"{key}: attribute source is not 'data/{key}/{{trial}}.npy'")
-        if f"{key}_withheld" not in arrays:
-            problems.append(f"{key}_withheld is missing")
+        if not a["dims"] or a["dims"][0] != contract.TRIAL:
+            problems.append(f"{key}: first dimension is not {contract.TRIAL!r}")
+        if a["attributes"].get(contract.SOURCE) != contract.data_source(key):
+            problems.append(f"{key}: attribute source is not {contract.data_source(key)!r}")
+        if contract.withheld_name(key) not in arrays:
+            problems.append(f"{contract.withheld_name(key)} is missing")
     for path, a in arrays.items():
-        original = a["attributes"].get("copy_of")
+        original = a["attributes"].get(contract.COPY_OF)
         if original is not None and (original not in attrs.get("data_keys", []) or original not in arrays
                                      or (arrays[original]["shape"], arrays[original]["dims"]) != (a["shape"], a["dims"])):
             problems.append(f"{path}: not a copy of a data variable of the same shape and dims ({original!r})")

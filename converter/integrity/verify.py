@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layout
-from .convert import fingerprint
-from .errors import StoreError
-from .location import child, exists, open_group
-from .npy import to_native
-from .progress import Progress
+from .. import contract
+from ..errors import StoreError
+from ..progress import Progress
+from ..source import open_source, read_array, read_trials, scan
+from ..source.npy import to_native
+from ..storage import child, exists, open_group
+from ..write import layout
 from .schema import manifest, read_root
-from .source import open_source, read_array, read_trials, scan
 
 
 @dataclass
@@ -55,7 +55,7 @@ def row_bits(a: np.ndarray) -> np.ndarray:
 
 def _text_equal(stored: np.ndarray, src: np.ndarray) -> bool:
     if src.dtype.kind == "S":
-        src = np.vectorize(lambda b: b.decode("latin-1"), otypes=[object])(src) if src.size else src
+        src = contract.text_from_bytes(src)
     return stored.shape == src.shape and bool(np.all(np.asarray(stored, dtype=object) == np.asarray(src, dtype=object)))
 
 
@@ -91,9 +91,10 @@ def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> 
     """How the source's non-array files differ from those kept in the store's ``files`` group."""
     from .export import other_files
 
-    if layout.FILES_GROUP not in group:  # schema < 2.1 did not keep them
-        return [] if attrs.get("schema_version") in ("1.0", "2.0") else [f"{layout.FILES_GROUP}/: missing"]
-    stored = {path: make for path, make, _ in other_files(group)}
+    try:
+        stored = {path: make for path, make, _ in other_files(group, attrs.get("schema_version"))}
+    except StoreError as e:
+        return [str(e)]
     problems = [f"{rel}: in the store but not in the source" for rel in sorted(set(stored) - set(files))]
     for rel in files:
         if rel not in stored:
@@ -123,13 +124,13 @@ def verify(
     if not exists(child(dest, "zarr.json"), storage_options) and exists(child(src, "zarr.json"), storage_options):
         raise StoreError(f"{dest} is not a store but {src} is: arguments swapped? (verify SRC DEST)")
     m = manifest(read_root(dest, storage_options))
-    by_source = {a["attributes"]["source"]: path for path, a in m["arrays"].items() if "source" in a["attributes"]}
+    by_source = {a["attributes"][contract.SOURCE]: path for path, a in m["arrays"].items() if contract.SOURCE in a["attributes"]}
     report = VerifyReport(limit=limit)
     source = open_source(src, storage_options)
     try:
         inv = scan(source)
         group = open_group(dest, storage_options)
-        trial = group["trial"][...]  # the file number stored at each position
+        trial = group[contract.TRIAL][...]  # the file number stored at each position
         if sorted(trial.tolist()) != list(range(inv.n_trials)):
             report.add(f"trial: the store's trial labels are not the files 0..{inv.n_trials - 1} of the source")
             return report
@@ -145,9 +146,9 @@ def verify(
                 report.add(f"{rel}: not in the store")
                 continue
             stored = group[path][...]
-            if (m["arrays"][path]["dims"] or [None])[0] == "trial":
+            if (m["arrays"][path]["dims"] or [None])[0] == contract.TRIAL:
                 stored = layout.to_file_order(stored, trial)
-            problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get("source_dtype", ""))
+            problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get(contract.SOURCE_DTYPE, ""))
             if problem:
                 report.add(problem)
 
@@ -155,7 +156,7 @@ def verify(
             report.add(problem)
         report.files_checked += len(inv.other_files)
 
-        keys = [k for k in inv.data_keys if by_source.pop(f"data/{k}/{{trial}}.npy", None) == k]
+        keys = [k for k in inv.data_keys if by_source.pop(contract.data_source(k), None) == k]
         for k in inv.data_keys:
             if k not in keys:
                 report.add(f"data/{k}: not in the store")
@@ -167,14 +168,14 @@ def verify(
             files = trial[block.start : block.stop]
             for key in keys:
                 arr = group[key]
-                copies = [(key, arr)] + [(c, group[c]) for c in (layout.row_copy_path(key),) if c in group]
+                copies = [(key, arr)] + [(c, group[c]) for c in (contract.row_copy_path(key),) if c in group]
                 tb = read_trials(source, key, files.tolist(), None, bar)
                 paths = [inv.trial_path(key, int(i)) for i in files]
                 for name, a in copies:
                     if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != inv.n_trials:
                         found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
                         continue
-                    recorded = m["arrays"][key]["attributes"].get("source_dtype", "")
+                    recorded = m["arrays"][key]["attributes"].get(contract.SOURCE_DTYPE, "")
                     problem = compare(name, a[block.start : block.stop], tb.values, recorded, tb.source_dtype, paths)
                     found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
             return found
@@ -188,7 +189,7 @@ def verify(
                             report.add(problem)
                         crcs.update(block_crcs)
         report.files_checked += len(keys) * inv.n_trials
-        if len(keys) == len(inv.data_keys) and fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
+        if len(keys) == len(inv.data_keys) and contract.fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
             if report.ok:
                 report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
             else:  # said first: every mismatch below follows from it

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .errors import StoreError
+from .. import contract
+from ..errors import StoreError
+from ..integrity.schema import manifest, read_root
+from ..storage import child, exists, listing, location, open_group, tree_bytes, zarr_kwargs
+from ..write.layout import BLOCK_TRIALS
 from .engine import cost, open_reader
-from .layout import BLOCK_TRIALS, READABLE_SCHEMA_VERSIONS, row_copy_path
-from .location import child, filesystem, is_url, open_group, tree_bytes, zarr_kwargs
-from .schema import manifest, read_root
-from .store import _CONSOLIDATED_WARNING
 
-def _checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+def checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
+    """The root metadata of a store this version reads; `StoreError` for anything else."""
     root = read_root(path, storage_options)
     attrs = root.get("attributes", {})
-    if attrs.get("schema") != "sensorium-zarr":
+    if attrs.get("schema") != contract.SCHEMA:
         raise StoreError(f"{path}: a Zarr store, but not one written by sensorium-zarr")
-    if attrs.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+    if attrs.get("schema_version") not in contract.READABLE_SCHEMA_VERSIONS:
         raise StoreError(f"{path}: written with store schema {attrs.get('schema_version')!r}, which this version of "
                          "sensorium-zarr cannot read; rebuild it with `sensorium-zarr convert SRC DEST --overwrite` "
                          "(or `export` with the version that wrote it, then `convert`)")
@@ -56,7 +55,7 @@ class StoreArray(BackendArray):
 
 
 def _store_array(path, name: str, group: dict, storage_options: dict | None) -> StoreArray:
-    names = [name] + [c for c in (row_copy_path(name),) if c in group]
+    names = [name] + [c for c in (contract.row_copy_path(name),) if c in group]
     return StoreArray([open_reader(path, n, storage_options, group.get(n)) for n in names])
 
 
@@ -87,13 +86,10 @@ def open_mouse(
     storage_options : dict, optional
         For a URL, passed to fsspec (e.g. ``{"endpoint_url": ...}``).
     """
-    root = _checked_root(path, storage_options)
+    root = checked_root(path, storage_options)
     meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
-    kw = zarr_kwargs(path, storage_options)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-        lazy = xr.open_zarr(path, consolidated=True, chunks=None, **kw)
-        coords = {name: lazy[name].variable.load() for name in lazy.coords}
+    lazy = xr.open_zarr(path, consolidated=True, chunks=None, **zarr_kwargs(path, storage_options))
+    coords = {name: lazy[name].variable.load() for name in lazy.coords}
     data_vars = {}
     for name, var in lazy.data_vars.items():
         data = indexing.LazilyIndexedArray(_store_array(path, name, meta, storage_options))
@@ -112,34 +108,30 @@ def open_mouse(
 def read_statistics(path: str | os.PathLike, source: str = "all", storage_options: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
     """``{key: {stat: array}}`` from ``statistics/<key>/<source>/`` of a store, as stored."""
     group = open_group(path, storage_options)
-    if "statistics" not in group:
+    if contract.STATISTICS_GROUP not in group:
         return {}
     out: dict[str, dict[str, np.ndarray]] = {}
-    for key, per_key in group["statistics"].groups():
+    for key, per_key in group[contract.STATISTICS_GROUP].groups():
         if source in per_key:
             out[key] = {name: arr[...] for name, arr in per_key[source].arrays()}
     return out
 
 
 def _store_paths(paths_or_folder, storage_options: dict | None = None) -> list:
-    if is_url(paths_or_folder):
-        fs, root = filesystem(paths_or_folder, storage_options)
-        if fs.exists(f"{root}/zarr.json"):
-            return [paths_or_folder]
-        protocol = paths_or_folder.split("://", 1)[0]
-        found = sorted(f"{protocol}://{p.rsplit('/', 1)[0]}" for p in fs.glob(f"{root}/*/zarr.json"))
-        if not found:
-            raise StoreError(f"{paths_or_folder}: no stores in this folder")
-        return found
-    if isinstance(paths_or_folder, (str, os.PathLike)):
-        folder = Path(paths_or_folder)
-        if (folder / "zarr.json").exists():
-            return [folder]
-        found = sorted(p.parent for p in folder.glob("*/zarr.json"))
-        if not found:
-            raise StoreError(f"{folder}: no stores in this folder")
-        return found
-    return [p if is_url(p) else Path(p) for p in paths_or_folder]
+    """The stores of a list, or those directly inside a folder (a path or a URL)."""
+    if not isinstance(paths_or_folder, (str, os.PathLike)):
+        return [location(p) for p in paths_or_folder]
+    folder = location(paths_or_folder)
+    if exists(child(folder, "zarr.json"), storage_options):
+        return [folder]
+    try:
+        entries = listing(folder, storage_options)
+    except FileNotFoundError:
+        entries = []
+    found = [entry for entry, is_folder in entries if is_folder and exists(child(entry, "zarr.json"), storage_options)]
+    if not found:
+        raise StoreError(f"{folder}: no stores in this folder")
+    return found
 
 
 def open_mice(paths_or_folder, **kwargs) -> xr.DataTree:
@@ -160,7 +152,7 @@ def open_mice(paths_or_folder, **kwargs) -> xr.DataTree:
 
 def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
     """Counts, dimensions and sizes of a store (on disk and decoded in memory)."""
-    root = _checked_root(path, storage_options)
+    root = checked_root(path, storage_options)
     m = manifest(root)
     arrays = {}
     for name, a in m["arrays"].items():

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = "2.1"
-# Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1")
-# The group that keeps every source file that is not an array (schema 2.1).
-FILES_GROUP = "files"
+from ..contract import IMAGE_ID, NEURON, TIER, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
@@ -31,8 +27,6 @@ RESPONSE_TILE = (BLOCK_TRIALS, 512)
 # A per-trial variable at least this large per trial is stored one trial per inner chunk,
 # in shards of one write block: a random batch then decodes only its own trials.
 SHARD_MIN_TRIAL_BYTES = 4096
-# Group of the trial-major copies (one trial per inner chunk) of tiled variables.
-ROW_COPY_GROUP = "by_trial"
 
 PER_TRIAL_DIMS = {
     ("images", 3): ("channel", "height", "width"),
@@ -46,8 +40,6 @@ LABELS = {
     ("behavior_variable", 3): ("pupil_dilation", "pupil_dilation_derivative", "running_speed"),
     ("pupil_axis", 2): ("horizontal", "vertical"),
 }
-# meta/trials files that get a shorter coordinate name.
-TRIAL_RENAMES = {"tiers": "tier", "frame_image_id": "image_id"}
 META_EXTRA_DIMS = {("cell_motor_coordinates", 3): "xyz"}
 
 
@@ -84,7 +76,7 @@ class DataVar:
 
     @property
     def withheld_name(self) -> str:
-        return f"{self.key}_withheld"
+        return withheld_name(self.key)
 
 
 def data_dims(key: str, per_trial_shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -92,7 +84,7 @@ def data_dims(key: str, per_trial_shape: tuple[int, ...]) -> tuple[str, ...]:
     known = PER_TRIAL_DIMS.get((key, len(per_trial_shape)))
     if known is None:
         known = tuple(f"{key}_dim_{k}" for k in range(len(per_trial_shape)))
-    return ("trial", *known)
+    return (TRIAL, *known)
 
 
 def trial_chunk(per_trial_nbytes: int, n_trials: int) -> int:
@@ -135,12 +127,7 @@ def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], sou
 
 def is_tiled(dims: tuple[str, ...]) -> bool:
     """``(trial, neuron)`` variables are tiled and keep a trial-major copy."""
-    return dims == ("trial", "neuron")
-
-
-def row_copy_path(key: str) -> str:
-    """Where the trial-major copy of a tiled variable ``key`` lives in the store."""
-    return f"{ROW_COPY_GROUP}/{key}"
+    return dims == (TRIAL, NEURON)
 
 
 def row_copy(v: DataVar) -> DataVar | None:
@@ -191,9 +178,10 @@ def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_
     Names are kept, except ``tiers`` -> ``tier``, ``frame_image_id`` -> ``image_id``
     and ``unit_ids``, which becomes the ``neuron`` dimension coordinate.
     A name that would clash with another meta file, a data variable, a dimension or a
-    reserved name gets the prefix ``trial_`` or ``neuron_``.
+    reserved name gets the prefix ``trial_`` or ``neuron_``.  ``tier`` and ``image_id``
+    always name the renamed trial files, which every reader relies on.
     """
-    reserved = {"trial", "neuron", *data_keys, *(f"{k}_withheld" for k in data_keys)}
+    reserved = {TRIAL, NEURON, *data_keys, *(withheld_name(k) for k in data_keys)}
     reserved |= {d for dims in PER_TRIAL_DIMS.values() for d in dims}
     trial_names = {f: TRIAL_RENAMES.get(f, f) for f in trial_meta}
     neuron_names = {f: f for f in neuron_meta}
@@ -201,11 +189,11 @@ def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_
     out = {}
     for folder, prefix, names in (("trials", "trial_", trial_names), ("neurons", "neuron_", neuron_names)):
         for f, name in names.items():
-            if name in clash or name in reserved:
-                name = prefix + name
-            out[f"meta/{folder}/{f}"] = name
-    if "unit_ids" in neuron_meta:
-        out["meta/neurons/unit_ids"] = "neuron"
+            renamed = folder == "trials" and f in TRIAL_RENAMES
+            taken = name in reserved or (name in clash and not renamed) or (folder == "trials" and not renamed and name in (TIER, IMAGE_ID))
+            out[f"meta/{folder}/{f}"] = prefix + name if taken else name
+    if UNIT_IDS in neuron_meta:
+        out[f"meta/neurons/{UNIT_IDS}"] = NEURON
     return out
 
 

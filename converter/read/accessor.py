@@ -11,11 +11,9 @@ from collections.abc import Iterable
 import numpy as np
 import xarray as xr
 
+from .. import contract
 from .normalize import Normalizer, standardize
-
-
-def _as_list(values) -> list:
-    return [values] if isinstance(values, (str, int, np.integer)) else list(values)
+from .select import as_list, neurons_where
 
 
 @xr.register_dataset_accessor("sensorium")
@@ -30,7 +28,7 @@ class SensoriumAccessor:
 
         A tier the store does not have is a `ValueError` that lists the tiers it has.
         """
-        have = self._ds["tier"].values
+        have = self._ds[contract.TIER].values
         unknown = sorted(set(tiers) - set(have.tolist()))
         if unknown:
             raise ValueError(f"no tier {unknown[0]!r} in this dataset; it has {sorted(set(have.tolist()))}")
@@ -38,7 +36,7 @@ class SensoriumAccessor:
 
     def images(self, image_ids: Iterable[int] | int) -> xr.Dataset:
         """Every trial that showed one of ``image_ids`` (repeats included), in trial order."""
-        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds["image_id"].values, _as_list(image_ids))))
+        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds[contract.IMAGE_ID].values, as_list(image_ids))))
 
     def neurons(self, *, area=None, layer=None, unit_ids=None) -> xr.Dataset:
         """Neurons by area and/or layer (any of the given values), or by unit ids in the order given."""
@@ -46,13 +44,9 @@ class SensoriumAccessor:
         if unit_ids is not None:
             if area is not None or layer is not None:
                 raise ValueError("select neurons either by unit_ids or by area/layer, not both")
-            return ds.sel(neuron=_as_list(unit_ids))
-        keep = np.ones(ds.sizes["neuron"], dtype=bool)
-        if area is not None:
-            keep &= np.isin(ds["area"].values, _as_list(area))
-        if layer is not None:
-            keep &= np.isin(ds["layer"].values, _as_list(layer))
-        return ds.isel(neuron=np.flatnonzero(keep))
+            return ds.sel(neuron=as_list(unit_ids))
+        info = {k: ds[k].values for k in (contract.AREA, contract.LAYER) if k in ds.coords}
+        return ds.isel(neuron=neurons_where(info, ds.sizes[contract.NEURON], area, layer))
 
     def repeats(self, tiers: Iterable[str] = ("test", "final_test")) -> Repeats:
         """Trials of the repeated-image tiers grouped by ``image_id``.
@@ -60,18 +54,18 @@ class SensoriumAccessor:
         ``ds.sensorium.repeats().mean()`` is the mean response per image, and ``.var()``
         the variance across the repeats of each image (repeat-based metrics such as the
         oracle correlation use both).  Any other method is that of
-        ``selected.groupby("image_id")``.  The selected trials are read into memory first,
+        ``selected.groupby(contract.IMAGE_ID)``.  The selected trials are read into memory first,
         once; select the variables you need before (``ds[["responses"]]``).
         """
-        present = [t for t in _as_list(tiers) if t in set(self._ds["tier"].values.tolist())]
-        selected = self.tier(*(present or _as_list(tiers)))  # the defaults need not all exist
+        present = [t for t in as_list(tiers) if t in set(self._ds[contract.TIER].values.tolist())]
+        selected = self.tier(*(present or as_list(tiers)))  # the defaults need not all exist
         return Repeats(selected.load() if not any(v.chunks for v in selected.data_vars.values()) else selected)
 
     def mask_withheld(self) -> xr.Dataset:
         """Each data variable with its withheld (all-zero) trials set to NaN."""
         ds = self._ds.copy()
         for key in ds.data_vars:
-            flag = f"{key}_withheld"
+            flag = contract.withheld_name(key)
             if flag in ds.coords and ds[key].dtype.kind == "f":
                 ds[key] = ds[key].where(~ds[flag])
         return ds
@@ -128,7 +122,7 @@ class SensoriumAccessor:
         """Positions of this dataset's neurons on the store's full neuron axis."""
         import pandas as pd
 
-        from .location import open_array
+        from ..storage import open_array
 
         full = pd.Index(open_array(self._store(), "neuron", self._ds.encoding.get("storage_options"))[...])
         return full.get_indexer(self._ds.indexes["neuron"])
@@ -144,14 +138,14 @@ class Repeats:
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
-        order = np.argsort(ds["image_id"].values, kind="stable")
+        order = np.argsort(ds[contract.IMAGE_ID].values, kind="stable")
         self._ds = ds if np.all(order == np.arange(len(order))) else ds.isel(trial=order)
-        ids = self._ds["image_id"].values
+        ids = self._ds[contract.IMAGE_ID].values
         self._starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.intp)
         self.image_ids = ids[self._starts]
 
     def __getattr__(self, name: str):
-        return getattr(self._ds.groupby("image_id"), name)
+        return getattr(self._ds.groupby(contract.IMAGE_ID), name)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -160,7 +154,7 @@ class Repeats:
         out = {}
         for name, var in self._ds.data_vars.items():
             if "trial" not in var.dims or var.dtype.kind not in "fiub" or var.chunks:
-                return getattr(self._ds.groupby("image_id"), stat)(**({"ddof": ddof} if stat in ("var", "std") else {}))
+                return getattr(self._ds.groupby(contract.IMAGE_ID), stat)(**({"ddof": ddof} if stat in ("var", "std") else {}))
             x = np.moveaxis(np.asarray(var.values), var.dims.index("trial"), 0)
             # floats are summed in their own dtype, as xarray does; integers in float64
             dtype = np.int64 if stat == "count" else (x.dtype if x.dtype.kind == "f" else np.dtype(np.float64))

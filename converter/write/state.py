@@ -1,15 +1,16 @@
 """A conversion in progress: its writer lock and the records that let it resume.
 
-The store is built in ``<DEST>.incomplete/store`` and the state kept beside it, outside
-the store, in ``<DEST>.incomplete/state/``: a ``lock`` file held with
-``flock`` (the kernel releases it when the process dies, SIGKILL included), ``plan.json``
-(written once the skeleton is complete), one ``blocks/<first trial>.json`` per block
-whose chunks are all written, and ``publish`` once the store is complete and valid and
-is being moved to DEST.  A record is written atomically (temporary file, then rename) and
-only after the data it vouches for, so a record never claims unwritten data.
+Every state follows `ConversionState`: `plan` / `save_plan` record the decided layout once
+the skeleton is written, `done_blocks` / `save_block` one record per block of trials whose
+chunks are all written, `start_over` forgets the work, and `finish` publishes the finished
+store at DEST.  A record is written only after the data it vouches for, so a record never
+claims unwritten data.  Only the holder of the lock deletes or renames anything.
 
-Only the holder of the lock deletes or renames anything under ``<DEST>.incomplete`` or
-DEST itself.
+Storages differ in one way, and it sits here: on a disk (`LocalState`) the store is built
+in ``<DEST>.incomplete/store`` and renamed to DEST when finished; object storage
+(`ObjectStoreState`) cannot rename, so the store is built in place and its root
+``zarr.json`` (which makes it a store to any reader) is hidden until `finish` writes it.
+`state_for` picks the state for a DEST.
 """
 
 from __future__ import annotations
@@ -23,11 +24,50 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from .errors import StoreError
-from .store import BlockResult
+from ..errors import StoreError
+from ..storage import Location, filesystem, renames
+from ..integrity import schema
+from .store import BlockResult, finalize
+
+
+class ConversionState(Protocol):
+    """What a conversion driver needs from the state of one DEST; hold it with ``with`` (the lock)."""
+
+    store: Location  # where the store is written
+    where: Location  # how messages name the conversion's working place
+    storage_options: dict | None  # for fsspec, where the store is at a URL
+
+    def __enter__(self) -> ConversionState: ...
+    def __exit__(self, *exc) -> None: ...
+    def occupied(self) -> bool:
+        """DEST holds something (a finished store, or anything else in the way)."""
+    def started(self) -> bool:
+        """An earlier conversion into DEST left records (it may be resumed)."""
+    def plan(self) -> dict | None: ...
+    def save_plan(self, plan: dict) -> None: ...
+    def done_blocks(self) -> dict[int, BlockResult]: ...
+    def save_block(self, r: BlockResult) -> None: ...
+    def start_over(self) -> None: ...
+    def replace_existing(self) -> None:
+        """Make way for a new store where DEST holds one (``--overwrite``)."""
+    def finishing(self) -> bool:
+        """A finished store is being published (a rerun completes that)."""
+    def finish(self, attrs: dict) -> None:
+        """Write the root metadata (``attrs``), validate, publish the store at DEST, drop the records."""
+    def discard(self) -> None:
+        """Drop the records and anything unfinished outside DEST."""
+
+
+def state_for(dest: Location, storage_options: dict | None = None) -> ConversionState:
+    """The state of a conversion into ``dest``: `LocalState` where folders rename, else `ObjectStoreState`."""
+    if renames(dest):
+        return LocalState(Path(dest))
+    return ObjectStoreState(str(dest), storage_options)
+
 
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -35,16 +75,25 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-class ConversionState:
-    """The state of the conversion working in ``work`` (``<DEST>.incomplete``); hold it with ``with``."""
+class LocalState:
+    """A conversion on disk: the store is built in ``<DEST>.incomplete/store`` and renamed to DEST.
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.store = work / "store"
-        self.dir = work / "state"
+    The records live beside it in ``<DEST>.incomplete/state/``: a ``lock`` file held with
+    ``flock`` (the kernel releases it when the process dies, SIGKILL included),
+    ``plan.json``, ``blocks/<first trial>.json``, and ``publish`` while the finished store
+    is being moved to DEST.  Records are written atomically (temporary file, then rename).
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.work = self.where = dest.with_name(dest.name + ".incomplete")
+        self.store = self.work / "store"
+        self.dir = self.work / "state"
+        self.storage_options = None
         self._lock_fd: int | None = None
 
-    def __enter__(self) -> ConversionState:
+    def __enter__(self) -> LocalState:
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
         (self.dir / "blocks").mkdir(parents=True, exist_ok=True)
         fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -62,6 +111,12 @@ class ConversionState:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
+
+    def occupied(self) -> bool:
+        return self.dest.exists()
+
+    def started(self) -> bool:
+        return self.work.exists()
 
     def plan(self) -> dict | None:
         try:
@@ -86,22 +141,32 @@ class ConversionState:
     def save_block(self, r: BlockResult) -> None:
         _write_json(self.dir / "blocks" / f"{r.block.start}.json", _record(r))
 
-    def publishing(self) -> bool:
-        """True once the finished store is being moved to DEST (see `publish`)."""
+    def finishing(self) -> bool:
         return (self.dir / "publish").exists()
 
-    def publish(self, dest: Path) -> None:
-        """Move the finished store to ``dest``, replacing what is there; resumable at every step.
+    def replace_existing(self) -> None:
+        """Refuse to replace anything that is not a Zarr store; the old store stays until `finish`."""
+        d = self.dest
+        if not (d.is_dir() and ((d / "zarr.json").exists() or not any(d.iterdir()))):
+            raise StoreError(f"{d}: exists and is not a Zarr store; refusing to delete it")
 
-        The old store goes to ``old/`` first, so DEST never holds a half-deleted store: it
-        holds the old store, then (for an instant) nothing, then the new one.
+    def finish(self, attrs: dict | None = None) -> None:
+        """Finalize and validate the store (unless a rerun finds it finished), then move it to DEST.
+
+        Resumable at every step: ``publish`` is recorded first, and the old store goes to
+        ``old/`` before the new one takes its place, so DEST never holds a half-deleted store:
+        it holds the old store, then (for an instant) nothing, then the new one.
         """
-        _write_json(self.dir / "publish", {"dest": str(dest)})
+        if not self.finishing():
+            finalize(self.store, attrs)
+            schema.validate(self.store)
+            _write_json(self.dir / "publish", {"dest": str(self.dest)})
         old = self.work / "old"
         if self.store.exists():
-            if dest.exists() and not old.exists():
-                os.replace(dest, old)
-            os.replace(self.store, dest)
+            if self.dest.exists() and not old.exists():
+                os.replace(self.dest, old)
+            os.replace(self.store, self.dest)
+        self.discard()
 
     def start_over(self) -> None:
         """Forget all work done: an empty store, no plan, no block records."""
@@ -135,8 +200,8 @@ def _result(d: dict) -> BlockResult:
     )
 
 
-class RemoteConversionState:
-    """The state of a conversion into object storage, which has neither rename nor flock.
+class ObjectStoreState:
+    """A conversion into object storage, which has neither rename nor flock.
 
     The store is written in place at DEST, except its root ``zarr.json``, which is written
     last: until then no Zarr reader opens DEST.  The records live under the sibling prefix
@@ -154,14 +219,13 @@ class RemoteConversionState:
     STALE_SECONDS = 600
 
     def __init__(self, dest: str, storage_options: dict | None) -> None:
-        from .location import filesystem
-
-        self.store = dest.rstrip("/")
+        self.store = self.where = dest.rstrip("/")
         self.storage_options = storage_options
         self.fs, root = filesystem(dest, storage_options)
         self.root = root.rstrip("/")
         self.dir = f"{self.root}.incomplete/state"
         self._lock = f"{self.dir}/lock"
+        self._building = f"{self.dir}/building"  # present while DEST holds an unfinished store of ours
         self._me = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
         self._etag: str | None = None  # of our lock object, where the store reports one
         self._conditional = "s3" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
@@ -185,11 +249,10 @@ class RemoteConversionState:
         self._etag = (out or {}).get("ETag") if isinstance(out, dict) else None
         self.fs.invalidate_cache(self._lock)
 
-    def _busy(self, holder: dict) -> StoreError:
-        return StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) "
-                          "is writing this store; not interfering")
+    def _busy(self, holder: dict, what: str = "is writing this store; not interfering") -> StoreError:
+        return StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) {what}")
 
-    def __enter__(self) -> RemoteConversionState:
+    def __enter__(self) -> ObjectStoreState:
         try:
             self._write_lock(mode="create")
             return self
@@ -213,14 +276,22 @@ class RemoteConversionState:
         except (FileExistsError, OSError):
             holder = self._lock_holder()[0] or {}
             if holder.get("token") != self._me["token"]:
-                raise StoreError(f"{self.store}: another conversion (pid {holder.get('pid')} on {holder.get('host')}) "
-                                 "took over this store's lock; stopped") from None
+                raise self._busy(holder, "took over this store's lock; stopped") from None
             raise
 
     def __exit__(self, *exc) -> None:
+        if self.fs.exists(self._building):  # stopped half-way: whatever wrote a root zarr.json, no reader may open it
+            self._hide_root()
         holder, _ = self._lock_holder()
         if holder is not None and holder.get("token") == self._me["token"]:
             self.fs.rm_file(self._lock)
+
+    def _hide_root(self) -> None:
+        self.fs.invalidate_cache(self.root)  # zarr wrote it through another client: a cached listing may not know
+        try:
+            self.fs.rm_file(f"{self.root}/zarr.json")
+        except FileNotFoundError:
+            pass
 
     def plan(self) -> dict | None:
         try:
@@ -228,7 +299,21 @@ class RemoteConversionState:
         except (FileNotFoundError, ValueError):
             return None
 
+    def occupied(self) -> bool:
+        """A store's root is at DEST and it is not this conversion's unfinished one."""
+        return self.fs.exists(f"{self.root}/zarr.json") and not self.fs.exists(self._building)
+
+    def started(self) -> bool:
+        return self.fs.exists(f"{self.root}.incomplete")
+
     def save_plan(self, plan: dict) -> None:
+        """Record the plan, once the root ``zarr.json`` that writing the skeleton left is gone.
+
+        The steps before the plan are the only ones that write root metadata (block and
+        checksum arrays are created at their own paths), so from here on no reader takes
+        the store for a finished one until `finish`.
+        """
+        self._hide_root()
         self.fs.pipe_file(f"{self.dir}/plan.json", json.dumps(plan).encode())
 
     def done_blocks(self) -> dict[int, BlockResult]:
@@ -249,6 +334,20 @@ class RemoteConversionState:
                 self.fs.rm(prefix, recursive=True)
         if self.fs.exists(f"{self.dir}/plan.json"):
             self.fs.rm_file(f"{self.dir}/plan.json")
+        self.fs.pipe_file(self._building, b"")  # from here on, what DEST holds is this conversion's
+
+    def replace_existing(self) -> None:
+        """Delete the old store now: without rename, nothing keeps it aside."""
+        self.start_over()
+
+    def finishing(self) -> bool:
+        return False  # `finish` is one write of the root metadata: nothing to complete
+
+    def finish(self, attrs: dict) -> None:
+        """Write the root metadata last: only now is DEST a store to any reader."""
+        finalize(self.store, attrs, self.storage_options)
+        schema.validate(self.store, self.storage_options)
+        self.discard()
 
     def discard(self) -> None:
         """Drop the records (the lock object last, by `__exit__`)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SourceError
+from ..errors import SourceError
 
 MAGIC = b"\x93NUMPY"
 _LEN_BYTES = {1: 2, 2: 4, 3: 4}

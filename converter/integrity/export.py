@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StorageError, StoreError
-from .layout import FILES_GROUP, blocks, to_file_order
-from .location import check_creatable, open_group
-from .npy import parse_header
-from .progress import Progress
+from .. import contract
+from ..errors import StorageError, StoreError
+from ..progress import Progress
+from ..source.npy import parse_header
+from ..storage import check_creatable, open_group
+from ..write.layout import blocks, to_file_order
 from .schema import manifest, read_root
 from .verify import VerifyReport, row_bits
 
@@ -33,7 +34,7 @@ def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
     if h.dtype.kind == "U":
         arr = np.array(values.tolist(), dtype=h.dtype)
     elif h.dtype.kind == "S":
-        arr = np.array([v.encode("latin-1") for v in values.ravel().tolist()], dtype=h.dtype).reshape(values.shape)
+        arr = contract.bytes_from_text(values, h.dtype)
     else:
         arr = values.astype(h.dtype, copy=False)
     if arr.shape != h.shape:
@@ -45,42 +46,48 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
     """``(path, bytes of the file, its recorded CRC-32)`` for every source ``.npy`` of a store."""
     m = manifest(read_root(dest, storage_options))
     group = open_group(dest, storage_options)
-    trial = group["trial"][...]  # the file number stored at each position
+    trial = group[contract.TRIAL][...]  # the file number stored at each position
     per_trial = {}
     for path, a in m["arrays"].items():
-        src = a["attributes"].get("source")
+        src = a["attributes"].get(contract.SOURCE)
         if src is None:
             continue
-        if "{trial}" in src:
+        if contract.TRIAL_FIELD in src:
             per_trial[path] = src
             continue
         attrs = a["attributes"]
-        by_trial = (a["dims"] or [None])[0] == "trial"  # rows stored in trial order, written in file order
+        by_trial = (a["dims"] or [None])[0] == contract.TRIAL  # rows stored in trial order, written in file order
         yield src, (lambda path=path, attrs=attrs, src=src, by_trial=by_trial: file_bytes(
-            to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs["npy_header"]), src)), attrs["source_crc32"]
-    yield from other_files(group)
+            to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs[contract.NPY_HEADER]), src)), attrs[contract.SOURCE_CRC32]
+    yield from other_files(group, m["attributes"].get("schema_version"))
     n = len(trial) * len(per_trial)
     with Progress(n, "rebuild", progress) as bar:
         for key, src in per_trial.items():
-            checks = group[f"checksums/data/{key}"]
-            if "npy_header" not in checks.attrs:
+            checks = group[contract.checksums_path(key)]
+            if contract.NPY_HEADER not in checks.attrs:
                 raise StoreError(f"{dest}/{key}: its source files had different .npy headers; they cannot be rebuilt exactly")
-            header = base64.b64decode(checks.attrs["npy_header"])
+            header = base64.b64decode(checks.attrs[contract.NPY_HEADER])
             crcs = checks[...]
             arr = group[key]
             for b in blocks(len(trial)):
                 rows = arr[b.start : b.stop]
                 for j, pos in enumerate(b):
-                    name = src.replace("{trial}", str(int(trial[pos])))
+                    name = src.replace(contract.TRIAL_FIELD, str(int(trial[pos])))
                     yield name, (lambda rows=rows, j=j, name=name: file_bytes(rows[j], header, name)), int(crcs[pos])
                 bar(len(b))
 
 
-def other_files(group) -> Iterator[tuple[str, Callable[[], bytes], int]]:
-    """``(path, bytes, recorded CRC-32)`` of each non-array file kept in group ``files`` (schema 2.1)."""
-    if FILES_GROUP not in group:
-        return
-    files = group[FILES_GROUP]
+def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
+    """``(path, bytes, recorded CRC-32)`` of each non-array file kept in group ``files``.
+
+    Stores of schema 1.0 and 2.0 did not keep them: none.  From 2.1 on, a store without
+    the group is damaged (`StoreError`).
+    """
+    if contract.FILES_GROUP not in group:
+        if schema_version in contract.WITHOUT_FILES_GROUP:
+            return
+        raise StoreError(f"{contract.FILES_GROUP}/: missing (the source's files that are not arrays)")
+    files = group[contract.FILES_GROUP]
     data = files["bytes"]
     for path, start, size, crc in zip(files["path"][...].tolist(), files["offset"][...].tolist(),
                                       files["size"][...].tolist(), files["crc32"][...].tolist()):
@@ -109,7 +116,7 @@ def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
     m = manifest(read_root(dest, storage_options))
     group = open_group(dest, storage_options)
     for path, a in m["arrays"].items():
-        original = a["attributes"].get("copy_of")
+        original = a["attributes"].get(contract.COPY_OF)
         if original is None:
             continue
         copy, orig = group[path], group[original]

@@ -9,9 +9,9 @@ own disjoint chunks, so they may run in any order and in parallel.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +21,12 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from .layout import BLOCK_TRIALS, FILES_GROUP, DataVar, row_copy, write_chunks
-from .engine import encode_chunks, encode_shard
-from .location import child, filesystem, is_url, open_array, open_group, write_bytes, zarr_kwargs
-from .npy import NpyHeader
-from .source import Source, read_trials
-
-# zarr-python warns on every consolidation that consolidated metadata is not yet in the
-# Zarr v3 specification; this store relies on it knowingly (README, "The store").
-_CONSOLIDATED_WARNING = "Consolidated metadata is currently not part"
+from .. import contract
+from ..chunks import encode_chunks, encode_shard
+from ..source import Source, read_trials
+from ..source.npy import NpyHeader
+from ..storage import child, filesystem, open_array, open_group, read_bytes, renames, write_bytes, zarr_kwargs
+from .layout import BLOCK_TRIALS, DataVar, row_copy, write_chunks
 
 
 @dataclass
@@ -45,10 +42,10 @@ class MetaArray:
 
     def attrs(self) -> dict:
         return {
-            "source": self.rel,
-            "source_dtype": self.values.dtype.str,
-            "npy_header": base64.b64encode(self.header).decode(),
-            "source_crc32": self.crc32,
+            contract.SOURCE: self.rel,
+            contract.SOURCE_DTYPE: self.values.dtype.str,
+            contract.NPY_HEADER: base64.b64encode(self.header).decode(),
+            contract.SOURCE_CRC32: self.crc32,
         }
 
     def stored_values(self) -> np.ndarray:
@@ -57,7 +54,7 @@ class MetaArray:
         if v.dtype.kind == "U":
             return v.astype(object)
         if v.dtype.kind == "S":
-            return np.vectorize(lambda b: b.decode("latin-1"), otypes=[object])(v) if v.size else v.astype(object)
+            return contract.text_from_bytes(v)
         return v.astype(v.dtype.newbyteorder("="), order="C")
 
 
@@ -116,12 +113,12 @@ def create_skeleton(
     variables = {}
     copies = {}
     for key, v in data_vars.items():
-        variables[key] = xr.Variable(v.dims, _placeholder(v), {"source": f"data/{key}/{{trial}}.npy", "source_dtype": v.source_dtype})
+        variables[key] = xr.Variable(v.dims, _placeholder(v), {contract.SOURCE: contract.data_source(key), contract.SOURCE_DTYPE: v.source_dtype})
         encoding[key] = _encoding(v)
         c = row_copy(v)
         if c is not None:
             copies[key] = (c, xr.Variable(c.dims, _placeholder(c), {
-                "copy_of": key, "source_dtype": v.source_dtype,
+                contract.COPY_OF: key, contract.SOURCE_DTYPE: v.source_dtype,
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
         coords[v.withheld_name] = xr.Variable(
             ("trial",),
@@ -141,7 +138,7 @@ def create_skeleton(
     for s in statistics:
         group, stat = s.name.rsplit("/", 1)
         groups.setdefault(group, {})[stat] = s
-    for name in ("checksums", "checksums/data"):  # filled by `write_checksums` at the end
+    for name in (contract.CHECKSUMS_GROUP.split("/")[0], contract.CHECKSUMS_GROUP):  # filled by `write_checksums` at the end
         zarr.open_group(str(child(path, name)), mode="a", zarr_format=3, **kw)
     for group, stats in groups.items():
         sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
@@ -173,7 +170,7 @@ def write_files(path, files: list[tuple[str, bytes, int]], storage_options: dict
                                     {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
     encoding = {name: {"_FillValue": None, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
-    ds.to_zarr(path, group=FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
+    ds.to_zarr(path, group=contract.FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
                **zarr_kwargs(path, storage_options))
 
 
@@ -236,15 +233,15 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
     """Store each data file's CRC-32 (``checksums/data/<key>``) and its folder's header."""
     kw = zarr_kwargs(path, storage_options)
     for key, crc in crcs.items():
-        attrs = {"checksum_of": f"data/{key}/{{trial}}.npy", "derived": "CRC-32 of each source file"}
+        attrs = {"checksum_of": contract.data_source(key), "derived": "CRC-32 of each source file"}
         if len(headers[key]) == 1:
-            attrs["npy_header"] = base64.b64encode(next(iter(headers[key]))).decode()
+            attrs[contract.NPY_HEADER] = base64.b64encode(next(iter(headers[key]))).decode()
         # created at its own path: no parent group (nor the root) is written again, so a failure
         # here never leaves a root zarr.json behind in object storage
-        zarr.create_array(str(child(path, f"checksums/data/{key}")), data=crc, chunks=(min(len(crc), 65536),),
+        zarr.create_array(str(child(path, contract.checksums_path(key))), data=crc, chunks=(min(len(crc), 65536),),
                           dimension_names=("trial",), attributes=attrs, overwrite=True, zarr_format=3, **kw)
-        if "npy_header" in attrs:
-            open_array(path, key, storage_options, "r+").attrs["npy_header"] = attrs["npy_header"]
+        if contract.NPY_HEADER in attrs:
+            open_array(path, key, storage_options, "r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
 
 
 # Temporary names of a write killed half-way: zarr-python's, and `location.write_bytes`'s.
@@ -257,7 +254,7 @@ def sweep_temporaries(path) -> None:
     Only the holder of the conversion's lock calls this, once every block is written, so
     no live writer owns them.
     """
-    if is_url(path):
+    if not renames(path):
         return  # object stores write each object whole: no temporary names
     for dirpath, _, filenames in os.walk(path):
         for name in filenames:
@@ -265,24 +262,38 @@ def sweep_temporaries(path) -> None:
                 os.remove(os.path.join(dirpath, name))
 
 
-def hide_root(path: str, storage_options: dict | None = None) -> None:
-    """Remove the root ``zarr.json`` of a store in object storage until `finalize`.
-
-    Without it no Zarr reader opens the store, so a store being written in place (there
-    is no rename in object storage) is never taken for a complete one.
-    """
-    fs, root = filesystem(path, storage_options)
-    fs.invalidate_cache(root)  # zarr wrote it through another client: a cached listing may not know
-    try:
-        fs.rm_file(f"{root}/zarr.json")
-    except FileNotFoundError:
-        pass
-
-
-def finalize(path: Path | str, attrs: dict, storage_options: dict | None = None) -> None:
+def finalize(path, attrs: dict, storage_options: dict | None = None) -> None:
     """Set the root attributes and consolidate all metadata into the root ``zarr.json``."""
     open_group(path, storage_options, "a").attrs.update(attrs)
-    store = zarr.storage.FsspecStore.from_url(path, storage_options=storage_options) if is_url(path) else str(path)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_CONSOLIDATED_WARNING)
-        zarr.consolidate_metadata(store, zarr_format=3)
+    consolidate(path, storage_options)
+
+
+def consolidate(path, storage_options: dict | None = None) -> None:
+    """Write every node's metadata into the root ``zarr.json``, as ``zarr.consolidate_metadata`` does.
+
+    Written here rather than by zarr-python, which warns on every call that consolidated
+    metadata is not yet part of the Zarr v3 specification: this store relies on it
+    knowingly (README, "The store"), and silencing a warning takes a process-wide filter.
+    The tests check that the bytes equal zarr-python's.
+    """
+    fs, root = filesystem(path, storage_options)
+    fs.invalidate_cache(root)
+    root = root.rstrip("/")
+    nodes = {}
+    for f in fs.find(root):
+        rel = f[len(root) + 1 :]
+        if rel.endswith("zarr.json") and rel.rsplit("/", 1)[-1] == "zarr.json" and rel != "zarr.json":
+            nodes[rel[: -len("/zarr.json")]] = json.loads(fs.cat_file(f))
+    metadata = {}
+    for rel in sorted(nodes, key=lambda r: (r.count("/"), r)):
+        node = nodes[rel]
+        if node.get("node_type") == "group":  # as zarr-python lists a group: with empty consolidated metadata
+            node = {**{k: node[k] for k in ("attributes", "zarr_format") if k in node},
+                    "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}},
+                    **{k: v for k, v in node.items() if k not in ("attributes", "zarr_format", "consolidated_metadata")}}
+        metadata[rel] = node
+    top = json.loads(read_bytes(child(path, "zarr.json"), storage_options))
+    out = {k: top[k] for k in ("attributes", "zarr_format") if k in top}
+    out["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
+    out.update({k: v for k, v in top.items() if k not in out})
+    write_bytes(child(path, "zarr.json"), json.dumps(out, indent=2, allow_nan=True).encode(), storage_options)

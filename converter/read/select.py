@@ -1,0 +1,29 @@
+"""Selections shared by the xarray accessor and the torch datasets: pure functions on labels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import contract
+
+
+def as_list(values) -> list:
+    """One value or several, as a list."""
+    return [values] if isinstance(values, (str, int, np.integer)) else list(values)
+
+
+def neurons_where(info: Mapping[str, np.ndarray], n_neurons: int, area=None, layer=None) -> np.ndarray:
+    """Positions of the neurons in any of the given areas and any of the given layers.
+
+    ``info`` maps ``area`` and ``layer`` to one value per neuron; ``None`` selects all.
+    """
+    keep = np.ones(n_neurons, dtype=bool)
+    for name, wanted in ((contract.AREA, area), (contract.LAYER, layer)):
+        if wanted is None:
+            continue
+        if name not in info:
+            raise ValueError(f"cannot select neurons by {name}: this store has no {name} coordinate")
+        keep &= np.isin(np.asarray(info[name], dtype=object), as_list(wanted))
+    return np.flatnonzero(keep)

@@ -1,0 +1,313 @@
+"""PyTorch access to stores: a drop-in for ``FileTreeDataset`` and ``static_loaders``.
+
+Install with ``pip install 'sensorium-zarr[torch]'``.  Items are `Trial` objects (a dict
+with attribute access), which pickle, so multi-worker loading works under fork and spawn.
+``__getitems__`` reads a whole batch with one read per variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils.data import DataLoader, Dataset, Sampler, SubsetRandomSampler
+    from torch.utils.data import default_collate
+except ImportError as e:  # pragma: no cover - exercised in a subprocess without torch
+    raise ImportError(
+        "converter.torch needs PyTorch, which is not installed: pip install 'sensorium-zarr[torch]'"
+    ) from e
+
+from .. import contract
+from ..storage import open_group
+from .dataset import checked_root, read_statistics
+from .engine import open_reader
+from .normalize import Normalizer, add_channels
+from .select import neurons_where
+
+DEFAULT_KEYS = contract.DATA_KEYS
+TIERS = ("train", "validation", "test", "final_test")
+
+
+class Trial(dict):
+    """One trial, or a batch of them: ``item.images`` and ``item["images"]`` alike."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Batch(Sequence):
+    """The items of one `MouseDataset.__getitems__` call: views of one batch, made on demand."""
+
+    def __init__(self, batch: Trial, n: int) -> None:
+        self.batch, self._n = batch, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self[i] for i in range(*j.indices(self._n))]
+        if not -self._n <= j < self._n:
+            raise IndexError(j)
+        return Trial({k: v[j] for k, v in self.batch.items()})
+
+
+def collate(items):
+    """Collate for `DataLoader`: a batch read at once is returned as is, without a copy."""
+    if isinstance(items, _Batch):
+        return items.batch
+    return default_collate(items)
+
+
+class SubsetSequentialSampler(Sampler[int]):
+    """The given indices, in order (neuralpredictors' sampler of the same name)."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class MouseDataset(Dataset):
+    """The trials of one store as a PyTorch dataset.
+
+    Parameters
+    ----------
+    store : path of a store written by `converter.convert`.
+    tier : ``None`` (item ``i`` is the trial of file ``i.npy``), a tier name, or several
+        (the items are then that tier's trials in file order; ``trial_ids`` names them).
+    keys : data variables in each item, in this order.
+    normalize : apply ``NeuroNormalizer`` (statistics ``stats_source``); outputs float32.
+    in_memory : read each variable whole on first use and serve batches from memory;
+        otherwise every batch is read from the store.
+    neurons : positions on the neuron axis to keep in ``responses`` (``None``: all).
+    behavior_channels, pupil_channels : append behavior / pupil center to the image as
+        constant channels (``AddBehaviorAsChannels`` / ``AddPupilCenterAsChannels``).
+    float32 : cast every output to float32, as the official ``ToTensor`` does; default:
+        only when normalising or adding channels (otherwise items keep the source dtypes).
+    storage_options : for a store at a URL, passed to fsspec.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        *,
+        tier: str | Sequence[str] | None = None,
+        keys: Sequence[str] = DEFAULT_KEYS,
+        normalize: bool = False,
+        in_memory: bool = False,
+        neurons: Sequence[int] | None = None,
+        behavior_channels: bool = False,
+        pupil_channels: bool = False,
+        stats_source: str = "all",
+        float32: bool | None = None,
+        storage_options: dict | None = None,
+    ) -> None:
+        self.store = str(store)
+        self.storage_options = storage_options
+        root = checked_root(store, storage_options)
+        attrs = root["attributes"]
+        self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+        self.data_key = attrs["data_key"]
+        self.keys = tuple(keys)
+        missing = [k for k in self.keys if k not in attrs["data_keys"]]
+        if missing:
+            raise ValueError(f"{store}: no data variable {missing[0]!r} (has {attrs['data_keys']})")
+        group = open_group(self.store, storage_options)
+        labels = group[contract.TRIAL][...]  # the file number stored at each position
+        tiers = np.asarray(group[contract.TIER][...], dtype=object)
+        if tier is None:
+            positions = np.argsort(labels, kind="stable")
+        else:
+            wanted = [tier] if isinstance(tier, str) else list(tier)
+            unknown = sorted(set(wanted) - set(tiers.tolist()))
+            if unknown:
+                raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
+            positions = np.flatnonzero(np.isin(tiers, wanted))
+            positions = positions[np.argsort(labels[positions], kind="stable")]
+        self.trials = positions  # stored position of each item; items in file order
+        self.trial_ids = labels[positions]  # the file number of each item
+        self.tiers = tiers[positions]
+        self.image_ids = group[contract.IMAGE_ID][...][positions]
+        self.unit_ids = group[contract.NEURON][...] if contract.NEURON in group else None
+        self.neuron_info = {k: np.asarray(group[k][...], dtype=object) for k in (contract.AREA, contract.LAYER) if k in group}
+        self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
+        self.normalizer = Normalizer.from_statistics(read_statistics(self.store, stats_source, storage_options)) if normalize else None
+        self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
+        for flag, key in ((behavior_channels, "behavior"), (pupil_channels, "pupil_center")):
+            if flag and key not in attrs["data_keys"]:
+                raise ValueError(f"{store}: no {key} to add as image channels")
+        self.float32 = normalize or behavior_channels or pupil_channels if float32 is None else float32
+        self.in_memory = in_memory
+        self._memory: dict[str, np.ndarray] = {}
+        self._readers: dict = {}
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getstate__(self) -> dict:
+        # open arrays and in-memory copies stay behind; each worker opens its own
+        return {**self.__dict__, "_memory": {}, "_readers": {}, "_pid": None}
+
+    def __repr__(self) -> str:
+        mode = "in memory" if self.in_memory else "on disk"
+        return f"MouseDataset({self.data_key}, {len(self)} trials, keys={self.keys}, normalize={self.normalizer is not None}, {mode})"
+
+    def _reader(self, key: str):
+        if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
+            self._readers, self._pid = {}, os.getpid()
+        if key not in self._readers:
+            copy = contract.row_copy_path(key)  # whole trials read fastest from the trial-major copy
+            name = copy if copy in self._meta else key
+            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
+        return self._readers[key]
+
+    def load(self) -> MouseDataset:
+        """Read every variable this dataset serves into memory now; returns self."""
+        for key in self._needed_keys():
+            if key not in self._memory:
+                self._memory[key] = self._reader(key).read()
+        self.in_memory = True
+        return self
+
+    def _needed_keys(self) -> list[str]:
+        extra = [k for k, flag in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if flag]
+        return list(dict.fromkeys([*self.keys, *extra]))
+
+    def _read(self, key: str, trials: np.ndarray) -> np.ndarray:
+        """Rows ``trials`` (any order, repeats allowed) of one variable."""
+        if self.in_memory:
+            if key not in self._memory:
+                self._memory[key] = self._reader(key).read()
+            return self._memory[key][trials]  # one gather, one copy
+        return self._reader(key).read((trials,))
+
+    def batch(self, indices: Sequence[int]) -> Trial:
+        """Items ``indices`` stacked along a first axis, as numpy arrays."""
+        trials = self.trials[np.asarray(indices, dtype=np.intp)]
+        raw = {key: self._read(key, trials) for key in self._needed_keys()}
+        out = Trial()
+        for key in self.keys:
+            x = raw[key]
+            if self.normalizer is not None:
+                x = self.normalizer(key, x)
+            out[key] = x
+        if self.behavior_channels or self.pupil_channels:
+            extra = []
+            for flag, key in (("behavior_channels", "behavior"), ("pupil_channels", "pupil_center")):
+                if getattr(self, flag):
+                    v = out[key] if key in out else (self.normalizer(key, raw[key]) if self.normalizer else raw[key])
+                    extra.append(v)
+            out["images"] = add_channels(out["images"], *extra)
+        if self.neurons is not None and "responses" in out:
+            out["responses"] = out["responses"][:, self.neurons]
+        if self.float32:
+            for key in out:
+                out[key] = out[key].astype(np.float32, copy=False)
+        return out
+
+    def __getitem__(self, i: int) -> Trial:
+        b = self.batch([i])
+        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
+
+    def __getitems__(self, indices: Sequence[int]) -> _Batch:
+        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
+        return _Batch(b, len(indices))
+
+
+def _neuron_positions(ds: MouseDataset, areas, layers, neuron_ids) -> np.ndarray | None:
+    """Neuron positions as ``static_loader`` selects them: ids in the order given, else area/layer."""
+    if neuron_ids is not None:
+        if areas is not None or layers is not None:
+            raise ValueError("neuron_ids cannot be combined with areas or layers")
+        pos = {int(u): k for k, u in enumerate(ds.unit_ids)}
+        try:
+            return np.array([pos[int(u)] for u in neuron_ids], dtype=np.intp)
+        except KeyError as e:
+            raise ValueError(f"{ds.store}: no neuron with unit id {e.args[0]}") from None
+    if areas is None and layers is None:
+        return None
+    return neurons_where(ds.neuron_info, len(ds.unit_ids), areas, layers)
+
+
+def loaders(
+    stores: Sequence[str | os.PathLike],
+    *,
+    batch_size: int,
+    tier: str | None = None,
+    normalize: bool = True,
+    include_behavior: bool = False,
+    add_behavior_as_channels: bool = True,
+    include_eye_position: bool = False,
+    add_eye_pos_as_channels: bool = False,
+    areas: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    neuron_ids: Sequence[Sequence[int] | None] | None = None,
+    image_ids: Sequence[Sequence[int] | None] | None = None,
+    in_memory: bool = False,
+    seed: int | None = None,
+    **dataloader_kwargs,
+) -> dict[str, dict[str, DataLoader]]:
+    """``{tier: {data_key: DataLoader}}``, like ``sensorium``'s ``static_loaders``.
+
+    ``train`` is sampled at random, ``validation``, ``test`` and ``final_test`` in order
+    (a tier absent from a store is left out).  Items hold ``images`` and ``responses``,
+    plus ``behavior`` and ``pupil_center`` when included; behavior and pupil center also
+    become extra image channels with ``add_behavior_as_channels`` / ``add_eye_pos_as_channels``.
+    ``neuron_ids`` and ``image_ids`` hold one list (or ``None``) per store; ``image_ids``
+    restricts the ``train`` tier to those images.  Other keyword arguments (``num_workers``,
+    ``multiprocessing_context``, ...) go to every `DataLoader`.
+    """
+    keys = ["images", "responses"]
+    if include_behavior:
+        keys.append("behavior")
+    if include_eye_position:
+        keys.append("pupil_center")
+    tiers = [tier] if tier else list(TIERS)
+    out: dict[str, dict[str, DataLoader]] = {t: {} for t in tiers}
+    for k, store in enumerate(stores):
+        ds = MouseDataset(
+            store,
+            keys=keys,
+            normalize=normalize,
+            in_memory=in_memory,
+            behavior_channels=include_behavior and add_behavior_as_channels,
+            pupil_channels=add_eye_pos_as_channels,
+            float32=True,
+        )
+        ds.neurons = _neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
+        ids = image_ids[k] if image_ids else None
+        generator = None if seed is None else torch.Generator().manual_seed(seed + k)
+        if tier is not None and tier not in set(ds.tiers.tolist()):
+            raise ValueError(f"{store}: no tier {tier!r}; the store has {sorted(set(ds.tiers.tolist()))}")
+        for t in tiers:
+            subset = np.flatnonzero(ds.tiers == t)
+            if t == "train" and ids is not None:
+                first = {}
+                for pos in np.flatnonzero(np.isin(ds.image_ids, list(ids))):
+                    first.setdefault(int(ds.image_ids[pos]), pos)
+                missing = [int(i) for i in ids if int(i) not in first]
+                if missing:  # as the official loader, never drop requested images silently
+                    raise ValueError(f"{store}: no trial shows image_ids {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+                subset = np.array([first[int(i)] for i in ids], dtype=np.intp)
+                if np.any(ds.tiers[subset] != "train"):
+                    raise ValueError(f"{store}: image_ids contain validation or test images")
+            if not len(subset):
+                continue
+            sampler = SubsetRandomSampler(subset.tolist(), generator) if t == "train" else SubsetSequentialSampler(subset.tolist())
+            out[t][ds.data_key] = DataLoader(ds, sampler=sampler, batch_size=batch_size, collate_fn=collate, **dataloader_kwargs)
+    return {t: d for t, d in out.items() if d}

@@ -1,0 +1,69 @@
+"""Decoding ``.npy`` files of a source: the only place their bytes become arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..contract import trial_file
+from ..errors import SourceError
+from .files import Source
+from .npy import NpyHeader, array_from_header, parse_header
+
+
+def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:
+    """One whole ``.npy`` file: the array (source byte order kept), CRC-32, header bytes."""
+    buf = source.read(rel)
+    path = source.where(rel)
+    h = parse_header(buf, path)
+    return array_from_header(buf, h, path), source.crc32(rel, buf), bytes(buf[: h.offset])
+
+
+@dataclass
+class TrialBlock:
+    """Per-trial files of one data folder for a run of trials, stacked in native order."""
+
+    values: np.ndarray
+    crc32: np.ndarray
+    headers: set[bytes]
+    source_dtype: str  # as in the files, byte order kept
+
+
+def read_trials(
+    source: Source,
+    key: str,
+    trials: Iterable[int],
+    expect: NpyHeader | None,
+    progress: Callable[[int], None] | None = None,
+) -> TrialBlock:
+    """Read ``data/<key>/<i>.npy`` for each trial, checking every one against ``expect``.
+
+    ``expect`` carries the shape and dtype (byte order included) that every trial of
+    this folder must have; ``None`` takes the first trial read as the reference.
+    """
+    trials = list(trials)
+    crcs = np.empty(len(trials), dtype=np.uint32)
+    headers: set[bytes] = set()
+    out = None
+    for j, i in enumerate(trials):
+        rel = trial_file(key, i)
+        buf = source.read(rel)
+        path = source.where(rel)
+        h = parse_header(buf, path)
+        if expect is None:
+            expect = h
+        if h.shape != expect.shape or h.dtype != expect.dtype:
+            raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from other trials' shape {expect.shape} dtype {expect.dtype.str}")
+        if out is None:
+            out = np.empty((len(trials), *expect.shape), dtype=expect.dtype.newbyteorder("="))
+        out[j] = array_from_header(buf, h, path)
+        crcs[j] = source.crc32(rel, buf)
+        headers.add(bytes(buf[: h.offset]))
+        if progress is not None and j % 64 == 63:
+            progress(64)
+    if progress is not None and len(trials) % 64:
+        progress(len(trials) % 64)
+    assert out is not None
+    return TrialBlock(out, crcs, headers, expect.dtype.str)

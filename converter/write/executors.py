@@ -1,0 +1,115 @@
+"""Where blocks of trials are written: threads in this process, or a dask.distributed cluster.
+
+An `Executor` maps one picklable callable over blocks, ``executor(task, blocks, progress)``,
+and yields each result as it finishes, in any order.  The task (a `BlockWriter`) is called
+as ``task(block, step)``; ``step(n)`` reports ``n`` units of work done and is where a
+stopped block gives up.  Blocks own disjoint chunks, so they may run anywhere.  When the
+caller stops early (an error, Ctrl-C), blocks not yet started never start and running ones
+stop at their next step; what was yielded stays valid.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..source import Source
+from ..source.npy import NpyHeader
+from ..storage import Location, portable
+from .layout import DataVar
+from .store import BlockResult, write_block
+
+Progress = Callable[[int], None] | None
+Executor = Callable[[Callable, Sequence[range], Progress], Iterator[BlockResult]]
+
+
+@dataclass(frozen=True)
+class BlockWriter:
+    """Writes one block of stored positions of every data variable: the task an executor maps."""
+
+    source: Source
+    store: Location
+    data_vars: dict[str, DataVar]
+    expect: dict[str, NpyHeader]
+    order: np.ndarray  # the file number stored at each position
+    storage_options: dict | None = None
+
+    def __call__(self, block: range, step: Progress = None) -> BlockResult:
+        files = [int(i) for i in self.order[block.start : block.stop]]
+        return write_block(self.source, self.store, self.data_vars, self.expect, block, step, self.storage_options, files)
+
+    def units(self, block: range) -> int:
+        """Work units one block reports through ``step``: its trials, once per data variable."""
+        return len(block) * len(self.data_vars)
+
+    def __reduce__(self):  # workers may have another working folder
+        return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options))
+
+
+def threads(workers: int | None = None) -> Executor:
+    """Blocks on a pool of threads in this process (one per core by default)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+
+    def run(task: Callable, blocks: Sequence[range], progress: Progress = None) -> Iterator[BlockResult]:
+        stop = threading.Event()
+
+        def step(n: int) -> None:
+            if stop.is_set():
+                raise CancelledError
+            if progress is not None:
+                progress(n)
+
+        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+        futures = [pool.submit(task, b, step) for b in blocks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    return run
+
+
+def dask(client) -> Executor:
+    """Blocks as tasks of a dask.distributed ``client``: each worker reads its trials and
+    writes its chunks itself, so sources and stores must be reachable from every worker."""
+
+    def run(task: Callable, blocks: Sequence[range], progress: Progress = None) -> Iterator[BlockResult]:
+        from distributed import as_completed
+
+        name = getattr(getattr(task, "source", None), "name", "blocks")
+        run_id = uuid.uuid4().hex[:12]  # keys unique per conversion: two stores from one source may run at once
+        futures = [client.submit(task, b, pure=False, key=f"sensorium-zarr-{name}-{run_id}-{b.start}") for b in blocks]
+        try:
+            for future in as_completed(futures):
+                r = future.result()
+                if progress is not None:
+                    progress(task.units(r.block) if hasattr(task, "units") else len(r.block))
+                yield r
+        finally:
+            client.cancel(futures)  # on an error, stop the blocks still queued
+
+    return run
+
+
+def resolve(executor: int | Executor | object | None) -> Executor:
+    """The executor for the ``executor`` argument of `convert`.
+
+    ``None``: a thread per core; an integer: that many threads; a ``distributed.Client``:
+    its workers; or an `Executor` itself.
+    """
+    if executor is None or isinstance(executor, int) and not isinstance(executor, bool):
+        return threads(executor)
+    if type(executor).__module__.startswith("distributed") and hasattr(executor, "submit"):
+        return dask(executor)
+    if callable(executor):
+        return executor
+    raise TypeError(f"executor must be None, a number of threads, a distributed.Client or an Executor, not {executor!r}")

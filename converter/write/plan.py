@@ -1,0 +1,214 @@
+"""The plan of a conversion: everything decided before the first trial is written.
+
+`plan` reads a source's meta arrays and one trial per data folder and decides the layout
+(`converter.write.layout`); `plan_record` is what a resumed conversion must find unchanged,
+`root_attrs` the store's root attributes, and `made_from` whether a store came from a source.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import contract
+from ..storage import name as storage_name
+from .._version import __version__
+from ..chunks import compressed_size
+from ..errors import SourceError, StoreError
+from ..source import Inventory, Source, ZipSource, read_array, read_trials, scan
+from ..source.npy import NpyHeader, parse_header
+from . import layout
+from .store import BlockResult, MetaArray
+
+LICENSE = "CC BY-NC-ND 4.0"
+LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
+CITATION = (
+    "Willeke, K. F., Fahey, P. G., Bashiri, M., Pede, L., Burg, M. F., Blessing, C., Cadena, S. A., "
+    "Ding, Z., Lurz, K.-K., Ponder, K., Muhammad, T., Patel, S. S., Ecker, A. S., Tolias, A. S., "
+    "Sinz, F. H. (2022). The Sensorium competition on predicting large-scale mouse primary visual "
+    "cortex activity. arXiv:2206.08666."
+)
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first trial is written."""
+
+    inventory: Inventory
+    data_vars: dict[str, layout.DataVar]
+    expect: dict[str, NpyHeader]
+    n_neurons: int | None
+    neuron_coord: MetaArray | np.ndarray | None
+    meta: list[MetaArray]
+    statistics: list[MetaArray]
+    labels: dict[str, tuple[str, ...]]
+    order: np.ndarray  # file number of each stored trial position (`layout.trial_order`)
+
+    @property
+    def n_trials(self) -> int:
+        return self.inventory.n_trials
+
+    def coordinate(self, name: str) -> MetaArray:
+        """The meta array stored as coordinate ``name``; `StoreError` if there is none."""
+        for m in self.meta:
+            if m.name == name:
+                return m
+        raise StoreError(f"{self.inventory.name}: no meta array becomes the coordinate {name!r}")
+
+
+def _meta_array(source: Source, rel: str, name: str, base: str | None, length: int | None, data: layout.DataVar | None = None) -> MetaArray:
+    values, crc, header = read_array(source, rel)
+    if base is None:  # statistics
+        dims = layout.stat_dims(name.rsplit("/", 1)[1], values.shape, data)
+    else:
+        if values.ndim == 0 or (length is not None and values.shape[0] != length):
+            got = "a 0-d array" if values.ndim == 0 else f"{values.shape[0]} rows"
+            raise SourceError(source.where(rel), f"has {got}, expected one row per {base} ({length})")
+        dims = layout.meta_dims(name, base, values.shape)
+    return MetaArray(rel, name, dims, values, crc, header)
+
+
+def plan(source: Source) -> Plan:
+    """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
+    inv = scan(source)
+    expect, data_vars = {}, {}
+    for key in inv.data_keys:
+        rel = inv.trial_path(key, 0)
+        h = parse_header(source.read(rel), source.where(rel))
+        expect[key] = h
+        data_vars[key] = layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype)
+    resp = data_vars.get("responses")
+    n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == "neuron" else None
+    names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)
+
+    meta, neuron_coord = [], None
+    for f in inv.trial_meta:
+        rel = f"meta/trials/{f}"
+        meta.append(_meta_array(source, rel + ".npy", names[rel], "trial", inv.n_trials))
+    for f in inv.neuron_meta:
+        rel = f"meta/neurons/{f}"
+        m = _meta_array(source, rel + ".npy", names[rel], "neuron", n_neurons)
+        n_neurons = m.values.shape[0] if n_neurons is None else n_neurons
+        if m.name == "neuron":
+            if m.values.ndim != 1:
+                raise SourceError(source.where(m.rel), f"expected a 1-d array of unit ids, found shape {m.values.shape}")
+            neuron_coord = m
+        else:
+            meta.append(m)
+    if neuron_coord is None and n_neurons is not None:
+        neuron_coord = np.arange(n_neurons, dtype=np.int64)
+
+    statistics = []
+    for s in inv.statistics:
+        key = s.split("/", 1)[0]
+        statistics.append(_meta_array(source, f"meta/statistics/{s}.npy", f"statistics/{s}", None, None, data_vars.get(key)))
+
+    labels = {}
+    for v in data_vars.values():
+        for dim, size in zip(v.dims, v.shape):
+            if (dim, size) in layout.LABELS:
+                labels[dim] = layout.LABELS[(dim, size)]
+    by_name = {m.name: m.values for m in meta}
+    tiers, ids = by_name.get(contract.TIER), by_name.get(contract.IMAGE_ID)
+    if tiers is not None and ids is not None and tiers.ndim == ids.ndim == 1:
+        order = layout.trial_order(tiers, ids)
+    else:
+        order = np.arange(inv.n_trials, dtype=np.int64)
+    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels, order)
+
+
+def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
+    inv = p.inventory
+    crcs = {m.rel: m.crc32 for m in [*p.meta, *p.statistics]}
+    if isinstance(p.neuron_coord, MetaArray):
+        crcs[p.neuron_coord.rel] = p.neuron_coord.crc32
+    for r in results:
+        for key, c in r.crc32.items():
+            for i, crc in zip(p.order[r.block.start : r.block.stop].tolist(), c.tolist()):
+                crcs[inv.trial_path(key, i)] = crc
+    tier = p.coordinate(contract.TIER).stored_values()
+    by_rel = {m.rel: m.values for m in p.meta}
+    names, counts = np.unique(tier.astype(str), return_counts=True)
+    return {
+        "title": "Sensorium 2022 mouse visual cortex data: one scan",
+        "dataset": inv.name,
+        **layout.identity(inv.name, *(by_rel.get(f"meta/trials/{f}.npy") for f in ("animal_id", "session", "scan_idx"))),
+        "n_trials": inv.n_trials,
+        "n_neurons": p.n_neurons,
+        "data_keys": list(inv.data_keys),
+        "tier_counts": {str(n): int(c) for n, c in zip(names, counts)},
+        "withheld_trials": {k: sum(r.withheld[k] for r in results) for k in inv.data_keys},
+        "schema": contract.SCHEMA,
+        "schema_version": contract.SCHEMA_VERSION,
+        "converter_version": __version__,
+        "source_name": storage_name(source.location),
+        "source_fingerprint": contract.fingerprint(crcs),
+        "source_identity": source.identity(),
+        "ignored_files": list(inv.ignored),
+        **({"source_zip": source.layout()} if isinstance(source, ZipSource) else {}),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "license": LICENSE,
+        "license_url": LICENSE_URL,
+        "citation": CITATION,
+    }
+
+
+def estimate_bytes(source: Source, p: Plan, sample: int = 16) -> int:
+    """About how many bytes the store will take on disk.
+
+    A few trials of each data folder, spread over the scan, are compressed as the store
+    compresses them and scaled to every trial (twice for a variable kept in two layouts);
+    meta arrays and other files count uncompressed.
+    """
+    n = p.n_trials
+    picks = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64)).tolist()
+    total = sum(m.values.nbytes for m in [*p.meta, *p.statistics])
+    for key, v in p.data_vars.items():
+        values = read_trials(source, key, picks, p.expect[key]).values
+        packed = compressed_size(values, v.codec.cname, v.codec.clevel, v.codec.shuffle)
+        total += packed * n // len(picks) * (2 if layout.row_copy(v) is not None else 1)
+    return int(total)
+
+
+def plan_record(source: Source, p: Plan) -> dict:
+    """What a resumed conversion must find unchanged to reuse the work already done."""
+    record = {
+        "converter_version": __version__,
+        "schema_version": contract.SCHEMA_VERSION,
+        "source": source.canonical,
+        "source_identity": source.identity(),
+        "n_trials": p.n_trials,
+        "data_vars": {k: asdict(v) for k, v in p.data_vars.items()},
+        "trial_order": hashlib.sha256(p.order.tobytes()).hexdigest(),
+    }
+    return json.loads(json.dumps(record))
+
+
+def made_from(dest, source: Source, p: Plan, storage_options: dict | None = None) -> bool:
+    """True when ``dest`` is a complete, valid store converted from this very source.
+
+    The same source means the same identity (path, names, sizes, times), or for a zip, the
+    same fingerprint (from the CRC-32s in its directory: the same content anywhere).
+    """
+    from ..integrity.schema import validate
+
+    try:
+        attrs = validate(dest, storage_options)["attributes"]
+    except StoreError:
+        return False
+    if attrs.get("source_identity") == source.identity():
+        return True
+    crcs = source.directory_crc32s()
+    if crcs is None:
+        return False
+    inv = p.inventory
+    files = [m.rel for m in [*p.meta, *p.statistics]] + [inv.trial_path(k, i) for k in inv.data_keys for i in range(inv.n_trials)]
+    if isinstance(p.neuron_coord, MetaArray):
+        files.append(p.neuron_coord.rel)
+    return all(f in crcs for f in files) and contract.fingerprint({f: crcs[f] for f in files}) == attrs.get("source_fingerprint")
+
+
