@@ -21,6 +21,9 @@ WITHOUT_FILES_GROUP = ("1.0", "2.0")
 # The per-trial data folders of a Sensorium 2022 scan, in the order the store lists them.
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 
+# The tiers of a Sensorium 2022 scan, in the order the store keeps them; any other tier follows.
+TIERS = ("train", "validation", "test", "final_test")
+
 # Dimension and coordinate names.
 TRIAL, NEURON = "trial", "neuron"
 TIER, IMAGE_ID = "tier", "image_id"

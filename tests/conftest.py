@@ -19,6 +19,50 @@ import converter
 SMALL = {"trials": 60, "neurons": 40}
 
 
+def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
+    """The ``sensorium-zarr`` command in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "converter.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """``disk_full(where, after=0)``: every write whose path contains ``where`` fails with ENOSPC
+    once ``after`` such writes have succeeded: zarr's own writes (local and fsspec stores)
+    and ours (`converter.storage.write_bytes`).  ``monkeypatch.undo()`` frees the disk."""
+    import errno
+
+    from zarr.storage import FsspecStore, LocalStore
+
+    import converter.write.store as store_module
+
+    def fill(where: str, after: int = 0) -> None:
+        calls = {"n": 0}
+
+        def check(path: str) -> None:
+            if where in path:
+                calls["n"] += 1
+                if calls["n"] > after:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+        for cls in (LocalStore, FsspecStore):
+            original = cls.set
+
+            async def full_set(self, key, value, *args, original=original, **kwargs):
+                check(f"{getattr(self, 'root', None) or self.path}/{key}")  # however the store is rooted
+                return await original(self, key, value, *args, **kwargs)
+
+            monkeypatch.setattr(cls, "set", full_set)
+        original_write = store_module.write_bytes
+
+        def full_write(path, data, storage_options=None):
+            check(str(path))
+            return original_write(path, data, storage_options)
+
+        monkeypatch.setattr(store_module, "write_bytes", full_write)
+
+    return fill
+
+
 @pytest.fixture(scope="session")
 def make_dataset(tmp_path_factory):
     """Factory: ``make_dataset(competition="none", as_zip=False, **kw)`` -> a cached sample."""

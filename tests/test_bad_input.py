@@ -13,11 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import load_source
-
-
-def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "converter.cli", *map(str, args)], capture_output=True, text=True)
+from .conftest import load_source, run_cli
 
 
 def npy(a: np.ndarray) -> bytes:

@@ -279,3 +279,60 @@ def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):
     (renamed / "meta/trials/session.npy").unlink()  # the meta arrays no longer say: the name decides
     attrs = xr.open_zarr(converter.convert(renamed, tmp_path / "n.zarr", progress=False)).attrs
     assert attrs["data_key"] == "mydata" and attrs["identity_from"] == "name" and "animal_id" not in attrs
+
+
+def test_a_neuron_file_named_like_a_trial_coordinate_keeps_tier_for_trials(dataset_copy, tmp_path):
+    folder = dataset_copy()
+    n = len(np.load(folder / "meta/neurons/unit_ids.npy"))
+    np.save(folder / "meta/neurons/tier.npy", np.array(["deep", "superficial"] * (n // 2) + ["deep"] * (n % 2)))
+    store = converter.convert(folder, tmp_path / "m.zarr", progress=False)
+    ds = converter.open_mouse(store)
+    assert ds["tier"].dims == ("trial",) and ds["neuron_tier"].dims == ("neuron",)
+    assert set(ds.sensorium.tier("train")["tier"].values.tolist()) == {"train"}
+    assert converter.verify(folder, store).ok
+    assert tree_hashes(converter.export(store, tmp_path / "out")) == tree_hashes(folder)
+
+
+def test_consolidated_metadata_equals_zarr_python_s(make_store, tmp_path):
+    import shutil
+    import warnings
+
+    store = tmp_path / "m.zarr"
+    shutil.copytree(make_store(), store)
+    ours = (store / "zarr.json").read_bytes()
+    with warnings.catch_warnings():  # this test's own call of zarr's function warns; converting does not
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(store), zarr_format=3)
+    assert (store / "zarr.json").read_bytes() == ours
+
+
+def test_converting_and_reading_emit_no_warning(make_dataset, tmp_path, recwarn):
+    store = converter.convert(make_dataset(), tmp_path / "m.zarr", progress=False)
+    converter.open_mouse(store).responses.values
+    xr.open_zarr(store).responses.values
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_executor_is_one_parameter(make_dataset, tmp_path):
+    import pickle
+
+    from converter.write.executors import BlockWriter
+
+    src = make_dataset()
+    seen = []
+
+    def serial(task, blocks, progress):  # any callable mapping the task over blocks is an executor
+        for b in blocks:
+            task = pickle.loads(pickle.dumps(task))  # as a process pool or a cluster would ship it
+            assert isinstance(task, BlockWriter)
+            seen.append(b)
+            yield task(b, progress)
+
+    store = converter.convert(src, tmp_path / "a.zarr", executor=serial, progress=False)
+    assert seen and converter.verify(src, store).ok
+    assert converter.verify(src, converter.convert(src, tmp_path / "b.zarr", executor=1, progress=False)).ok
+    with pytest.raises(TypeError, match="executor must be"):
+        converter.convert(src, tmp_path / "c.zarr", executor="threads")
+    with pytest.raises(ValueError, match="at least 1"):
+        converter.convert(src, tmp_path / "d.zarr", executor=0)
+    assert not (tmp_path / "c.zarr").exists() and not (tmp_path / "c.zarr.incomplete").exists()

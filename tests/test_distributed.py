@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import pytest
 import converter
 
 from .conftest import upload_mice
-from .test_bad_input import run_cli
+from .conftest import run_cli
 
 distributed = pytest.importorskip("distributed")
 
@@ -101,21 +100,12 @@ def test_convert_all_converts_a_dataset_found_as_zip_and_folder_once(scheduler, 
     assert converter.verify(folder, tmp_path / "out" / f"{folder.name}.zarr").ok
 
 
-def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch):
-    from zarr.storage import LocalStore
-
+def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch, disk_full):
     address, _ = scheduler
     src = tmp_path / "src"
     shutil.copytree(make_dataset("none", False, seed=6), src / make_dataset("none", False, seed=6).name)
     dest = tmp_path / "out" / f"{make_dataset('none', False, seed=6).name}.zarr"
-    original = LocalStore.set
-
-    async def full_disk(self, key, value, *a, **k):
-        if "/responses/c/" in f"{self.root}/{key}":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return await original(self, key, value, *a, **k)
-
-    monkeypatch.setattr(LocalStore, "set", full_disk)
+    disk_full("/responses/c/")
     with pytest.raises(converter.StorageError, match="run the same command again to resume"):
         converter.convert(make_dataset("none", False, seed=6), dest)
     monkeypatch.undo()

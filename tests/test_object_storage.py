@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import subprocess
@@ -16,7 +15,7 @@ import xarray as xr
 import converter
 
 from .conftest import bits, upload_mice
-from .test_bad_input import run_cli
+from .conftest import run_cli
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -105,27 +104,10 @@ def test_convert_into_s3(s3, make_dataset):
 
 
 @pytest.mark.parametrize("where", ["/responses/c/", "/checksums/data/responses"])  # a block's chunk we encode; zarr's final writes
-def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, monkeypatch, where):
-    from zarr.storage import FsspecStore
-
-    import converter.write.store as store_module
-
+def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, monkeypatch, disk_full, where):
     endpoint, fs = s3
     src, url = make_dataset(), f"s3://data/partial{len(where)}/m.zarr"
-    original_set, original_write = FsspecStore.set, store_module.write_bytes
-
-    async def full(self, key, value, *args, **kwargs):
-        if where in f"{self.path}/{key}":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return await original_set(self, key, value, *args, **kwargs)
-
-    def full_write(path, data, storage_options=None):
-        if where in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original_write(path, data, storage_options)
-
-    monkeypatch.setattr(FsspecStore, "set", full)
-    monkeypatch.setattr(store_module, "write_bytes", full_write)
+    disk_full(where)
     with pytest.raises(converter.StorageError, match="run the same command again to resume"):
         converter.convert(src, url)
     monkeypatch.undo()
@@ -227,3 +209,34 @@ def test_object_storage_failures_are_one_line_naming_the_url(s3, make_dataset, t
     for argv, env, says, code in cases:
         r = subprocess.run([sys.executable, "-m", "converter.cli", *map(str, argv)], capture_output=True, text=True, env=env)
         assert r.returncode == code and says in r.stderr and r.stderr.count("\n") == 1, (argv, r.returncode, r.stderr)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_both_states_keep_the_same_records(s3, tmp_path, kind):
+    """`LocalState` and `ObjectStoreState` answer the `ConversionState` protocol alike."""
+    import numpy as np
+
+    from converter.write.state import ConversionState, LocalState, ObjectStoreState, state_for
+    from converter.write.store import BlockResult
+
+    dest = tmp_path / "m.zarr" if kind == "local" else f"s3://data/states/{tmp_path.name}/m.zarr"
+    state = state_for(dest)
+    assert isinstance(state, LocalState if kind == "local" else ObjectStoreState)
+    for name in (n for n in vars(ConversionState) if not n.startswith("_") or n in ("__enter__", "__exit__")):
+        assert callable(getattr(state, name, None)), name
+    assert not state.occupied() and not state.started()
+    r = BlockResult(range(0, 3), {"responses": np.array([1, 2, 3], np.uint32)}, {"responses": {b"header"}}, {"responses": 1})
+    with state:
+        assert state.started() and state.plan() is None and state.done_blocks() == {}
+        state.start_over()
+        state.save_plan({"n_trials": 3})
+        state.save_block(r)
+        assert state.plan() == {"n_trials": 3}
+        (got,) = state.done_blocks().values()
+        assert got.block == r.block and got.headers == r.headers and got.withheld == r.withheld
+        assert (got.crc32["responses"] == r.crc32["responses"]).all()
+        assert not state.finishing() and not state.occupied()  # records are not a store
+        state.start_over()
+        assert state.plan() is None and state.done_blocks() == {}
+        state.discard()
+    assert not state.occupied() and not state.started()

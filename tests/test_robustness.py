@@ -25,7 +25,7 @@ import converter
 from converter import cli
 
 from .conftest import bits
-from .test_bad_input import run_cli
+from .conftest import run_cli
 
 
 @pytest.fixture(scope="session")
@@ -103,31 +103,9 @@ def test_a_second_writer_is_refused(make_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["/images/c/", "/responses/c/", "/checksums/data/"])  # a shard, a chunk we encode; zarr writes the checksums
-def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, where):
-    from zarr.storage import LocalStore
-
-    import converter.write.store as store_module
-
+def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, disk_full, where):
     src, dest = make_dataset(), tmp_path / "m.zarr"
-    original_set, original_write = LocalStore.set, store_module.write_bytes
-    calls = {"n": 0}
-
-    def fail(path: str) -> None:
-        if where in path:
-            calls["n"] += 1
-            if calls["n"] > 1:
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-    async def full_set(self, key, value, *args, **kwargs):
-        fail(f"{self.root}/{key}")  # however the store is rooted
-        return await original_set(self, key, value, *args, **kwargs)
-
-    def full_write(path, data, storage_options=None):
-        fail(str(path))
-        return original_write(path, data, storage_options)
-
-    monkeypatch.setattr(LocalStore, "set", full_set)
-    monkeypatch.setattr(store_module, "write_bytes", full_write)
+    disk_full(where, after=1)
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == cli.EXIT_STORAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "run the same command again to resume" in err

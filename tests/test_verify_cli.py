@@ -14,7 +14,7 @@ import zarr
 
 import converter
 
-from .test_bad_input import run_cli
+from .conftest import run_cli
 
 
 @pytest.fixture

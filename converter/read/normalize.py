@@ -21,9 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NORMALIZED_KEYS = ("images", "responses", "behavior", "pupil_center")
-
-
 @dataclass(frozen=True)
 class Normalizer:
     """The per-key constants of ``NeuroNormalizer``, from one statistics source."""

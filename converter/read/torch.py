@@ -29,7 +29,6 @@ from .normalize import Normalizer, add_channels
 from .select import neurons_where
 
 DEFAULT_KEYS = contract.DATA_KEYS
-TIERS = ("train", "validation", "test", "final_test")
 
 
 class Trial(dict):
@@ -277,7 +276,7 @@ def loaders(
         keys.append("behavior")
     if include_eye_position:
         keys.append("pupil_center")
-    tiers = [tier] if tier else list(TIERS)
+    tiers = [tier] if tier else list(contract.TIERS)
     out: dict[str, dict[str, DataLoader]] = {t: {} for t in tiers}
     for k, store in enumerate(stores):
         ds = MouseDataset(

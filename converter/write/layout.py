@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import IMAGE_ID, NEURON, TIER, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
+from ..contract import IMAGE_ID, NEURON, TIER, TIERS, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
@@ -145,7 +145,7 @@ def write_chunks(v: DataVar) -> tuple[int, ...]:
 
 
 # Tiers in the order the store keeps them; any other tier follows, alphabetically.
-TIER_ORDER = ("train", "validation", "test", "final_test")
+TIER_ORDER = TIERS
 
 
 def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
