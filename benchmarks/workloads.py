@@ -422,7 +422,7 @@ def engines(ctx: Ctx) -> list[dict]:
         "one neuron (tiles)": ("responses", (slice(None), col)),
         "128 random images (sharded)": ("images", (batch,)),
     }
-    found: dict[str, Callable] = {"converter.engine": lambda name: ChunkReader.from_path(ctx.store / name).read,
+    found: dict[str, Callable] = {"converter.read.engine": lambda name: ChunkReader.from_path(ctx.store / name).read,
                                   "zarr-python": lambda name: zarr.open_array(ctx.store / name, mode="r").get_orthogonal_selection}
     try:
         import tensorstore as ts

@@ -31,7 +31,7 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
     assert any(n.startswith("loaders over 2 mice, 2 workers") for n in names)
     modes = {r.get("mode") for r in result["rows"] if r["workload"] == "load all responses"}
     assert "plain xr.open_zarr, no converter" in modes  # measured in a child process
-    assert {r["mode"] for r in result["rows"] if r.get("method") == "e"} >= {"converter.engine", "zarr-python"}
+    assert {r["mode"] for r in result["rows"] if r.get("method") == "e"} >= {"converter.read.engine", "zarr-python"}
     saved = json.loads((tmp_path / "out/results-tiny.json").read_text())
     assert saved["machine"]["cores"] >= 1 and len(saved["rows"]) == len(result["rows"])
     md = (tmp_path / "out/results-tiny.md").read_text()

@@ -85,19 +85,30 @@ class MouseDataset(Dataset):
 
     Parameters
     ----------
-    store : path of a store written by `converter.convert`.
-    tier : ``None`` (item ``i`` is the trial of file ``i.npy``), a tier name, or several
-        (the items are then that tier's trials in file order; ``trial_ids`` names them).
-    keys : data variables in each item, in this order.
-    normalize : apply ``NeuroNormalizer`` (statistics ``stats_source``); outputs float32.
-    in_memory : read each variable whole on first use and serve batches from memory;
-        otherwise every batch is read from the store.
-    neurons : positions on the neuron axis to keep in ``responses`` (``None``: all).
-    behavior_channels, pupil_channels : append behavior / pupil center to the image as
-        constant channels (``AddBehaviorAsChannels`` / ``AddPupilCenterAsChannels``).
-    float32 : cast every output to float32, as the official ``ToTensor`` does; default:
-        only when normalising or adding channels (otherwise items keep the source dtypes).
-    storage_options : for a store at a URL, passed to fsspec.
+    store : str or os.PathLike
+        A store written by `converter.convert`.
+    tier : str or sequence of str, optional
+        ``None``: item ``i`` is the trial of file ``i.npy``.  A tier name, or several: the
+        items are that tier's trials in file order (``trial_ids`` names them).
+    keys : sequence of str
+        Data variables in each item, in this order.
+    normalize : bool
+        Apply ``NeuroNormalizer`` (statistics ``stats_source``); outputs float32.
+    in_memory : bool
+        Read each variable whole on first use and serve batches from memory; otherwise
+        every batch is read from the store.
+    neurons : sequence of int, optional
+        Positions on the neuron axis to keep in ``responses`` (``None``: all).
+    behavior_channels, pupil_channels : bool
+        Append behavior / pupil center to the image as constant channels
+        (``AddBehaviorAsChannels`` / ``AddPupilCenterAsChannels``).
+    stats_source : str
+        The statistics used to normalise: ``statistics/<key>/<stats_source>``.
+    float32 : bool, optional
+        Cast every output to float32, as the official ``ToTensor`` does; default: only when
+        normalising or adding channels (otherwise items keep the source dtypes).
+    storage_options : dict, optional
+        For a store at a URL, passed to fsspec.
     """
 
     def __init__(
