@@ -239,3 +239,18 @@ def test_ctrl_c_while_starting_and_during_convert_all_is_one_line(two_blocks, tm
     work = tmp_path / "out" / f"{src.name}.zarr.incomplete" / "state" / "plan.json"
     r = interrupt_group(["convert-all", tmp_path / "in", tmp_path / "out", "--workers", "2", "--quiet"], work.exists)
     assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr  # no worker tracebacks
+
+
+def test_killed_after_the_skeleton_in_s3_then_rerun(s3, two_blocks, tmp_path):
+    """A SIGKILL leaves the skeleton's root zarr.json in object storage; the rerun knows it is its own."""
+    endpoint, fs = s3
+    src, *_ = two_blocks
+    url = f"s3://data/killed/{tmp_path.name}/m.zarr"
+    proc = start("converter.write.convert:write_files", "kill", tmp_path / "flag", "convert", src, url, "--quiet")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9, "the fault was not reached"
+    assert fs.exists(f"{url.removeprefix('s3://')}.incomplete/state/building")
+    r = subprocess.run([sys.executable, "-m", "converter.cli", "convert", str(src), url, "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert converter.verify(src, url).ok and not fs.exists(f"{url.removeprefix('s3://')}.incomplete")
