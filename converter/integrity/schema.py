@@ -94,7 +94,7 @@ def cross_check(m: dict) -> list[str]:
     """The rules of ``x-cross-checks``; returns the problems found."""
     problems = []
     attrs, arrays = m["attributes"], m["arrays"]
-    sizes = {"trial": attrs.get("n_trials"), "neuron": attrs.get("n_neurons")}
+    sizes = {contract.TRIAL: attrs.get("n_trials"), contract.NEURON: attrs.get("n_neurons")}
     for key in attrs.get("data_keys", []):
         a = arrays.get(key)
         if a is None:

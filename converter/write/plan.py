@@ -82,18 +82,18 @@ def plan(source: Source) -> Plan:
         expect[key] = h
         data_vars[key] = layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype)
     resp = data_vars.get("responses")
-    n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == "neuron" else None
+    n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == contract.NEURON else None
     names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)
 
     meta, neuron_coord = [], None
     for f in inv.trial_meta:
         rel = f"meta/trials/{f}"
-        meta.append(_meta_array(source, rel + ".npy", names[rel], "trial", inv.n_trials))
+        meta.append(_meta_array(source, rel + ".npy", names[rel], contract.TRIAL, inv.n_trials))
     for f in inv.neuron_meta:
         rel = f"meta/neurons/{f}"
-        m = _meta_array(source, rel + ".npy", names[rel], "neuron", n_neurons)
+        m = _meta_array(source, rel + ".npy", names[rel], contract.NEURON, n_neurons)
         n_neurons = m.values.shape[0] if n_neurons is None else n_neurons
-        if m.name == "neuron":
+        if m.name == contract.NEURON:
             if m.values.ndim != 1:
                 raise SourceError(source.where(m.rel), f"expected a 1-d array of unit ids, found shape {m.values.shape}")
             neuron_coord = m

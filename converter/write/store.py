@@ -96,15 +96,15 @@ def create_skeleton(
     """Write every array's metadata and every small array; data arrays stay empty."""
     kw = zarr_kwargs(path, storage_options)
     coords: dict[str, xr.Variable] = {
-        "trial": xr.Variable(("trial",), trial_coord, {"derived": "i of data/<key>/<i>.npy (stored clustered by tier, image_id, i)"}),
+        contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": "i of data/<key>/<i>.npy (stored clustered by tier, image_id, i)"}),
     }
     if isinstance(neuron_coord, MetaArray):
-        coords["neuron"] = xr.Variable(("neuron",), neuron_coord.stored_values(), neuron_coord.attrs())
+        coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
     elif neuron_coord is not None:
-        coords["neuron"] = xr.Variable(("neuron",), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
+        coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
     for m in meta:
         values = m.stored_values()
-        if m.dims[0] == "trial":
+        if m.dims[0] == contract.TRIAL:
             values = values[trial_coord]  # rows in stored order: row p is file trial_coord[p]
         coords[m.name] = xr.Variable(m.dims, values, m.attrs())
     for dim, names in labels.items():
@@ -121,7 +121,7 @@ def create_skeleton(
                 contract.COPY_OF: key, contract.SOURCE_DTYPE: v.source_dtype,
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
         coords[v.withheld_name] = xr.Variable(
-            ("trial",),
+            (contract.TRIAL,),
             da.zeros(v.shape[:1], dtype=bool, chunks=BLOCK_TRIALS),
             {"derived": f"True where every value of data/{key}/<i>.npy is zero (withheld by the source, not measured)"},
         )
@@ -239,7 +239,7 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
         # created at its own path: no parent group (nor the root) is written again, so a failure
         # here never leaves a root zarr.json behind in object storage
         zarr.create_array(str(child(path, contract.checksums_path(key))), data=crc, chunks=(min(len(crc), 65536),),
-                          dimension_names=("trial",), attributes=attrs, overwrite=True, zarr_format=3, **kw)
+                          dimension_names=(contract.TRIAL,), attributes=attrs, overwrite=True, zarr_format=3, **kw)
         if contract.NPY_HEADER in attrs:
             open_array(path, key, storage_options, "r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
 
