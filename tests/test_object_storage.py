@@ -167,8 +167,13 @@ def test_s3_lock_admits_one_of_many_writers_starting_at_once(s3):
     endpoint, fs = s3
     for round, url in enumerate(["s3://data/race/m.zarr", "s3://data/race/m.zarr"]):
         states = [ObjectStoreState(url, None) for _ in range(8)]
+        if round:
+            time.sleep(3)  # the first round's lock is now 3 s old
         for s in states:
-            s.STALE_SECONDS = -1 if round else 600  # the second round finds the first round's lock stale
+            # The second round finds the first round's lock stale, but not the one its winner has
+            # just written: with "every lock is stale" a writer arriving after the winner would
+            # rightly take over from it too.
+            s.STALE_SECONDS = 2 if round else 600
         barrier = threading.Barrier(len(states))
 
         def enter(state):
