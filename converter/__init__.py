@@ -13,6 +13,7 @@ try:
     from .errors import SourceError, StorageError, StoreError
     from .integrity import VerifyReport, export, self_check, validate, verify
     from .read import Normalizer, info, open_mice, open_mouse, read_statistics, standardize  # registers ds.sensorium
+    from .read.score import oracle, score
     from .sample import make_sample
     from .write import MouseResult, convert, convert_all
 except KeyboardInterrupt:
@@ -38,7 +39,9 @@ __all__ = [
     "make_sample",
     "open_mice",
     "open_mouse",
+    "oracle",
     "read_statistics",
+    "score",
     "self_check",
     "standardize",
     "validate",

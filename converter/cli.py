@@ -144,6 +144,47 @@ def _info(args) -> int:
     return EXIT_OK
 
 
+def _score(args) -> int:
+    import json
+    import math
+
+    from .read.dataset import open_mouse
+    from .read.score import read_predictions, score
+
+    try:
+        ds = open_mouse(_loc(args.dest), storage_options=_options(args))
+        s = score(ds, read_predictions(args.predictions, ds), tier=args.tier)
+    except (KeyError, ValueError) as e:
+        if isinstance(e, (SourceError, StoreError)):
+            raise
+        print(f"sensorium-zarr: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    a = s.attrs
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in a.items()}, indent=1))
+    else:
+        print(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons\n"
+              f"single-trial correlation  {a['single_trial_correlation']:.4f}\n"
+              f"correlation to average    {a['correlation_to_average']:.4f}\n"
+              f"FEVE                      {a['feve']:.4f}  ({a['feve_neurons']} neurons with FEV >= 0.15)")
+    return EXIT_OK
+
+
+def _show(args) -> int:
+    from .read.dataset import open_mouse
+
+    try:
+        from .read.plot import overview
+    except ImportError as e:
+        print(f"sensorium-zarr: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    fig = overview(open_mouse(_loc(args.dest), storage_options=_options(args)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=args.dpi)
+    print(args.out)
+    return EXIT_OK
+
+
 def _loc(path: str):
     """A command-line location: a URL stays a string, anything else becomes a path."""
     from .storage import location
@@ -211,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("dest", help="the store (a path or a URL)")
     _add_storage_option(a)
     a.set_defaults(func=_validate)
+
+    sc = sub.add_parser("score", help="the competition's metrics of a model's predictions on one tier")
+    sc.add_argument("dest", help="the store (a path or a URL)")
+    sc.add_argument("predictions", help="a Zarr store or NetCDF file with a 'prediction' variable (trial, neuron), "
+                                        "or the competition's submission CSV")
+    sc.add_argument("--tier", default="test", help="the tier to score (default: test)")
+    sc.add_argument("--json", action="store_true", help="print as JSON")
+    _add_storage_option(sc)
+    sc.set_defaults(func=_score)
+
+    sh = sub.add_parser("show", help="one page about a scan: tiers, stimuli, responses, neurons, reliability, behavior")
+    sh.add_argument("dest", help="the store (a path or a URL)")
+    sh.add_argument("--out", type=_local_path, required=True, help="the figure to write (.png, .pdf or .svg)")
+    sh.add_argument("--dpi", type=_at_least(20), default=110)
+    _add_storage_option(sh)
+    sh.set_defaults(func=_show)
 
     i = sub.add_parser("info", help="counts per tier, dims, sizes and compression")
     i.add_argument("dest", help="the store (a path or a URL)")

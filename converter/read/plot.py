@@ -1,0 +1,202 @@
+"""A scan at a glance: `overview`, one page drawn from the store alone.
+
+Needs matplotlib (``pip install 'sensorium-zarr[plot]'``).  Reads little: four images, the
+responses of at most `MAX_TRIALS` trials, the small per-trial variables and, for the
+reliability panel, the test responses; so it stays quick for a full-size scan or one in S3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from .. import contract
+from . import metrics
+
+try:
+    from matplotlib.figure import Figure  # no pyplot: no backend or global state is touched
+except ImportError as e:  # pragma: no cover - exercised in a subprocess without matplotlib
+    raise ImportError("converter.plot needs matplotlib, which is not installed: pip install 'sensorium-zarr[plot]'") from e
+
+MAX_TRIALS = 200  # rows of the population-response panel
+N_IMAGES = 4
+REPEATED_TIERS = ("test", "final_test")
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Stored text (numpy's StringDType, which refuses ``astype(str)``) as Python strings."""
+    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
+def _withheld(ds: xr.Dataset, key: str, trials) -> np.ndarray:
+    flag = contract.withheld_name(key)
+    return ds[flag].sel(trial=trials).values if flag in ds.coords else np.zeros(len(trials), bool)
+
+
+def _say(ax, text: str, title: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.35", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _tiers(ax, ds: xr.Dataset) -> None:
+    names, counts = np.unique(_text(ds[contract.TIER].values), return_counts=True)
+    order = sorted(range(len(names)), key=lambda k: (contract.TIERS.index(names[k]) if names[k] in contract.TIERS else 99, names[k]))
+    bars = ax.bar([names[k] for k in order], [counts[k] for k in order], color="0.45")
+    ax.bar_label(bars, fontsize=8)
+    ax.set_title("trials per tier")
+    ax.set_ylabel("trials")
+    ax.tick_params(axis="x", labelrotation=20)
+
+
+def _images(fig, cell, ds: xr.Dataset) -> np.ndarray:
+    """A few stimuli, one per tier where possible; returns their trial labels."""
+    tiers = _text(ds[contract.TIER].values)
+    picks = []
+    for t in [*contract.TIERS, *sorted(set(tiers) - set(contract.TIERS))]:
+        picks += ds[contract.TRIAL].values[tiers == t][:1].tolist()
+    for t in ds[contract.TRIAL].values.tolist():
+        if len(picks) >= N_IMAGES:
+            break
+        if t not in picks:
+            picks.append(t)
+    picks = picks[:N_IMAGES]
+    grid = cell.subgridspec(1, len(picks), wspace=0.05)
+    images = ds["images"].sel(trial=picks).values if "images" in ds else None
+    hidden = _withheld(ds, "images", picks)
+    for k, t in enumerate(picks):
+        ax = fig.add_subplot(grid[0, k])
+        row = ds.sel(trial=t)
+        title = f"image {row[contract.IMAGE_ID].item()}\n{row[contract.TIER].item()}"
+        if images is None or hidden[k]:
+            _say(ax, "withheld", title)
+            continue
+        img = images[k]
+        ax.imshow(img[0] if img.ndim == 3 else img, cmap="gray")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    return np.array(picks)
+
+
+def _neuron_order(ds: xr.Dataset) -> tuple[np.ndarray, str]:
+    """Neurons sorted by area, then depth (``cell_motor_coordinates`` z), when the store has them."""
+    keys, what = [], []
+    if "cell_motor_coordinates" in ds.coords and ds["cell_motor_coordinates"].shape[1:] == (3,):
+        keys.append(ds["cell_motor_coordinates"].values[:, 2])
+        what.append("depth")
+    if contract.AREA in ds.coords:
+        keys.append(_text(ds[contract.AREA].values))
+        what.insert(0, "area")
+    if not keys:
+        return np.arange(ds.sizes[contract.NEURON]), "unit id"
+    return np.lexsort(keys), ", then ".join(what)
+
+
+def _population(fig, ax, ds: xr.Dataset) -> None:
+    scored = ds[contract.TRIAL].values[~_withheld(ds, "responses", ds[contract.TRIAL].values)]
+    title = "population response"
+    if not len(scored) or "responses" not in ds:
+        _say(ax, "responses withheld for every trial", title)
+        return
+    trials = scored[:MAX_TRIALS]
+    order, by = _neuron_order(ds)
+    values = ds["responses"].sel(trial=trials).values[:, order]
+    std = values.std(axis=0, keepdims=True)
+    z = (values - values.mean(axis=0, keepdims=True)) / np.where(std > 0, std, 1)
+    im = ax.imshow(z, aspect="auto", cmap="magma", vmin=-1, vmax=3, interpolation="nearest")
+    tier = _text(ds[contract.TIER].sel(trial=trials).values)
+    ax.set_title(f"{title}: {len(trials)} trials ({', '.join(sorted(set(tier.tolist())))})")
+    ax.set_xlabel(f"neuron (sorted by {by})")
+    ax.set_ylabel("trial (stored order)")
+    fig.colorbar(im, ax=ax, label="response (z-score per neuron)", fraction=0.04)
+
+
+def _positions(ax, ds: xr.Dataset) -> None:
+    title = "neuron positions"
+    if "cell_motor_coordinates" not in ds.coords or ds["cell_motor_coordinates"].shape[1:] != (3,):
+        _say(ax, "no cell_motor_coordinates", title)
+        return
+    xyz = ds["cell_motor_coordinates"].values
+    key = contract.AREA if contract.AREA in ds.coords else contract.LAYER if contract.LAYER in ds.coords else None
+    labels = _text(ds[key].values) if key else np.array(["neuron"] * len(xyz))
+    for k, name in enumerate(sorted(set(labels.tolist()))):
+        keep = labels == name
+        ax.scatter(xyz[keep, 0], xyz[keep, 1], s=4, label=f"{name} ({keep.sum()})", color=f"C{k}", alpha=0.7, linewidths=0)
+    ax.set_title(f"{title}, by {key or 'none'}")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(fontsize=7, markerscale=3, loc="best")
+
+
+def _reliability(ax, ds: xr.Dataset) -> None:
+    title = "reliability (oracle correlation)"
+    tiers = _text(ds[contract.TIER].values)
+    for t in REPEATED_TIERS:
+        trials = ds[contract.TRIAL].values[tiers == t]
+        if len(trials) and not _withheld(ds, "responses", trials).any() and "responses" in ds:
+            sel = ds.sel(trial=trials)
+            values = metrics.oracle_jackknife(np.asarray(sel["responses"].values, np.float64), sel[contract.IMAGE_ID].values)
+            if np.isfinite(values).any():
+                ax.hist(values[np.isfinite(values)], bins=30, color="C0")
+                ax.axvline(np.nanmean(values), color="k", lw=1, ls="--", label=f"mean {np.nanmean(values):.2f}")
+                ax.set_title(f"{title}, {t} repeats")
+                ax.set_xlabel("oracle correlation (jackknife)")
+                ax.set_ylabel("neurons")
+                ax.legend(fontsize=8)
+                return
+    _say(ax, "no repeats with responses\n(withheld, or no test tier)", title)
+
+
+def _behavior(ax, ds: xr.Dataset) -> None:
+    title = "behavior and pupil over trials"
+    series = []
+    for key in ("behavior", "pupil_center"):
+        if key in ds:
+            labels = ds[key].dims[1]
+            for j, name in enumerate(_text(ds[labels].values) if labels in ds.coords else range(ds.sizes[labels])):
+                series.append((f"{key}: {name}", key, j))
+    if not series:
+        _say(ax, "no behavior or pupil data", title)
+        return
+    idx = ds["trial_idx"].values if "trial_idx" in ds.coords else None
+    timed = idx is not None and idx.dtype.kind in "iuf"
+    order = np.argsort(idx, kind="stable") if timed else np.argsort(ds[contract.TRIAL].values, kind="stable")
+    cache = {key: ds[key].values[order] for key in {k for _, k, _ in series}}
+    drawn = []
+    for label, key, j in series:
+        y = cache[key][:, j].astype(np.float64)
+        y[_withheld(ds, key, ds[contract.TRIAL].values)[order]] = np.nan  # withheld trials are gaps, never zeros
+        if np.isfinite(y).any():
+            drawn.append((label, y))
+    if not drawn:
+        _say(ax, "withheld for every trial", title)
+        return
+    for k, (label, y) in enumerate(drawn):
+        s = np.nanstd(y)
+        ax.plot((y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * k, lw=0.5, color=f"C{k}")
+    series = drawn
+    ax.set_yticks([5 * k for k in range(len(series))], [label for label, *_ in series], fontsize=8)
+    ax.set_ylabel("each z-scored, offset")
+    ax.set_xlabel("trial, in time order (trial_idx)" if timed else "trial, in file order (trial_idx is hashed)")
+    ax.set_title(title)
+
+
+def overview(ds: xr.Dataset) -> Figure:
+    """One page about one scan: tiers, stimuli, responses, neuron positions, reliability, behavior.
+
+    ``ds`` is a dataset opened with `converter.open_mouse` (lazy: only what is drawn is read).
+    Withheld data is drawn as withheld, never as zeros.
+    """
+    fig = Figure(figsize=(15, 10), layout="constrained")
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.25, 1])
+    _tiers(fig.add_subplot(grid[0, 0]), ds)
+    _images(fig, grid[0, 1:], ds)
+    _population(fig, fig.add_subplot(grid[1, :2]), ds)
+    _positions(fig.add_subplot(grid[1, 2]), ds)
+    _reliability(fig.add_subplot(grid[2, 0]), ds)
+    _behavior(fig.add_subplot(grid[2, 1:]), ds)
+    a = ds.attrs
+    fig.suptitle(f"{a.get('dataset', '')}   ({a.get('n_trials')} trials, {a.get('n_neurons')} neurons)", fontsize=12)
+    return fig

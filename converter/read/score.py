@@ -1,0 +1,165 @@
+"""Scoring predictions with the competition's metrics, from the store alone: `score`, `oracle`.
+
+Predictions and responses meet by label (``trial`` file numbers, ``neuron`` unit ids), never by
+position.  Responses are the competition's standardised ones (``ds.sensorium.standardize()``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import xarray as xr
+
+from .. import contract
+from . import metrics
+from .dataset import open_mouse
+
+
+def _dataset(store_or_dataset, storage_options: dict | None = None) -> xr.Dataset:
+    if isinstance(store_or_dataset, xr.Dataset):
+        return store_or_dataset
+    return open_mouse(store_or_dataset, storage_options=storage_options)
+
+
+def _tier(ds: xr.Dataset, tier: str) -> xr.Dataset:
+    """The tier's trials in file order, refusing withheld responses (never scored as zeros)."""
+    name = ds.attrs.get("dataset", "this store")
+    if contract.TIER not in ds.coords or tier not in set(ds[contract.TIER].values.tolist()):
+        have = sorted(set(ds[contract.TIER].values.tolist())) if contract.TIER in ds.coords else []
+        raise ValueError(f"{name}: no tier {tier!r} to score (it has {have})")
+    sel = ds.sensorium.tier(tier).sortby(contract.TRIAL)
+    flag = contract.withheld_name("responses")
+    withheld = int(sel[flag].values.sum()) if flag in sel.coords else 0
+    if withheld:
+        raise ValueError(f"{name}: the responses of tier {tier!r} are withheld ({withheld} of {sel.sizes[contract.TRIAL]} "
+                         "trials all zero); they cannot be scored here, only by the competition")
+    return sel
+
+
+def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray, name: str) -> np.ndarray:
+    """``predictions`` as a ``(trial, neuron)`` array in the order of ``trials`` and ``neurons``."""
+    if set(predictions.dims) != {contract.TRIAL, contract.NEURON}:
+        raise ValueError(f"predictions: expected dims ('trial', 'neuron'), found {predictions.dims}")
+    for dim, wanted in ((contract.TRIAL, trials), (contract.NEURON, neurons)):
+        if dim not in predictions.coords:
+            raise ValueError(f"predictions: no {dim} labels (a {dim!r} coordinate of file numbers or unit ids)")
+        have = predictions.indexes[dim]
+        if not have.is_unique:
+            raise ValueError(f"predictions: {dim} labels repeat")
+        missing = [v for v in wanted.tolist() if v not in have]
+        if missing:
+            raise ValueError(f"predictions: no prediction for {len(missing)} {dim}s of {name} (first: {missing[0]})")
+    out = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(contract.TRIAL, contract.NEURON)
+    return np.asarray(out.values, dtype=np.float64)
+
+
+def score(store_or_dataset, predictions: xr.DataArray, tier: str = "test", *,
+          storage_options: dict | None = None) -> xr.Dataset:
+    """The competition's metrics of ``predictions`` on one tier, per neuron and in summary.
+
+    Parameters
+    ----------
+    store_or_dataset : str, os.PathLike or xarray.Dataset
+        A store, or a dataset opened with `open_mouse` (possibly a selection of neurons).
+    predictions : xarray.DataArray
+        Dims ``(trial, neuron)`` labelled with file numbers and unit ids, in any order and as any
+        superset of the tier, in the units of ``ds.sensorium.standardize().responses``.
+    tier : str
+        The tier to score.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``single_trial_correlation``, ``correlation_to_average``, ``fev`` and ``feve`` on
+        ``neuron``; ``attrs`` hold the summaries (means over neurons; for ``feve`` over the
+        neurons with ``fev >= 0.15``) and the numbers of trials and neurons scored.
+    """
+    ds = _tier(_dataset(store_or_dataset, storage_options), tier).sensorium.standardize()
+    trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
+    pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")
+    resp = np.asarray(ds["responses"].values, dtype=np.float64)
+    ids = ds[contract.IMAGE_ID].values
+    fev, feve = metrics.fev(resp, pred, ids)
+    out = xr.Dataset(
+        {
+            "single_trial_correlation": (contract.NEURON, metrics.corr(pred, resp)),
+            "correlation_to_average": (contract.NEURON, metrics.correlation_to_average(resp, pred, ids)),
+            "fev": (contract.NEURON, fev),
+            "feve": (contract.NEURON, feve),
+        },
+        coords={contract.NEURON: neurons},
+    )
+    kept = fev >= metrics.FEV_THRESHOLD
+    out.attrs = {
+        "tier": tier,
+        "n_trials": len(trials),
+        "n_neurons": len(neurons),
+        "single_trial_correlation": float(out["single_trial_correlation"].mean()),
+        "correlation_to_average": float(out["correlation_to_average"].mean()),
+        "feve": float(feve[kept].mean()) if kept.any() else float("nan"),
+        "feve_neurons": int(kept.sum()),
+    }
+    return out
+
+
+def oracle(store_or_dataset, tier: str = "test", *, storage_options: dict | None = None) -> xr.DataArray:
+    """Each neuron's jackknife oracle correlation on ``tier``: every repeat of an image against the
+    mean of its other repeats.  An upper bound for a model, needing none; ``attrs["mean"]`` is
+    the mean over neurons."""
+    ds = _tier(_dataset(store_or_dataset, storage_options), tier)
+    values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
+    return xr.DataArray(values, coords={contract.NEURON: ds[contract.NEURON].values}, dims=(contract.NEURON,),
+                        name="oracle_correlation", attrs={"tier": tier, "mean": float(np.nanmean(values)) if len(values) else float("nan")})
+
+
+def read_predictions(path: str | os.PathLike, store_or_dataset=None, storage_options: dict | None = None) -> xr.DataArray:
+    """Predictions from a file: a Zarr store or NetCDF file with a ``prediction`` variable
+    ``(trial, neuron)``, or the competition's submission CSV (columns ``trial_indices``,
+    ``image_ids``, ``prediction``, ``neuron_ids``; trials named by ``trial_idx``, which the
+    store maps to file numbers)."""
+    path = str(path)
+    if path.lower().endswith(".csv"):
+        return _from_csv(path, _dataset(store_or_dataset, storage_options))
+    try:
+        if path.lower().endswith((".nc", ".nc4", ".netcdf")):
+            opened = xr.open_dataset(path)
+        else:
+            opened = xr.open_zarr(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: cannot read predictions ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if "prediction" not in opened:
+        raise ValueError(f"{path}: no 'prediction' variable (has {sorted(opened.data_vars)})")
+    return opened["prediction"]
+
+
+def _from_csv(path: str, ds: xr.Dataset) -> xr.DataArray:
+    import csv
+    import json
+
+    if "trial_idx" not in ds.coords:
+        raise ValueError(f"{path}: the store has no trial_idx to match the CSV's trial_indices with")
+    by_idx = {str(v): int(t) for v, t in zip(ds["trial_idx"].values.tolist(), ds[contract.TRIAL].values.tolist())}
+    trials, rows, neurons = [], [], None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"trial_indices", "prediction", "neuron_ids"}
+        if not need <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: not a submission CSV (needs columns {sorted(need)}, has {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            try:
+                ids, values = json.loads(row["neuron_ids"]), json.loads(row["prediction"])
+            except ValueError:
+                raise ValueError(f"{path}:{line}: prediction and neuron_ids must be lists like [1, 2, 3]") from None
+            neurons = ids if neurons is None else neurons
+            if ids != neurons or len(values) != len(ids):
+                raise ValueError(f"{path}:{line}: neuron_ids differ from the first row's, or do not match the predictions")
+            key = str(row["trial_indices"])
+            if key not in by_idx:
+                raise ValueError(f"{path}:{line}: trial_indices {key} is not a trial_idx of {ds.attrs.get('dataset', 'the store')}")
+            trials.append(by_idx[key])
+            rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return xr.DataArray(np.asarray(rows, dtype=np.float64), coords={contract.TRIAL: trials, contract.NEURON: neurons},
+                        dims=(contract.TRIAL, contract.NEURON), name="prediction")
