@@ -245,3 +245,13 @@ def test_both_states_keep_the_same_records(s3, tmp_path, kind):
         assert state.plan() is None and state.done_blocks() == {}
         state.discard()
     assert not state.occupied() and not state.started()
+
+
+def test_score_and_show_read_a_store_in_s3(s3, make_dataset, make_store, tmp_path):
+    pytest.importorskip("matplotlib")
+    url = f"s3://data/look/{tmp_path.name}/m.zarr"
+    converter.convert(make_dataset(), url, progress=False)
+    r = run_cli("show", url, "--out", tmp_path / "o.png")
+    assert r.returncode == 0 and (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG", r.stderr
+    local = converter.open_mouse(make_store()).sensorium.standardize().responses
+    assert converter.score(url, local).attrs == converter.score(make_store(), local).attrs
