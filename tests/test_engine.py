@@ -153,3 +153,14 @@ def test_a_store_of_an_unknown_schema_version_says_how_to_rebuild(make_store, tm
     (store / "zarr.json").write_text(json.dumps(root))
     with pytest.raises(StoreError, match=r"schema '0.9'.*sensorium-zarr convert SRC DEST --overwrite"):
         converter.open_mouse(store)
+
+
+def test_whole_rows_of_a_shard_wider_than_the_array(tmp_path):
+    """Found by hypothesis: shards (2, 2) of inner chunks (1, 1) on a (2, 1) array; row 1 is inner
+    chunk (1, 0), the third index entry, not the second."""
+    z = zarr.create_array(tmp_path / "a.zarr", shape=(2, 1), dtype="<f4", chunks=(1, 1), shards=(2, 2), fill_value=0,
+                          compressors=[BloscCodec(cname="lz4", shuffle="shuffle")])
+    z[...] = np.array([[1.0], [2.0]], dtype="<f4")
+    reader = ChunkReader.from_path(tmp_path / "a.zarr")
+    assert reader.read().ravel().tolist() == [1.0, 2.0]
+    assert reader.read((np.array([1, 0, 1]),)).ravel().tolist() == [2.0, 1.0, 2.0]

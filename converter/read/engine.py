@@ -183,10 +183,10 @@ class ChunkReader:
         rest = (0,) * (len(self.shape) - 1)
         shard_of = rows // per
         entries = np.empty((len(rows), 2), dtype=np.uint64)
-        for shard in np.unique(shard_of).tolist():
+        for shard in np.unique(shard_of).tolist():  # a row is inner chunk (row, 0, ...): a shard may be wider than the array
             index = self._shard_index((shard, *rest))
             mask = shard_of == shard
-            entries[mask] = np.full((1, 2), MISSING) if index is None else index.reshape(-1, 2)[rows[mask] - shard * per]
+            entries[mask] = np.full((1, 2), MISSING) if index is None else index.reshape(per, -1, 2)[rows[mask] - shard * per, 0]
         decode = self._compressor
 
         def fill(ks: np.ndarray) -> None:
