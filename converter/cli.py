@@ -154,7 +154,7 @@ def _score(args) -> int:
     try:
         ds = open_mouse(_loc(args.dest), storage_options=_options(args))
         s = score(ds, read_predictions(args.predictions, ds), tier=args.tier)
-    except (KeyError, ValueError) as e:
+    except ValueError as e:  # predictions that do not fit the store; a bad store is handled by main
         if isinstance(e, (SourceError, StoreError)):
             raise
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import StoreError
-from ..storage import Location, filesystem, renames
+from ..storage import Location, filesystem, renames, write_bytes
 from ..integrity import schema
 from .store import BlockResult, finalize
 
@@ -70,9 +70,7 @@ def state_for(dest: Location, storage_options: dict | None = None) -> Conversion
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_bytes(path, json.dumps(obj).encode())  # through a temporary name, then renamed
 
 
 class LocalState:
