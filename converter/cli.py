@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import _startup
 from ._version import __version__
 from .errors import SourceError, StorageError, StoreError
 
@@ -298,6 +299,7 @@ def _storage_message(e: OSError, args) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _startup.end()
         return args.func(args)
     except (SourceError, StoreError) as e:
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
