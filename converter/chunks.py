@@ -91,22 +91,29 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
     """
     import google_crc32c
 
-    if values.shape[1:] != shard[1:] or any(i != s for i, s in zip(inner[1:], shard[1:])) or values.shape[0] > shard[0]:
+    per = tuple(s // i for s, i in zip(shard, inner))
+    if any(s % i for s, i in zip(shard, inner)) or values.shape[0] > shard[0] or any(
+            not (s - i < n <= s) for n, s, i in zip(values.shape[1:], shard[1:], inner[1:])):
         raise ValueError(f"shard {shard} of inner chunks {inner} cannot hold values of shape {values.shape}")
     values = np.ascontiguousarray(values.astype(values.dtype.newbyteorder("<"), copy=False))
-    step = inner[0]
-    starts = range(0, values.shape[0], step)
-    parts: list[bytes] = [b""] * len(starts)
+    cells = [idx for idx in itertools.product(*map(range, per)) if idx[0] * inner[0] < values.shape[0]]
+    parts: list[bytes] = [b""] * len(cells)
 
     def encode(run: range) -> None:
-        for s in run:
-            parts[s // step] = blosc.compress(values[s : s + step], cname.encode(), clevel, SHUFFLE[shuffle])
+        for k in run:
+            lo = [i * c for i, c in zip(cells[k], inner)]
+            part = values[tuple(slice(a, a + c) for a, c in zip(lo, inner))]
+            if part.shape[1:] != inner[1:]:  # past the array's far edge (a clip's last frames): padded, as Zarr does
+                padded = np.zeros((part.shape[0], *inner[1:]), dtype=values.dtype)
+                padded[tuple(slice(0, n) for n in part.shape)] = part
+                part = padded
+            parts[k] = blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle])
 
-    in_runs(encode, starts)
-    index = np.full((shard[0] // step, 2), MISSING, dtype="<u8")
+    in_runs(encode, range(len(cells)))
+    index = np.full((*per, 2), MISSING, dtype="<u8")
     offset = 0
-    for k, p in enumerate(parts):
-        index[k] = offset, len(p)
+    for idx, p in zip(cells, parts):
+        index[idx] = offset, len(p)
         offset += len(p)
     raw_index = index.tobytes()
     parts += [raw_index, np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes()]

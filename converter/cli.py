@@ -68,11 +68,12 @@ def _sample(args) -> int:
     from .progress import Progress
     from .sample import make_sample
 
+    trials = args.trials or (100 if args.dynamic else 200)
     try:
-        with Progress(args.trials, "sample", _progress(args)) as bar:
-            path = make_sample(args.dest, trials=args.trials, neurons=args.neurons, competition=args.competition,
+        with Progress(trials, "sample", _progress(args)) as bar:
+            path = make_sample(args.dest, trials=trials, neurons=args.neurons, competition=args.competition,
                                as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, progress=bar,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite, dynamic=args.dynamic, frames=args.frames)
     except ValueError as e:  # argument values make_sample cannot honour
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -206,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write a synthetic dataset in the real file layout")
     s.add_argument("dest", type=_local_path, help="folder to write the dataset folder (or zip) into")
-    s.add_argument("--trials", type=_at_least(1), default=200)
+    s.add_argument("--dynamic", action="store_true", help="a Sensorium 2023 scan: a NaN-padded video clip per trial")
+    s.add_argument("--trials", type=_at_least(1), default=None, help="default: 200 (100 with --dynamic)")
+    s.add_argument("--frames", type=_at_least(1), default=300, help="with --dynamic: frames per padded clip")
     s.add_argument("--neurons", type=_at_least(1), default=150)
     s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
     s.add_argument("--zip", action="store_true", help="write the distributed .zip form")

@@ -13,21 +13,31 @@ import numpy as np
 
 SCHEMA = "sensorium-zarr"
 SCHEMA_VERSION = "2.1"
+# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.0.json.
+DYNAMIC_SCHEMA_VERSION = "dynamic-1.0"
 # Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1")
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", DYNAMIC_SCHEMA_VERSION)
 # Versions written before the `files` group existed: their stores keep no non-array files.
 WITHOUT_FILES_GROUP = ("1.0", "2.0")
 
 # The per-trial data folders of a Sensorium 2022 scan, in the order the store lists them.
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
+# Those of a Sensorium 2023 scan: a clip per trial, frames on the last axis of every file.
+VIDEOS = "videos"
+DYNAMIC_DATA_KEYS = (VIDEOS, "responses", "behavior", "pupil_center")
 
 # The tiers of a Sensorium 2022 scan, in the order the store keeps them; any other tier follows.
 TIERS = ("train", "validation", "test", "final_test")
+# The tiers of a Sensorium 2023 scan, likewise.
+DYNAMIC_TIERS = ("train", "oracle", "live_test_main", "live_test_bonus", "final_test_main", "final_test_bonus", "none")
 
 # Dimension and coordinate names.
 TRIAL, NEURON = "trial", "neuron"
 TIER, IMAGE_ID = "tier", "image_id"
 AREA, LAYER = "area", "layer"
+# Sensorium 2023: the frame axis, its time in seconds, and each trial's frames before the padding.
+FRAME, FRAME_TIME, N_FRAMES = "frame", "frame_time", "n_frames"
+FRAME_RATE_HZ = 30.0  # the release's frame rate: not in the files (README, "Sensorium 2023")
 # meta/trials files that get a shorter coordinate name; no other file may take these names.
 TRIAL_RENAMES = {"tiers": TIER, "frame_image_id": IMAGE_ID}
 # meta/neurons/unit_ids.npy becomes the `neuron` dimension coordinate.
@@ -47,6 +57,19 @@ FILES_GROUP = "files"  # every source file that is not an array (schema 2.1)
 ROW_COPY_GROUP = "by_trial"  # trial-major copies (one trial per inner chunk) of tiled variables
 CHECKSUMS_GROUP = "checksums/data"  # one CRC-32 per source file of each data folder
 STATISTICS_GROUP = "statistics"
+
+
+def is_dynamic(attrs: dict) -> bool:
+    """True for the root attributes of a Sensorium 2023 (video) store."""
+    return attrs.get("schema_version") == DYNAMIC_SCHEMA_VERSION
+
+
+def first_nan_frame(clip: np.ndarray) -> int:
+    """Frames of one clip (frames on the last axis) before its first frame holding a NaN."""
+    if clip.dtype.kind not in "fc":
+        return clip.shape[-1]
+    bad = np.isnan(clip).reshape(-1, clip.shape[-1]).any(axis=0)
+    return int(np.argmax(bad)) if bad.any() else clip.shape[-1]
 
 
 def trial_file(key: str, i: int) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
+from .sample_video import clip_tiers, video_sample_name, write_video_sample
 from .storage import check_creatable
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
@@ -142,8 +143,15 @@ def make_sample(
     image_shape: tuple[int, int] = (144, 256),
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    dynamic: bool = False,
+    frames: int = 300,
+    video_shape: tuple[int, int] = (36, 64),
 ) -> Path:
     """Write a synthetic dataset under ``dest``; return the dataset folder or zip.
+
+    ``dynamic`` writes a Sensorium 2023 scan instead (`converter.sample_video`): clips of
+    ``video_shape`` padded with NaN to ``frames`` frames (``competition`` and the image
+    options do not apply).
 
     ``competition`` is ``"none"`` (a pre-training scan), ``"sensorium"`` (responses of
     the test tiers, behavior and pupil center zeroed) or ``"sensorium+"`` (responses of
@@ -157,10 +165,15 @@ def make_sample(
         raise ValueError(f"image_dtype must be float32 or uint8, not {image_dtype!r}")
     if neurons < 1 or trials < 1 or seed < 0:
         raise ValueError(f"need trials >= 1, neurons >= 1 and seed >= 0 (got {trials}, {neurons}, {seed})")
+    if dynamic and (frames < 1 or min(video_shape) < 1):
+        raise ValueError(f"need frames >= 1 and a video shape of at least 1x1 (got {frames}, {video_shape})")
     rng = np.random.default_rng(seed)
-    tiers, image_ids = _tiers(trials, competition, rng)  # may refuse too few trials: before anything is written
+    if dynamic:
+        clip_tiers(trials, np.random.default_rng(seed))  # may refuse too few trials: before anything is written
+    else:
+        tiers, image_ids = _tiers(trials, competition, rng)
     dest = Path(dest)
-    name = sample_name(seed, competition)
+    name = video_sample_name(seed) if dynamic else sample_name(seed, competition)
     target = dest / (f"{name}.zip" if as_zip else name)
     if target.exists() and not overwrite:
         raise StoreError(f"{target}: already exists (use --overwrite to replace it)")
@@ -168,7 +181,10 @@ def make_sample(
     dest.mkdir(parents=True, exist_ok=True)
     out = _Out(target, name, as_zip)
     try:
-        _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress)
+        if dynamic:
+            write_video_sample(out.save, rng, trials, neurons, frames, seed, video_shape, progress)
+        else:
+            _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress)
     except BaseException:
         out.discard()
         raise

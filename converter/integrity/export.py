@@ -24,7 +24,7 @@ from ..source.npy import parse_header
 from ..storage import check_creatable, open_group
 from ..write.layout import blocks, to_file_order
 from .schema import manifest, read_root
-from .verify import VerifyReport, row_bits
+from .verify import VerifyReport, block_trials, row_bits
 
 
 def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
@@ -69,7 +69,7 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
             header = base64.b64decode(checks.attrs[contract.NPY_HEADER])
             crcs = checks[...]
             arr = group[key]
-            for b in blocks(len(trial)):
+            for b in blocks(len(trial), block_trials(group, [key])):
                 rows = arr[b.start : b.stop]
                 for j, pos in enumerate(b):
                     name = src.replace(contract.TRIAL_FIELD, str(int(trial[pos])))
@@ -123,7 +123,7 @@ def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
         if copy.shape != orig.shape or copy.dtype != orig.dtype:
             yield f"{path}: shape or dtype differs from {original}"
             continue
-        for b in blocks(copy.shape[0]):
+        for b in blocks(copy.shape[0], block_trials(group, [original])):
             x, y = copy[b.start : b.stop], orig[b.start : b.stop]
             rows = np.flatnonzero((row_bits(x) != row_bits(y)).any(axis=1)) if x.size else []
             if len(rows):

@@ -95,6 +95,9 @@ def cross_check(m: dict) -> list[str]:
     problems = []
     attrs, arrays = m["attributes"], m["arrays"]
     sizes = {contract.TRIAL: attrs.get("n_trials"), contract.NEURON: attrs.get("n_neurons")}
+    dynamic = contract.is_dynamic(attrs)
+    if dynamic:
+        sizes[contract.FRAME] = attrs.get("n_frames_padded")
     for key in attrs.get("data_keys", []):
         a = arrays.get(key)
         if a is None:
@@ -102,6 +105,8 @@ def cross_check(m: dict) -> list[str]:
             continue
         if not a["dims"] or a["dims"][0] != contract.TRIAL:
             problems.append(f"{key}: first dimension is not {contract.TRIAL!r}")
+        if dynamic and (a["dims"] or [None])[-1] != contract.FRAME:
+            problems.append(f"{key}: last dimension is not {contract.FRAME!r}")
         if a["attributes"].get(contract.SOURCE) != contract.data_source(key):
             problems.append(f"{key}: attribute source is not {contract.data_source(key)!r}")
         if contract.withheld_name(key) not in arrays:

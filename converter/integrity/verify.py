@@ -104,6 +104,22 @@ def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> 
     return problems
 
 
+def block_trials(group, keys: list[str]) -> int:
+    """Trials per write block of a store: what one read of every data variable may hold in memory."""
+    for key in keys:
+        if contract.withheld_name(key) in group:
+            return group[contract.withheld_name(key)].chunks[0]
+    return layout.BLOCK_TRIALS
+
+
+def _check_n_frames(stored: np.ndarray, clips: np.ndarray, files: np.ndarray) -> str:
+    """The stored ``n_frames`` of a block against its source clips (frames before the first NaN one)."""
+    for n, clip, i in zip(stored.tolist(), clips, files.tolist()):
+        if n != contract.first_nan_frame(clip):
+            return f"{contract.N_FRAMES}: trial {i} has {contract.first_nan_frame(clip)} frames before its first NaN frame, the store says {n}"
+    return ""
+
+
 def verify(
     src: str | os.PathLike,
     dest: str | os.PathLike,
@@ -178,12 +194,14 @@ def verify(
                     recorded = m["arrays"][key]["attributes"].get(contract.SOURCE_DTYPE, "")
                     problem = compare(name, a[block.start : block.stop], tb.values, recorded, tb.source_dtype, paths)
                     found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
+                if key == contract.VIDEOS and contract.N_FRAMES in group:
+                    found.append((_check_n_frames(group[contract.N_FRAMES][block.start : block.stop], tb.values, files), {}))
             return found
 
         total = inv.n_trials * len(keys)
         with Progress(total, "verify", progress) as bar:
             with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                for found in pool.map(check_block, layout.blocks(inv.n_trials)):
+                for found in pool.map(check_block, layout.blocks(inv.n_trials, block_trials(group, keys))):
                     for problem, block_crcs in found:
                         if problem:
                             report.add(problem)

@@ -48,6 +48,18 @@ class SensoriumAccessor:
         info = {k: ds[k].values for k in (contract.AREA, contract.LAYER) if k in ds.coords}
         return ds.isel(neuron=neurons_where(info, ds.sizes[contract.NEURON], area, layer))
 
+    def valid(self) -> xr.Dataset:
+        """Sensorium 2023 clips with every frame past the trial's ``n_frames`` (the padding) set to NaN.
+
+        Zero-filled test responses are padded with zeros, not NaN: this masks them too.
+        Select trials first; a store opened with ``dask=True`` stays lazy.
+        """
+        ds = self._ds
+        if contract.N_FRAMES not in ds.coords:
+            raise ValueError("no n_frames coordinate: not a Sensorium 2023 (video) store")
+        keep = ds[contract.FRAME] < ds[contract.N_FRAMES]
+        return ds.assign({name: v.where(keep) for name, v in ds.data_vars.items() if contract.FRAME in v.dims})
+
     def repeats(self, tiers: Iterable[str] = ("test", "final_test")) -> Repeats:
         """Trials of the repeated-image tiers grouped by ``image_id``.
 
@@ -105,7 +117,8 @@ class SensoriumAccessor:
             x = ds[key]
             if key == "responses" and norm.response_precision is not None:
                 # after a neuron selection, only the matching precisions apply
-                p = xr.DataArray(norm.response_precision[self._neuron_positions()], dims=("neuron",))
+                precision = norm.response_precision.reshape(len(norm.response_precision), -1)[:, 0]  # a clip's (neuron, 1)
+                p = xr.DataArray(precision[self._neuron_positions()], dims=("neuron",))
                 y = x / p if inverse else x * p
             else:
                 y = f(key, x)

@@ -174,12 +174,27 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         "n_neurons": attrs["n_neurons"],
         "tier_counts": attrs["tier_counts"],
         "withheld_trials": attrs["withheld_trials"],
+        **({"frames": _frames(path, attrs, storage_options)} if contract.is_dynamic(attrs) else {}),
         "dims": dims,
         "arrays": arrays,
         "disk_bytes": disk_total,
         "memory_bytes": memory_total,
         "compression_ratio": memory_total / disk_total if disk_total else None,
     }
+
+
+def _frames(path, attrs: dict, storage_options: dict | None) -> dict:
+    """A 2023 store's clip lengths: padded, and the valid frames per trial."""
+    n = open_group(path, storage_options)[contract.N_FRAMES][...]
+    return {"padded": attrs["n_frames_padded"], "rate_hz": attrs["frame_rate_hz"], "valid_min": int(n.min()),
+            "valid_median": float(np.median(n)), "valid_max": int(n.max())}
+
+
+def _frames_line(f: dict | None) -> list[str]:
+    if f is None:
+        return []
+    return [f"frames per clip: {f['padded']} at {f['rate_hz']:g} Hz, of which valid (before the NaN padding): "
+            f"min {f['valid_min']}, median {f['valid_median']:g}, max {f['valid_max']}"]
 
 
 def format_info(d: dict) -> str:
@@ -190,6 +205,7 @@ def format_info(d: dict) -> str:
         f"trials {d['n_trials']}, neurons {d['n_neurons']}; tiers: "
         + ", ".join(f"{k} {v}" for k, v in sorted(d["tier_counts"].items())),
         "withheld (all-zero) trials: " + ", ".join(f"{k} {v}" for k, v in d["withheld_trials"].items()),
+        *_frames_line(d.get("frames")),
         "dims: " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()),
         "",
         f"{'array':<28} {'dtype':<8} {'shape':<24} {'chunks':<22} {'memory MB':>10} {'disk MB':>9} {'ratio':>6}",

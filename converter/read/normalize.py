@@ -4,7 +4,7 @@ The operations, their order and their dtypes follow the published code exactly, 
 results match bit for bit (elementwise float operations round the same way per element,
 batched or not):
 
-- images: ``(x - mean) / std``
+- images (and the videos of a 2023 scan): ``(x - mean) / std``
 - responses: ``x * precision``, ``precision = 1 / std`` where ``std > 0.01 * std.mean()``,
   else ``1 / (0.01 * std.mean())``
 - behavior: ``x * (1 / std)`` (no mean subtracted)
@@ -36,9 +36,10 @@ class Normalizer:
     def from_statistics(cls, stats: Mapping[str, Mapping[str, np.ndarray]]) -> Normalizer:
         """Build from ``{key: {"mean": ..., "std": ...}}`` (the arrays as stored)."""
         kw: dict[str, np.ndarray] = {}
-        if "images" in stats:
-            kw["images_mean"] = np.asarray(stats["images"]["mean"])[()]
-            kw["images_std"] = np.asarray(stats["images"]["std"])[()]
+        for key in ("images", "videos"):
+            if key in stats:
+                kw["images_mean"] = np.asarray(stats[key]["mean"])[()]
+                kw["images_std"] = np.asarray(stats[key]["std"])[()]
         if "responses" in stats:
             s = np.array(stats["responses"]["std"])
             threshold = 0.01 * s.mean()
@@ -55,7 +56,7 @@ class Normalizer:
 
     def __call__(self, key: str, x):
         """Normalise the values of ``key`` (numpy or xarray; trailing dims per trial)."""
-        if key == "images" and self.images_mean is not None:
+        if key in ("images", "videos") and self.images_mean is not None:
             return (x - self.images_mean) / self.images_std
         if key == "responses" and self.response_precision is not None:
             return x * self.response_precision
@@ -67,7 +68,7 @@ class Normalizer:
 
     def inverse(self, key: str, x):
         """Undo `__call__` (as ``NeuroNormalizer.inv`` does)."""
-        if key == "images" and self.images_mean is not None:
+        if key in ("images", "videos") and self.images_mean is not None:
             return x * self.images_std + self.images_mean
         if key == "responses" and self.response_precision is not None:
             return x / self.response_precision

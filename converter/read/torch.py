@@ -281,7 +281,21 @@ def loaders(
     ``neuron_ids`` and ``image_ids`` hold one list (or ``None``) per store; ``image_ids``
     restricts the ``train`` tier to those images.  Other keyword arguments (``num_workers``,
     ``multiprocessing_context``, ...) go to every `DataLoader`.
+
+    Sensorium 2023 stores get `converter.torch.video_loaders` (clips of ``frames`` frames,
+    keyword arguments as there); the image-only options must then keep their defaults.
     """
+    if stores and contract.is_dynamic(checked_root(stores[0], dataloader_kwargs.get("storage_options"))["attributes"]):
+        from .clips import video_loaders
+
+        image_only = {"add_behavior_as_channels": add_behavior_as_channels is not True, "include_eye_position": include_eye_position,
+                      "add_eye_pos_as_channels": add_eye_pos_as_channels, "areas": areas is not None, "layers": layers is not None,
+                      "image_ids": image_ids is not None, "in_memory": in_memory}
+        given = [k for k, v in image_only.items() if v]
+        if given:
+            raise ValueError(f"{stores[0]}: a Sensorium 2023 (video) store; {given[0]} applies to image stores only")
+        return video_loaders(stores, batch_size, tier=tier, normalize=normalize, include_behavior=include_behavior,
+                             neuron_ids=neuron_ids, seed=seed, **dataloader_kwargs)
     keys = ["images", "responses"]
     if include_behavior:
         keys.append("behavior")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..contract import DATA_KEYS, trial_file
+from ..contract import DATA_KEYS, DYNAMIC_DATA_KEYS, VIDEOS, trial_file
 from ..errors import SourceError
 from .files import Source
 
@@ -24,6 +24,11 @@ class Inventory:
     statistics: tuple[str, ...]  # "<key>/<source>/<stat>"
     other_files: tuple[str, ...] = field(default=())  # every other file, kept byte for byte
     ignored: tuple[str, ...] = field(default=())  # passed over: stores inside the source, __MACOSX/
+
+    @property
+    def dynamic(self) -> bool:
+        """A Sensorium 2023 scan: a clip per trial (``data/videos``) rather than an image."""
+        return VIDEOS in self.data_keys
 
     def trial_path(self, key: str, i: int) -> str:
         return trial_file(key, i)
@@ -80,7 +85,8 @@ def scan(source: Source) -> Inventory:
             keys.append(entry)
         else:
             other.append(f"data/{entry}")
-    keys.sort(key=lambda k: (DATA_KEYS.index(k) if k in DATA_KEYS else len(DATA_KEYS), k))
+    known = DYNAMIC_DATA_KEYS if VIDEOS in keys else DATA_KEYS
+    keys.sort(key=lambda k: (known.index(k) if k in known else len(known), k))
     if not keys:
         raise SourceError(source.where("data"), "no data folders")
     n_trials = None
@@ -116,7 +122,7 @@ def scan(source: Source) -> Inventory:
     for f in sorted(tree["meta"]):
         if f not in ("trials", "neurons", "statistics"):
             other += _files_under(tree, f"meta/{f}")
-    for required in ("tiers", "frame_image_id"):
+    for required in ("tiers",) if VIDEOS in keys else ("tiers", "frame_image_id"):
         if required not in trial_meta:
             raise SourceError(source.where(f"meta/trials/{required}.npy"), "missing")
     return Inventory(source.name, n_trials, tuple(keys), trial_meta, neuron_meta, tuple(stats),

@@ -49,12 +49,12 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     store, so = state.store, state.storage_options
     if state.plan() != record:
         state.start_over()
-        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so)
+        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so, p.block, p.n_frames)
         write_files(store, [(rel, data, source.crc32(rel, data)) for rel in p.inventory.other_files
                             for data in (source.read(rel),)], so)
         state.save_plan(record)
     done = state.done_blocks()
-    todo = [b for b in layout.blocks(p.n_trials) if b.start not in done]
+    todo = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]
     bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
     task = BlockWriter(source, store, p.data_vars, p.expect, p.order, so)
     # closed at once on any error, here too: blocks still queued must not run on
@@ -62,7 +62,7 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
         for r in finished:
             state.save_block(r)  # only after every chunk of the block is written
             done[r.block.start] = r
-    results = [done[b.start] for b in layout.blocks(p.n_trials)]
+    results = [done[b.start] for b in layout.blocks(p.n_trials, p.block)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
     sweep_temporaries(store)  # what writers killed half-way left: the store must equal an uninterrupted one

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import IMAGE_ID, NEURON, TIER, TIERS, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
+from ..contract import (DYNAMIC_TIERS, FRAME, FRAME_TIME, IMAGE_ID, N_FRAMES, NEURON, TIER, TIERS, TRIAL, TRIAL_RENAMES,
+                        UNIT_IDS, row_copy_path, withheld_name)
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
 BLOCK_TRIALS = 1024
+# A block holds its trials in memory while they are written: fewer trials when trials are
+# large (a Sensorium 2023 clip is ~12 MB), so memory stays flat whatever the trial size.
+BLOCK_TARGET_BYTES = 512 * 2**20
 # Upper bound on one uncompressed chunk of a per-trial variable.
 CHUNK_TARGET_BYTES = 8 * 2**20
 # responses are tiled (trials x neurons): one neuron across all trials touches
@@ -27,6 +31,12 @@ RESPONSE_TILE = (BLOCK_TRIALS, 512)
 # A per-trial variable at least this large per trial is stored one trial per inner chunk,
 # in shards of one write block: a random batch then decodes only its own trials.
 SHARD_MIN_TRIAL_BYTES = 4096
+# Clips (frames on the last axis) are cut into inner chunks of this many frames: a random
+# 60-frame window then decodes ~80 of a trial's ~300 frames.
+FRAME_CHUNK = 20
+# (trial, neuron, frame) tiles hold whole clips of this many bytes at most: one neuron across
+# all trials then decodes a few tens of MB rather than every response.
+CLIP_TILE_BYTES = 2 * 2**20
 
 PER_TRIAL_DIMS = {
     ("images", 3): ("channel", "height", "width"),
@@ -34,10 +44,16 @@ PER_TRIAL_DIMS = {
     ("responses", 1): ("neuron",),
     ("behavior", 1): ("behavior_variable",),
     ("pupil_center", 1): ("pupil_axis",),
+    # Sensorium 2023: every file of a trial ends in its frame axis
+    ("videos", 3): ("height", "width", FRAME),
+    ("responses", 2): (NEURON, FRAME),
+    ("behavior", 2): ("behavior_variable", FRAME),
+    ("pupil_center", 2): ("pupil_axis", FRAME),
 }
 # Label coordinates for per-trial dims whose meaning the data description gives.
 LABELS = {
     ("behavior_variable", 3): ("pupil_dilation", "pupil_dilation_derivative", "running_speed"),
+    ("behavior_variable", 2): ("pupil_dilation", "running_speed"),
     ("pupil_axis", 2): ("horizontal", "vertical"),
 }
 META_EXTRA_DIMS = {("cell_motor_coordinates", 3): "xyz"}
@@ -87,9 +103,17 @@ def data_dims(key: str, per_trial_shape: tuple[int, ...]) -> tuple[str, ...]:
     return (TRIAL, *known)
 
 
-def trial_chunk(per_trial_nbytes: int, n_trials: int) -> int:
-    """Largest power of two <= `BLOCK_TRIALS` whose chunk stays within the byte target."""
-    c = BLOCK_TRIALS
+def block_trials(per_trial_bytes: int) -> int:
+    """Trials per write block: `BLOCK_TRIALS`, halved until a block's trials fit `BLOCK_TARGET_BYTES`."""
+    b = BLOCK_TRIALS
+    while b > 1 and b * per_trial_bytes > BLOCK_TARGET_BYTES:
+        b //= 2
+    return b
+
+
+def trial_chunk(per_trial_nbytes: int, n_trials: int, block: int = BLOCK_TRIALS) -> int:
+    """Largest power of two <= ``block`` whose chunk stays within the byte target."""
+    c = block
     while c > 1 and c * per_trial_nbytes > CHUNK_TARGET_BYTES:
         c //= 2
     return max(1, min(c, n_trials))
@@ -104,30 +128,47 @@ def codec_for(key: str, dtype: np.dtype) -> Codec:
     return Codec()
 
 
-def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], source_dtype: np.dtype) -> DataVar:
+def _inner(dims: tuple[str, ...], whole: tuple[int, ...]) -> tuple[int, ...]:
+    """One trial per inner chunk; a clip cut into `FRAME_CHUNK` frames."""
+    return (1, *(min(FRAME_CHUNK, n) if d == FRAME else n for d, n in zip(dims[1:], whole)))
+
+
+def _shard(block: int, inner: tuple[int, ...], whole: tuple[int, ...]) -> tuple[int, ...]:
+    """A write block of whole trials, its frame axis rounded up to whole inner chunks."""
+    return (block, *(-(-n // c) * c for n, c in zip(whole, inner[1:])))
+
+
+def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], source_dtype: np.dtype,
+                  block: int = BLOCK_TRIALS) -> DataVar:
     """Decide dims, chunks, shards and codec for one data folder.
 
-    ``(trial, neuron)`` arrays are tiled (one neuron across all trials is a few chunks) and
-    get a trial-major copy (`row_copy`); large per-trial arrays are sharded by write block
-    with one trial per inner chunk; small ones are chunked by write block.
+    ``(trial, neuron[, frame])`` arrays are tiled (one neuron across all trials is a few
+    chunks) and get a trial-major copy (`row_copy`); large per-trial arrays are sharded by
+    write block with one trial (of a clip: `FRAME_CHUNK` frames) per inner chunk; small ones
+    are chunked by write block.
     """
     dims = data_dims(key, per_trial_shape)
     native = source_dtype.newbyteorder("=")
     shape = (n_trials, *per_trial_shape)
     whole = tuple(max(1, s) for s in per_trial_shape)
-    block = min(BLOCK_TRIALS, n_trials)
+    block = min(block, n_trials)
     codec = codec_for(key, native)
     if is_tiled(dims):
-        return DataVar(key, dims, shape, native.str, source_dtype.str, (block, max(1, min(RESPONSE_TILE[1], per_trial_shape[0]))), codec)
+        per_neuron = block * int(np.prod(whole[1:], dtype=np.int64)) * native.itemsize
+        tile = RESPONSE_TILE[1]
+        while len(dims) > 2 and tile > 1 and tile * per_neuron > CLIP_TILE_BYTES:
+            tile //= 2
+        return DataVar(key, dims, shape, native.str, source_dtype.str, (block, max(1, min(tile, whole[0])), *whole[1:]), codec)
     nbytes = int(np.prod(per_trial_shape, dtype=np.int64)) * native.itemsize
     if nbytes >= SHARD_MIN_TRIAL_BYTES:
-        return DataVar(key, dims, shape, native.str, source_dtype.str, (1, *whole), codec, shards=(block, *whole))
-    return DataVar(key, dims, shape, native.str, source_dtype.str, (trial_chunk(nbytes, n_trials), *whole), codec)
+        inner = _inner(dims, whole)
+        return DataVar(key, dims, shape, native.str, source_dtype.str, inner, codec, shards=_shard(block, inner, whole))
+    return DataVar(key, dims, shape, native.str, source_dtype.str, (trial_chunk(nbytes, n_trials, block), *whole), codec)
 
 
 def is_tiled(dims: tuple[str, ...]) -> bool:
-    """``(trial, neuron)`` variables are tiled and keep a trial-major copy."""
-    return dims == (TRIAL, NEURON)
+    """``(trial, neuron)`` and ``(trial, neuron, frame)`` variables are tiled and keep a trial-major copy."""
+    return dims in ((TRIAL, NEURON), (TRIAL, NEURON, FRAME))
 
 
 def row_copy(v: DataVar) -> DataVar | None:
@@ -135,8 +176,9 @@ def row_copy(v: DataVar) -> DataVar | None:
     if not is_tiled(v.dims):
         return None
     whole = tuple(max(1, s) for s in v.per_trial_shape)
-    return DataVar(v.key, v.dims, v.shape, v.dtype, v.source_dtype, (1, *whole), v.codec,
-                   shards=(v.chunks[0], *whole), name=row_copy_path(v.key))
+    inner = _inner(v.dims, whole)
+    return DataVar(v.key, v.dims, v.shape, v.dtype, v.source_dtype, inner, v.codec,
+                   shards=_shard(v.chunks[0], inner, whole), name=row_copy_path(v.key))
 
 
 def write_chunks(v: DataVar) -> tuple[int, ...]:
@@ -145,7 +187,7 @@ def write_chunks(v: DataVar) -> tuple[int, ...]:
 
 
 # Tiers in the order the store keeps them; any other tier follows, alphabetically.
-TIER_ORDER = TIERS
+TIER_ORDER = tuple(dict.fromkeys((*TIERS, *DYNAMIC_TIERS)))
 
 
 def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
@@ -167,9 +209,9 @@ def to_file_order(values: np.ndarray, trial: np.ndarray) -> np.ndarray:
     return values[np.argsort(trial, kind="stable")]
 
 
-def blocks(n_trials: int) -> list[range]:
-    """Trial ranges written as one unit each; aligned to every array's trial chunks."""
-    return [range(s, min(s + BLOCK_TRIALS, n_trials)) for s in range(0, n_trials, BLOCK_TRIALS)]
+def blocks(n_trials: int, size: int = BLOCK_TRIALS) -> list[range]:
+    """Trial ranges of ``size`` written as one unit each; aligned to every array's trial chunks."""
+    return [range(s, min(s + size, n_trials)) for s in range(0, n_trials, size)]
 
 
 def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_keys: tuple[str, ...]) -> dict[str, str]:
@@ -181,7 +223,7 @@ def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_
     reserved name gets the prefix ``trial_`` or ``neuron_``.  ``tier`` and ``image_id``
     always name the renamed trial files, which every reader relies on.
     """
-    reserved = {TRIAL, NEURON, *data_keys, *(withheld_name(k) for k in data_keys)}
+    reserved = {TRIAL, NEURON, FRAME, FRAME_TIME, N_FRAMES, *data_keys, *(withheld_name(k) for k in data_keys)}
     reserved |= {d for dims in PER_TRIAL_DIMS.values() for d in dims}
     trial_names = {f: TRIAL_RENAMES.get(f, f) for f in trial_meta}
     neuron_names = {f: f for f in neuron_meta}
@@ -209,6 +251,9 @@ def stat_dims(stat: str, shape: tuple[int, ...], data: DataVar | None) -> tuple[
     """Dims of ``statistics/<key>/<source>/<stat>``: the data's per-trial dims when shapes agree."""
     if data is not None and shape == data.per_trial_shape:
         return data.dims[1:]
+    if data is not None and FRAME in data.dims and len(shape) == len(data.per_trial_shape):
+        # a clip's statistic keeps the axes it was not reduced over: (neuron, 1) for responses
+        return tuple(d if n == m else f"{data.key}_{d}_reduced" for d, n, m in zip(data.dims[1:], shape, data.per_trial_shape))
     return tuple(f"{stat}_dim_{k}" for k in range(len(shape)))
 
 
@@ -230,7 +275,7 @@ def parse_name(name: str) -> dict[str, object]:
 
     Unrecognised names give only ``data_key`` (the name itself).
     """
-    m = re.fullmatch(r"static(\d+)-(\d+)-(\d+)-(\w+?)-([0-9a-f]+)", name)
+    m = re.fullmatch(r"(?:static|dynamic)(\d+)-(\d+)-(\d+)-(\w+?)-([0-9a-f]+)", name)
     if not m:
         return {"data_key": name}
     return {

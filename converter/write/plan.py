@@ -32,6 +32,11 @@ CITATION = (
     "Sinz, F. H. (2022). The Sensorium competition on predicting large-scale mouse primary visual "
     "cortex activity. arXiv:2206.08666."
 )
+CITATION_2023 = (
+    "Turishcheva, P., Fahey, P. G., Hansel, L., Froebe, R., Ponder, K., Vystrčilová, M., Willeke, K. F., "
+    "Bashiri, M., Wang, E., Ding, Z., Tolias, A. S., Sinz, F. H., Ecker, A. S. (2023). The Dynamic Sensorium "
+    "competition for predicting large-scale mouse visual cortex activity from videos. arXiv:2305.19654."
+)
 
 
 @dataclass
@@ -47,6 +52,16 @@ class Plan:
     statistics: list[MetaArray]
     labels: dict[str, tuple[str, ...]]
     order: np.ndarray  # file number of each stored trial position (`layout.trial_order`)
+    block: int = layout.BLOCK_TRIALS  # trials per write block (`layout.block_trials`)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.inventory.dynamic
+
+    @property
+    def n_frames(self) -> int | None:
+        """Frames per (padded) clip of a Sensorium 2023 scan; None for a 2022 scan."""
+        return self.data_vars[contract.VIDEOS].shape[-1] if self.dynamic else None
 
     @property
     def n_trials(self) -> int:
@@ -75,12 +90,14 @@ def _meta_array(source: Source, rel: str, name: str, base: str | None, length: i
 def plan(source: Source) -> Plan:
     """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
     inv = scan(source)
-    expect, data_vars = {}, {}
+    expect = {}
     for key in inv.data_keys:
         rel = inv.trial_path(key, 0)
-        h = parse_header(source.read(rel), source.where(rel))
-        expect[key] = h
-        data_vars[key] = layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype)
+        expect[key] = parse_header(source.read(rel), source.where(rel))
+    if inv.dynamic:
+        _check_clips(source, inv, expect)
+    block = layout.block_trials(sum(int(np.prod(h.shape, dtype=np.int64)) * h.dtype.itemsize for h in expect.values()))
+    data_vars = {key: layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype, block) for key, h in expect.items()}
     resp = data_vars.get("responses")
     n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == contract.NEURON else None
     names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)
@@ -114,11 +131,26 @@ def plan(source: Source) -> Plan:
                 labels[dim] = layout.LABELS[(dim, size)]
     by_name = {m.name: m.values for m in meta}
     tiers, ids = by_name.get(contract.TIER), by_name.get(contract.IMAGE_ID)
-    if tiers is not None and ids is not None and tiers.ndim == ids.ndim == 1:
+    if inv.dynamic and tiers is not None and tiers.ndim == 1:
+        order = layout.trial_order(tiers, np.zeros(inv.n_trials, dtype=np.int64))  # clips have no shared id
+    elif tiers is not None and ids is not None and tiers.ndim == ids.ndim == 1:
         order = layout.trial_order(tiers, ids)
     else:
         order = np.arange(inv.n_trials, dtype=np.int64)
-    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels, order)
+    return Plan(inv, data_vars, expect, n_neurons, neuron_coord, meta, statistics, labels, order, block)
+
+
+def _check_clips(source: Source, inv: Inventory, expect: dict[str, NpyHeader]) -> None:
+    """A 2023 scan's files end in one frame axis: the clip's frames, the same number in every folder."""
+    video = expect[contract.VIDEOS]
+    rel = inv.trial_path(contract.VIDEOS, 0)
+    if len(video.shape) != 3 or video.dtype.kind != "f":
+        raise SourceError(source.where(rel), f"expected a (height, width, frames) floating-point clip, found shape "
+                                             f"{video.shape} of {video.dtype}")
+    for key, h in expect.items():
+        if not h.shape or h.shape[-1] != video.shape[-1]:
+            raise SourceError(source.where(inv.trial_path(key, 0)), f"has shape {h.shape}: its last axis should be the "
+                                                                   f"clip's {video.shape[-1]} frames, as in {rel}")
 
 
 def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
@@ -133,8 +165,9 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
     tier = p.coordinate(contract.TIER).stored_values()
     by_rel = {m.rel: m.values for m in p.meta}
     names, counts = np.unique(tier.astype(str), return_counts=True)
+    dynamic = {"n_frames_padded": p.n_frames, "frame_rate_hz": contract.FRAME_RATE_HZ} if p.dynamic else {}
     return {
-        "title": "Sensorium 2022 mouse visual cortex data: one scan",
+        "title": f"Sensorium {2023 if p.dynamic else 2022} mouse visual cortex data: one scan",
         "dataset": inv.name,
         **layout.identity(inv.name, *(by_rel.get(f"meta/trials/{f}.npy") for f in ("animal_id", "session", "scan_idx"))),
         "n_trials": inv.n_trials,
@@ -143,7 +176,8 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "tier_counts": {str(n): int(c) for n, c in zip(names, counts)},
         "withheld_trials": {k: sum(r.withheld[k] for r in results) for k in inv.data_keys},
         "schema": contract.SCHEMA,
-        "schema_version": contract.SCHEMA_VERSION,
+        "schema_version": contract.DYNAMIC_SCHEMA_VERSION if p.dynamic else contract.SCHEMA_VERSION,
+        **dynamic,
         "converter_version": __version__,
         "source_name": storage_name(source.location),
         "source_fingerprint": contract.fingerprint(crcs),
@@ -153,7 +187,7 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "license": LICENSE,
         "license_url": LICENSE_URL,
-        "citation": CITATION,
+        "citation": CITATION_2023 if p.dynamic else CITATION,
     }
 
 
@@ -178,7 +212,7 @@ def plan_record(source: Source, p: Plan) -> dict:
     """What a resumed conversion must find unchanged to reuse the work already done."""
     record = {
         "converter_version": __version__,
-        "schema_version": contract.SCHEMA_VERSION,
+        "schema_version": contract.DYNAMIC_SCHEMA_VERSION if p.dynamic else contract.SCHEMA_VERSION,
         "source": source.canonical,
         "source_identity": source.identity(),
         "n_trials": p.n_trials,

@@ -92,12 +92,27 @@ def create_skeleton(
     labels: dict[str, tuple[str, ...]],
     statistics: list[MetaArray],
     storage_options: dict | None = None,
+    block: int = BLOCK_TRIALS,
+    n_frames: int | None = None,
 ) -> None:
-    """Write every array's metadata and every small array; data arrays stay empty."""
+    """Write every array's metadata and every small array; data arrays stay empty.
+
+    ``block`` is the trials per write block; ``n_frames`` the padded clip length of a
+    Sensorium 2023 scan (which adds the ``frame`` axis and the ``n_frames`` coordinate).
+    """
     kw = zarr_kwargs(path, storage_options)
+    clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
     coords: dict[str, xr.Variable] = {
-        contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": "i of data/<key>/<i>.npy (stored clustered by tier, image_id, i)"}),
+        contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": f"i of data/<key>/<i>.npy (stored clustered by {clustered})"}),
     }
+    block = min(block, len(trial_coord))
+    if n_frames is not None:
+        frame = np.arange(n_frames, dtype=np.int64)
+        coords[contract.FRAME] = xr.Variable((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
+        coords[contract.FRAME_TIME] = xr.Variable((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
+            "units": "s", "derived": f"frame / {contract.FRAME_RATE_HZ:g} Hz, the release's frame rate (not in its files)"})
+        coords[contract.N_FRAMES] = xr.Variable((contract.TRIAL,), da.zeros(len(trial_coord), dtype=np.int64, chunks=block), {
+            "derived": "frames before the first frame of data/videos/<i>.npy holding a NaN (the rest is padding)"})
     if isinstance(neuron_coord, MetaArray):
         coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
     elif neuron_coord is not None:
@@ -110,6 +125,8 @@ def create_skeleton(
     for dim, names in labels.items():
         coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
     encoding: dict[str, dict] = {name: {"_FillValue": None} for name in coords}
+    if n_frames is not None:
+        encoding[contract.N_FRAMES]["chunks"] = (block,)
     variables = {}
     copies = {}
     for key, v in data_vars.items():
@@ -122,10 +139,11 @@ def create_skeleton(
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
         coords[v.withheld_name] = xr.Variable(
             (contract.TRIAL,),
-            da.zeros(v.shape[:1], dtype=bool, chunks=BLOCK_TRIALS),
-            {"derived": f"True where every value of data/{key}/<i>.npy is zero (withheld by the source, not measured)"},
+            da.zeros(v.shape[:1], dtype=bool, chunks=block),
+            {"derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
+                        "(withheld by the source, not measured)"},
         )
-        encoding[v.withheld_name] = {"chunks": (min(BLOCK_TRIALS, v.shape[0]),), "_FillValue": None}
+        encoding[v.withheld_name] = {"chunks": (block,), "_FillValue": None}
     ds = xr.Dataset(variables, coords=coords)
     # mode "a": the folder already holds the conversion's state (and nothing else)
     ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
@@ -198,14 +216,26 @@ def write_block(
         for target in (v, row_copy(v)):
             if target is not None:
                 _write_rows(path, target, block, tb.values, storage_options)
-        # row by row: a whole-block `any` would allocate a boolean copy of the block
-        withheld = np.array([not row.any() for row in tb.values]) if tb.values[0].size else np.zeros(len(block), bool)
+        withheld = _withheld(tb.values, contract.FRAME in v.dims)
         open_array(path, v.withheld_name, storage_options, "r+")[block.start : block.stop] = withheld
+        if key == contract.VIDEOS:
+            n_frames = np.array([contract.first_nan_frame(clip) for clip in tb.values], dtype=np.int64)
+            open_array(path, contract.N_FRAMES, storage_options, "r+")[block.start : block.stop] = n_frames
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
         result.withheld[key] = int(withheld.sum())
         del tb  # the next folder's trials are read only after this one's are released
     return result
+
+
+def _withheld(values: np.ndarray, padded: bool) -> np.ndarray:
+    """Per trial: every value zero (and, in padded clips, every other one NaN)."""
+    if not values[0].size:
+        return np.zeros(len(values), bool)
+    # row by row: a whole-block `any` would allocate a boolean copy of the block
+    if padded and values.dtype.kind in "fc":
+        return np.array([not np.any(np.where(np.isnan(row), 0, row)) for row in values])
+    return np.array([not row.any() for row in values])
 
 
 def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None) -> None:

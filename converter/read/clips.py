@@ -1,0 +1,214 @@
+"""PyTorch access to Sensorium 2023 stores: a drop-in for ``MovieFileTreeDataset`` with the
+transforms of sensorium 2023's ``mouse_video_loader``, and `video_loaders` shaped like it.
+
+An item is one trial cut to a window of ``frames`` valid frames, as the official chain
+(``NeuroNormalizer``, ``CutVideos``, ``Subsequence``, ``ExpandChannels``, ``AddBehaviorAsChannels``,
+``ToTensor``) gives it: ``videos`` ``(channels, frames, height, width)``, ``responses``
+``(neurons, frames)``, ``behavior`` and ``pupil_center`` ``(2, frames)``, all float32.  Only the
+window is read: its few inner chunks, not the trial's file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
+
+from .. import contract
+from ..storage import open_group
+from .dataset import checked_root, read_statistics
+from .engine import open_reader
+from .normalize import Normalizer
+from .torch import SubsetSequentialSampler, Trial, _Batch, collate
+
+
+class ClipDataset(Dataset):
+    """The trials of one Sensorium 2023 store, each served as a window of ``frames`` valid frames.
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        A store `converter.convert` wrote from a 2023 scan.
+    tier : str or sequence of str, optional
+        Only these tiers' trials (``None``: every trial).  Items are in file order;
+        ``trial_ids`` names them.
+    frames : int
+        Frames per item.  Trials with fewer valid frames (``n_frames``) than the window
+        needs are left out (the official ``Subsequence`` fails on them); ``skipped`` names them.
+    offset : int
+        First frame of the window; ``-1``: uniformly random over every window that fits in
+        the trial's valid frames, drawn anew for each item.
+    keys : sequence of str
+        Data variables in each item, in this order.
+    normalize : bool
+        ``NeuroNormalizer`` with statistics ``stats_source``, except the keys in ``exclude``.
+    behavior_channels, pupil_channels : bool
+        Append behavior / pupil center per frame to the video as channels
+        (``AddBehaviorAsChannels`` / ``AddPupilCenterAsChannels``).
+    neurons : sequence of int, optional
+        Positions on the neuron axis to keep (``None``: all).
+    seed : int, optional
+        Seed of the random windows (``None``: torch's generator, seeded per worker).
+    storage_options : dict, optional
+        For a store at a URL, passed to fsspec.
+    """
+
+    def __init__(self, store: str | os.PathLike, *, tier: str | Sequence[str] | None = None, frames: int = 50,
+                 offset: int = -1, keys: Sequence[str] = contract.DYNAMIC_DATA_KEYS, normalize: bool = True,
+                 exclude: Sequence[str] = (), behavior_channels: bool = False, pupil_channels: bool = False,
+                 neurons: Sequence[int] | None = None, stats_source: str = "all", seed: int | None = None,
+                 storage_options: dict | None = None) -> None:
+        self.store, self.storage_options = str(store), storage_options
+        root = checked_root(store, storage_options)
+        attrs = root["attributes"]
+        if not contract.is_dynamic(attrs):
+            raise ValueError(f"{store}: a Sensorium 2022 (image) store: use converter.torch.MouseDataset")
+        if frames < 1 or offset < -1:
+            raise ValueError(f"need frames >= 1 and offset >= -1 (got {frames}, {offset})")
+        self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+        self.data_key, self.keys, self.frames, self.offset = attrs["data_key"], tuple(keys), frames, offset
+        for k in (*self.keys, *(k for k, f in (("behavior", behavior_channels), ("pupil_center", pupil_channels)) if f)):
+            if k not in attrs["data_keys"]:
+                raise ValueError(f"{store}: no data variable {k!r} (has {attrs['data_keys']})")
+        group = open_group(self.store, storage_options)
+        labels = group[contract.TRIAL][...]
+        tiers = np.asarray(group[contract.TIER][...], dtype=object)
+        n_frames = group[contract.N_FRAMES][...]
+        chosen = np.ones(len(labels), bool)
+        if tier is not None:
+            wanted = [tier] if isinstance(tier, str) else list(tier)
+            unknown = sorted(set(wanted) - set(tiers.tolist()))
+            if unknown:
+                raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
+            chosen = np.isin(tiers, wanted)
+        fits = n_frames >= max(offset, 0) + frames
+        self.skipped = np.sort(labels[chosen & ~fits])  # file numbers of trials too short for one window
+        positions = np.flatnonzero(chosen & fits)
+        self.trials = positions[np.argsort(labels[positions], kind="stable")]  # stored position of each item
+        self.trial_ids, self.tiers, self.n_frames = labels[self.trials], tiers[self.trials], n_frames[self.trials]
+        self.unit_ids = group[contract.NEURON][...] if contract.NEURON in group else None
+        self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
+        stats = read_statistics(self.store, stats_source, storage_options) if normalize else {}
+        self.normalizer = Normalizer.from_statistics({k: v for k, v in stats.items() if k not in set(exclude)}) if normalize else None
+        self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self._readers: dict = {}
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __repr__(self) -> str:
+        return f"ClipDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_readers": {}, "_pid": None}
+
+    def _reader(self, key: str):
+        if self._pid != os.getpid():
+            self._readers, self._pid = {}, os.getpid()
+        if key not in self._readers:
+            copy = contract.row_copy_path(key)  # a window of one trial decodes least from the trial-major copy
+            name = copy if copy in self._meta else key
+            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
+        return self._readers[key]
+
+    def offsets(self, indices: Sequence[int]) -> np.ndarray:
+        """The first frame of each item's window: ``offset``, or a fresh random one per item."""
+        indices = np.asarray(indices, dtype=np.intp)
+        if self.offset >= 0:
+            return np.full(len(indices), self.offset, dtype=np.int64)
+        room = torch.from_numpy(self.n_frames[indices] - self.frames + 1)  # windows that fit: 0 .. n - frames
+        return (torch.rand(len(indices), generator=self.generator, dtype=torch.float64) * room).long().numpy()
+
+    def batch(self, indices: Sequence[int], offsets: Sequence[int] | None = None) -> Trial:
+        """Items ``indices`` stacked along a first axis, as numpy arrays (windows at ``offsets``)."""
+        indices = np.asarray(indices, dtype=np.intp)
+        starts = self.offsets(indices) if offsets is None else np.asarray(offsets, dtype=np.int64)
+        needed = list(dict.fromkeys([*self.keys, *(k for k, f in (("behavior", self.behavior_channels),
+                                                                   ("pupil_center", self.pupil_channels)) if f)]))
+        raw = {}
+        for key in needed:
+            reader = self._reader(key)
+            rest = (slice(None),) * (len(reader.shape) - 2)
+            raw[key] = np.stack([reader.read((np.array([self.trials[i]]), *rest, slice(s, s + self.frames)))[0]
+                                 for i, s in zip(indices.tolist(), starts.tolist())]) if len(indices) else \
+                np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
+        norm = {k: (self.normalizer(k, v) if self.normalizer is not None else v) for k, v in raw.items()}
+        out = Trial()
+        for key in self.keys:
+            x = norm[key]
+            if key == contract.VIDEOS:
+                x = np.moveaxis(x, -1, 1)[:, None]  # (batch, 1, frames, height, width)
+                extra = [norm[k] for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
+                if extra:
+                    h, w = x.shape[-2:]
+                    x = np.concatenate([x, *(np.ones((1, self.frames, h, w)) * e[:, :, :, None, None] for e in extra)], axis=1)
+            elif key == "responses" and self.neurons is not None:
+                x = x[:, self.neurons]
+            out[key] = x.astype(np.float32, copy=False)
+        return out
+
+    def __getitem__(self, i: int) -> Trial:
+        b = self.batch([i])
+        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
+
+    def __getitems__(self, indices: Sequence[int]) -> _Batch:
+        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
+        return _Batch(b, len(indices))
+
+
+def video_loaders(
+    paths: Sequence[str | os.PathLike],
+    batch_size: int,
+    *,
+    frames: int = 50,
+    offset: int = -1,
+    normalize: bool = True,
+    exclude: Sequence[str] | None = None,
+    include_behavior: bool = True,
+    include_pupil_centers: bool = True,
+    include_pupil_centers_as_channels: bool = False,
+    tier: str | None = None,
+    neuron_ids: Sequence[Sequence[int] | None] | None = None,
+    seed: int | None = None,
+    storage_options: dict | None = None,
+    **dataloader_kwargs,
+) -> dict[str, dict[str, DataLoader]]:
+    """``{tier: {data_key: DataLoader}}``, like sensorium 2023's ``mouse_video_loader``.
+
+    ``train`` is sampled at random, every other tier in order.  Items hold ``videos`` and
+    ``responses``, plus ``behavior`` (also as video channels) and ``pupil_center`` (as
+    channels too with ``include_pupil_centers_as_channels``).  ``neuron_ids`` holds one list
+    of unit ids (or ``None``) per store.  Other keyword arguments go to every `DataLoader`.
+    """
+    keys = [contract.VIDEOS, "responses"]
+    if include_behavior:
+        keys.append("behavior")
+    if include_pupil_centers:
+        keys.append("pupil_center")
+    out: dict[str, dict[str, DataLoader]] = {}
+    for k, path in enumerate(paths):
+        ds = ClipDataset(path, frames=frames, offset=offset, keys=keys, normalize=normalize, exclude=exclude or (),
+                         behavior_channels=include_behavior, pupil_channels=include_pupil_centers and include_pupil_centers_as_channels,
+                         seed=None if seed is None else seed + k, storage_options=storage_options)
+        ids = neuron_ids[k] if neuron_ids else None
+        if ids is not None:
+            pos = {int(u): j for j, u in enumerate(ds.unit_ids)}
+            missing = [int(u) for u in ids if int(u) not in pos]
+            if missing:
+                raise ValueError(f"{path}: no neuron with unit id {missing[0]}")
+            ds.neurons = np.array([pos[int(u)] for u in ids], dtype=np.intp)
+        present = sorted(set(ds.tiers.tolist()), key=lambda t: (contract.DYNAMIC_TIERS + (t,)).index(t))
+        if tier is not None and tier not in present:
+            raise ValueError(f"{path}: no tier {tier!r} with trials of at least {frames} frames; it has {present}")
+        generator = None if seed is None else torch.Generator().manual_seed(seed + k)
+        for t in [tier] if tier else present:
+            subset = np.flatnonzero(ds.tiers == t).tolist()
+            sampler = SubsetRandomSampler(subset, generator) if t == "train" else SubsetSequentialSampler(subset)
+            out.setdefault(t, {})[ds.data_key] = DataLoader(ds, sampler=sampler, batch_size=batch_size, collate_fn=collate,
+                                                            **dataloader_kwargs)
+    return out
