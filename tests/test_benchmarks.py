@@ -38,3 +38,17 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
     assert "| float32 images | all responses, open_mouse >= 10x (a) |" in md and "| read engine |" in md
     png = (tmp_path / "out/results-tiny.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_tiny_video_benchmark_run(tmp_path):
+    from benchmarks import video
+
+    result = video.run("tiny", data=tmp_path / "data", out=tmp_path / "out")
+    workloads = {r["workload"] for r in result["rows"]}
+    assert {"convert", "random batch of 32 clips x 60 frames, all keys", "one neuron, all trials and frames"} <= workloads
+    assert {t["target"] for t in result["targets"]} == {
+        "random batch of 32 clips x 60 frames >= 3x (a)", "one neuron, all trials >= 50x (a)",
+        "conversion <= 3x the time to np.load every file", "peak memory flat across sizes (max/min)"}
+    assert all(r["seconds"] > 0 for r in result["rows"])
+    md = (tmp_path / "out/video-tiny.md").read_text()
+    assert "| random batch of 32 clips x 60 frames >= 3x (a) |" in md and "| convert | 40 |" in md

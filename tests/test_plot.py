@@ -59,3 +59,23 @@ def test_show_without_matplotlib_is_one_sentence(make_store, tmp_path):
     r = subprocess.run([sys.executable, "-c", code, "show", str(make_store()), "--out", str(tmp_path / "o.png")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pip install 'sensorium-zarr[plot]'" in r.stderr, r.stderr
+
+
+def test_video_overview_from_the_show_command(make_store, tmp_path):
+    from converter.plot import overview
+
+    from .test_dynamic import CLIPS
+
+    store = make_store(**CLIPS)
+    fig = overview(converter.open_mouse(store))
+    got = " | ".join(titles(fig))
+    for panel in ("trials per tier", "frame 0", "population response, trial", "valid frames per trial (padded to 33)",
+                  "neuron positions", "behavior and pupil, trial"):
+        assert panel in got, got
+    population = next(ax for ax in fig.axes if ax.get_title().startswith("population response"))
+    assert any("padding from frame" in t.get_text() for t in population.get_legend().get_texts())  # a padded trial is drawn
+    behavior = next(ax for ax in fig.axes if ax.get_title().startswith("behavior and pupil"))
+    assert len(behavior.lines) == 4
+    r = run_cli("show", store, "--out", tmp_path / "v.png", "--dpi", "40")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "v.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -42,12 +42,15 @@ def _say(ax, text: str, title: str) -> None:
 
 def _tiers(ax, ds: xr.Dataset) -> None:
     names, counts = np.unique(_text(ds[contract.TIER].values), return_counts=True)
-    order = sorted(range(len(names)), key=lambda k: (contract.TIERS.index(names[k]) if names[k] in contract.TIERS else 99, names[k]))
+    known = (*contract.TIERS, *contract.DYNAMIC_TIERS)
+    order = sorted(range(len(names)), key=lambda k: (known.index(names[k]) if names[k] in known else 99, names[k]))
     bars = ax.bar([names[k] for k in order], [counts[k] for k in order], color="0.45")
     ax.bar_label(bars, fontsize=8)
     ax.set_title("trials per tier")
     ax.set_ylabel("trials")
-    ax.tick_params(axis="x", labelrotation=20)
+    ax.tick_params(axis="x", labelrotation=30 if len(names) > 4 else 20)
+    if len(names) > 4:
+        ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), ha="right", fontsize=8)
 
 
 def _images(fig, cell, ds: xr.Dataset) -> np.ndarray:
@@ -123,7 +126,7 @@ def _positions(ax, ds: xr.Dataset) -> None:
     for k, name in enumerate(sorted(set(labels.tolist()))):
         keep = labels == name
         ax.scatter(xyz[keep, 0], xyz[keep, 1], s=4, label=f"{name} ({keep.sum()})", color=f"C{k}", alpha=0.7, linewidths=0)
-    ax.set_title(f"{title}, by {key or 'none'}")
+    ax.set_title(f"{title}, by {key}" if key else title)
     ax.set_xlabel("x (µm)")
     ax.set_ylabel("y (µm)")
     ax.set_aspect("equal", adjustable="datalim")
@@ -187,8 +190,13 @@ def overview(ds: xr.Dataset) -> Figure:
     """One page about one scan: tiers, stimuli, responses, neuron positions, reliability, behavior.
 
     ``ds`` is a dataset opened with `converter.open_mouse` (lazy: only what is drawn is read).
-    Withheld data is drawn as withheld, never as zeros.
+    Withheld data is drawn as withheld, never as zeros.  A Sensorium 2023 store gets
+    `converter.read.plot_video.video_overview`.
     """
+    if contract.N_FRAMES in ds.coords:
+        from .plot_video import video_overview
+
+        return video_overview(ds)
     fig = Figure(figsize=(15, 10), layout="constrained")
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.25, 1])
     _tiers(fig.add_subplot(grid[0, 0]), ds)

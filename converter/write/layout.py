@@ -44,7 +44,9 @@ PER_TRIAL_DIMS = {
     ("responses", 1): ("neuron",),
     ("behavior", 1): ("behavior_variable",),
     ("pupil_center", 1): ("pupil_axis",),
-    # Sensorium 2023: every file of a trial ends in its frame axis
+}
+# Sensorium 2023: every file of a trial ends in its frame axis.
+CLIP_DIMS = {
     ("videos", 3): ("height", "width", FRAME),
     ("responses", 2): (NEURON, FRAME),
     ("behavior", 2): ("behavior_variable", FRAME),
@@ -95,11 +97,16 @@ class DataVar:
         return withheld_name(self.key)
 
 
-def data_dims(key: str, per_trial_shape: tuple[int, ...]) -> tuple[str, ...]:
-    """Dimension names of a data variable: ``trial`` first, then known or generic names."""
-    known = PER_TRIAL_DIMS.get((key, len(per_trial_shape)))
+def data_dims(key: str, per_trial_shape: tuple[int, ...], clips: bool = False) -> tuple[str, ...]:
+    """Dimension names of a data variable: ``trial`` first, then known or generic names.
+
+    In a Sensorium 2023 scan (``clips``) the last axis of every file is ``frame``.
+    """
+    known = (CLIP_DIMS if clips else PER_TRIAL_DIMS).get((key, len(per_trial_shape)))
     if known is None:
         known = tuple(f"{key}_dim_{k}" for k in range(len(per_trial_shape)))
+        if clips and known:
+            known = (*known[:-1], FRAME)
     return (TRIAL, *known)
 
 
@@ -139,7 +146,7 @@ def _shard(block: int, inner: tuple[int, ...], whole: tuple[int, ...]) -> tuple[
 
 
 def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], source_dtype: np.dtype,
-                  block: int = BLOCK_TRIALS) -> DataVar:
+                  block: int = BLOCK_TRIALS, clips: bool = False) -> DataVar:
     """Decide dims, chunks, shards and codec for one data folder.
 
     ``(trial, neuron[, frame])`` arrays are tiled (one neuron across all trials is a few
@@ -147,7 +154,7 @@ def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], sou
     write block with one trial (of a clip: `FRAME_CHUNK` frames) per inner chunk; small ones
     are chunked by write block.
     """
-    dims = data_dims(key, per_trial_shape)
+    dims = data_dims(key, per_trial_shape, clips)
     native = source_dtype.newbyteorder("=")
     shape = (n_trials, *per_trial_shape)
     whole = tuple(max(1, s) for s in per_trial_shape)
@@ -224,7 +231,7 @@ def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_
     always name the renamed trial files, which every reader relies on.
     """
     reserved = {TRIAL, NEURON, FRAME, FRAME_TIME, N_FRAMES, *data_keys, *(withheld_name(k) for k in data_keys)}
-    reserved |= {d for dims in PER_TRIAL_DIMS.values() for d in dims}
+    reserved |= {d for table in (PER_TRIAL_DIMS, CLIP_DIMS) for dims in table.values() for d in dims}
     trial_names = {f: TRIAL_RENAMES.get(f, f) for f in trial_meta}
     neuron_names = {f: f for f in neuron_meta}
     clash = set(trial_names.values()) & set(neuron_names.values())

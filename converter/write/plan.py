@@ -97,7 +97,7 @@ def plan(source: Source) -> Plan:
     if inv.dynamic:
         _check_clips(source, inv, expect)
     block = layout.block_trials(sum(int(np.prod(h.shape, dtype=np.int64)) * h.dtype.itemsize for h in expect.values()))
-    data_vars = {key: layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype, block) for key, h in expect.items()}
+    data_vars = {key: layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype, block, inv.dynamic) for key, h in expect.items()}
     resp = data_vars.get("responses")
     n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == contract.NEURON else None
     names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)

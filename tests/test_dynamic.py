@@ -1,0 +1,222 @@
+"""Sensorium 2023 (video) scans: the sample, conversion, checks, reading and the clip dataset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import converter
+from converter import contract
+from converter.write import layout
+
+from .conftest import bits, load_source, run_cli
+
+# 33 frames: not a multiple of the frame chunk, so the last inner chunk of each clip is partial
+CLIPS = {"dynamic": True, "trials": 40, "neurons": 30, "frames": 33}
+KEYS = ("videos", "responses", "behavior", "pupil_center")
+
+
+@pytest.fixture(scope="module")
+def clips(make_dataset):
+    return make_dataset(**CLIPS)
+
+
+@pytest.fixture(scope="module")
+def clip_store(make_store):
+    return make_store(**CLIPS)
+
+
+@pytest.fixture(scope="module")
+def many_blocks(clips, tmp_path_factory):
+    """The same scan converted in blocks of a few trials (a small memory budget per block)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(layout, "BLOCK_TARGET_BYTES", 2 * 2**20)
+    try:
+        return converter.convert(clips, tmp_path_factory.mktemp("blocks") / "m.zarr", progress=False)
+    finally:
+        mp.undo()
+
+
+def first_nan(a: np.ndarray) -> int:
+    """Frames before the first frame (last axis) holding a NaN: written out independently here."""
+    for t in range(a.shape[-1]):
+        if np.isnan(a[..., t]).any():
+            return t
+    return a.shape[-1]
+
+
+def test_sample_has_the_release_layout(clips):
+    assert clips.name.startswith("dynamic") and "-Video-" in clips.name
+    tiers = load_source(clips, "meta/trials/tiers.npy")
+    assert set(tiers.tolist()) == set(contract.DYNAMIC_TIERS)
+    assert not (clips / "meta/trials/frame_image_id.npy").exists()
+    lengths = []
+    for i in range(CLIPS["trials"]):
+        v = load_source(clips, f"data/videos/{i}.npy")
+        r = load_source(clips, f"data/responses/{i}.npy")
+        assert v.shape == (36, 64, 33) and r.shape == (30, 33)
+        assert load_source(clips, f"data/behavior/{i}.npy").shape == load_source(clips, f"data/pupil_center/{i}.npy").shape == (2, 33)
+        n = first_nan(v)
+        assert np.isnan(v[..., n:]).all() and not np.isnan(v[..., :n]).any()
+        if tiers[i].endswith(("_main", "_bonus")):
+            assert not r.any()  # zero-filled dummies
+        lengths.append(n)
+    assert min(lengths) < 33 == max(lengths)  # padded trials and full ones
+    assert load_source(clips, "meta/statistics/responses/all/std.npy").shape == (30, 1)
+
+
+def test_converted_store_is_lossless_with_frame_axis_and_n_frames(clips, clip_store):
+    ds = xr.open_zarr(clip_store)
+    assert ds.attrs["schema_version"] == contract.DYNAMIC_SCHEMA_VERSION and ds.attrs["n_frames_padded"] == 33
+    assert ds.videos.dims == ("trial", "height", "width", "frame")
+    assert ds.responses.dims == ("trial", "neuron", "frame")
+    assert ds.behavior.dims == ("trial", "behavior_variable", "frame")
+    assert list(ds.behavior_variable.values) == ["pupil_dilation", "running_speed"]
+    assert ds.frame_time.values[30] == pytest.approx(1.0) and ds.frame_time.attrs["units"] == "s"
+    for i in (0, 7, 39):
+        row = ds.sel(trial=i)
+        for key in KEYS:
+            assert bits(row[key].values) == bits(load_source(clips, f"data/{key}/{i}.npy"))  # NaN padding too
+        assert int(row.n_frames) == first_nan(load_source(clips, f"data/videos/{i}.npy"))
+    tiers = ds.tier.values
+    dummies = np.array([t.endswith(("_main", "_bonus")) for t in tiers.tolist()])
+    assert (ds.responses_withheld.values == dummies).all() and not ds.videos_withheld.values.any()
+    assert list(dict.fromkeys(tiers.tolist())) == [t for t in contract.DYNAMIC_TIERS if t in set(tiers.tolist())]  # clustered by tier
+
+
+def test_zip_and_folder_give_the_same_store(make_store, clip_store):
+    a, b = converter.open_mouse(clip_store), converter.open_mouse(make_store(as_zip=True, **CLIPS))
+    assert a.attrs["source_fingerprint"] == b.attrs["source_fingerprint"]
+    for key in KEYS:
+        assert bits(a[key].values) == bits(b[key].values)
+
+
+def test_many_blocks_same_arrays_verify_export_round_trip(clips, clip_store, many_blocks, tmp_path):
+    one, many = converter.open_mouse(clip_store), converter.open_mouse(many_blocks)
+    meta = json.loads((many_blocks / "videos" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"][0] <= 8  # five blocks or more
+    for key in (*KEYS, "n_frames", "responses_withheld"):
+        assert bits(one[key].values) == bits(many[key].values), key
+    assert converter.verify(clips, many_blocks, progress=False).ok
+    assert converter.self_check(many_blocks, progress=False).ok
+    out = converter.export(many_blocks, tmp_path / "out", progress=False)
+    for f in clips.rglob("*"):
+        if f.is_file():
+            assert (out / f.relative_to(clips)).read_bytes() == f.read_bytes(), f
+
+
+def test_verify_finds_a_wrong_n_frames(clips, tmp_path):
+    store = converter.convert(clips, tmp_path / "m.zarr", progress=False)
+    import zarr
+
+    a = zarr.open_array(str(store / "n_frames"), mode="r+")
+    values = a[...]
+    values[3] -= 1
+    a[...] = values
+    report = converter.verify(clips, store, progress=False)
+    assert not report.ok and any("n_frames" in m for m in report.mismatches)
+
+
+def test_cli_sample_convert_info_validate(tmp_path):
+    r = run_cli("sample", tmp_path, "--dynamic", "--trials", "30", "--neurons", "8", "--frames", "25", "--zip", "--quiet")
+    assert r.returncode == 0, r.stderr
+    src = Path(r.stdout.strip())
+    assert src.suffix == ".zip" and src.name.startswith("dynamic")
+    assert run_cli("convert", src, tmp_path / "m.zarr", "--quiet").returncode == 0
+    r = run_cli("info", tmp_path / "m.zarr")
+    assert r.returncode == 0 and "frames per clip: 25 at 30 Hz" in r.stdout
+    r = run_cli("validate", tmp_path / "m.zarr")
+    assert r.returncode == 0 and "dynamic-1.0" in r.stdout
+    r = run_cli("verify", src, tmp_path / "m.zarr")
+    assert r.returncode == 0, r.stderr
+
+
+def test_plain_xarray_reads_it_without_our_package(clip_store):
+    code = ("import sys, xarray as xr, numpy as np; ds = xr.open_zarr(sys.argv[1]); "
+            "assert 'converter' not in sys.modules; "
+            "v = ds.responses.where(ds.frame < ds.n_frames); print(ds.videos.dims, int(np.isnan(v.values).sum()))")
+    r = subprocess.run([sys.executable, "-c", code, str(clip_store)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "('trial', 'height', 'width', 'frame')" in r.stdout
+
+
+def _bad(dataset_copy, change) -> subprocess.CompletedProcess:
+    src = dataset_copy(**CLIPS)
+    change(src)
+    return src, run_cli("convert", src, src.parent / "out.zarr")
+
+
+@pytest.mark.parametrize("case", ["short clip", "2-d video", "frames differ between folders", "no tiers"])
+def test_bad_clips_are_one_line_errors(dataset_copy, case):
+    def change(src):
+        if case == "short clip":
+            v = np.load(src / "data/videos/5.npy")
+            np.save(src / "data/videos/5.npy", v[..., :20])
+        elif case == "2-d video":
+            for i in range(CLIPS["trials"]):
+                np.save(src / f"data/videos/{i}.npy", np.zeros((36, 33), np.float32))
+        elif case == "frames differ between folders":
+            for i in range(CLIPS["trials"]):
+                np.save(src / f"data/behavior/{i}.npy", np.zeros((2, 30), np.float32))
+        else:
+            (src / "meta/trials/tiers.npy").unlink()
+
+    src, r = _bad(dataset_copy, change)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    expected = {"short clip": "data/videos/5.npy", "2-d video": "data/videos/0.npy",
+                "frames differ between folders": "data/behavior/0.npy", "no tiers": "meta/trials/tiers.npy"}[case]
+    assert expected in lines[0]
+    assert not (src.parent / "out.zarr").exists()
+
+
+def test_layout_decisions_for_a_full_size_scan():
+    per_trial = {"videos": ((36, 64, 300), 4), "responses": ((7900, 300), 4), "behavior": ((2, 300), 4), "pupil_center": ((2, 300), 4)}
+    block = layout.block_trials(sum(int(np.prod(s)) * n for s, n in per_trial.values()))
+    assert block * sum(int(np.prod(s)) * n for s, n in per_trial.values()) <= layout.BLOCK_TARGET_BYTES
+    assert block >= 16
+    assert layout.block_trials(144 * 256 * 4 + 7776 * 4 + 20) == layout.BLOCK_TRIALS  # a 2022 scan keeps its blocks
+    resp = layout.plan_data_var("responses", 720, (7900, 300), np.dtype("<f4"), block, clips=True)
+    assert resp.dims == ("trial", "neuron", "frame") and resp.shards is None
+    assert resp.chunks[0] == block and resp.chunks[2] == 300
+    assert np.prod(resp.chunks) * 4 <= layout.CLIP_TILE_BYTES
+    copy = layout.row_copy(resp)
+    assert copy.chunks == (1, 7900, layout.FRAME_CHUNK) and copy.shards == (block, 7900, 300)
+    video = layout.plan_data_var("videos", 720, (36, 64, 313), np.dtype("<f4"), block, clips=True)
+    assert video.chunks == (1, 36, 64, layout.FRAME_CHUNK) and video.shards == (block, 36, 64, 320)  # rounded up
+    assert layout.data_dims("behavior", (2, 300), clips=True) == ("trial", "behavior_variable", "frame")
+    assert layout.data_dims("other", (5, 300), clips=True) == ("trial", "other_dim_0", "frame")
+
+
+def test_valid_masks_the_padding(clips, clip_store):
+    ds = converter.open_mouse(clip_store)
+    test = ds.sensorium.tier("live_test_main", "final_test_main")
+    v = ds.sensorium.valid()
+    for i, n in enumerate(v.n_frames.values.tolist()):
+        for key in KEYS:
+            x = v[key].values[i]
+            assert np.isnan(x[..., n:]).all() and not np.isnan(x[..., :n]).any(), (key, i)
+    assert (test.responses.values == 0).all()  # dummies are zero in the padding too
+    masked = test.sensorium.valid().responses.values
+    for x, n in zip(masked, test.n_frames.values.tolist()):
+        assert np.isnan(x[:, n:]).all() and (x[:, :n] == 0).all()
+    with pytest.raises(ValueError, match="not a Sensorium 2023"):
+        ds.drop_vars("n_frames").sensorium.valid()
+
+
+def test_normalize_matches_the_statistics(clip_store):
+    ds = converter.open_mouse(clip_store).isel(trial=[0, 1])
+    n = ds.sensorium.normalize()
+    std = converter.read_statistics(clip_store)["responses"]["std"]
+    raw = ds.responses.values
+    assert np.allclose(n.responses.values, raw / std[None], equal_nan=True, rtol=1e-6)
+    sub = ds.sensorium.neurons(unit_ids=ds.neuron.values[[4, 2]]).sensorium.normalize()
+    assert np.allclose(sub.responses.values, raw[:, [4, 2]] / std[None, [4, 2]], equal_nan=True, rtol=1e-6)
