@@ -164,6 +164,10 @@ def _score(args) -> int:
     a = s.attrs
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in a.items()}, indent=1))
+    elif "n_frames_scored" in a:
+        print(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons, "
+              f"{a['n_frames_scored']} frames (the first {a['skipped_frames_per_trial']} of each trial skipped)\n"
+              f"single-trial correlation  {a['single_trial_correlation']:.4f}")
     else:
         print(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons\n"
               f"single-trial correlation  {a['single_trial_correlation']:.4f}\n"
@@ -261,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("dest", help="the store (a path or a URL)")
     sc.add_argument("predictions", help="a Zarr store or NetCDF file with a 'prediction' variable (trial, neuron), "
                                         "or the competition's submission CSV")
-    sc.add_argument("--tier", default="test", help="the tier to score (default: test)")
+    sc.add_argument("--tier", default=None, help="the tier to score (default: test; oracle for a 2023 store)")
     sc.add_argument("--json", action="store_true", help="print as JSON")
     _add_storage_option(sc)
     sc.set_defaults(func=_score)

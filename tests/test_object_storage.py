@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -255,3 +256,24 @@ def test_score_and_show_read_a_store_in_s3(s3, make_dataset, make_store, tmp_pat
     assert r.returncode == 0 and (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG", r.stderr
     local = converter.open_mouse(make_store()).sensorium.standardize().responses
     assert converter.score(url, local).attrs == converter.score(make_store(), local).attrs
+
+
+def test_video_scan_from_a_zip_in_s3_into_s3(s3, make_dataset, make_store):
+    from .test_dynamic import CLIPS
+
+    endpoint, fs = s3
+    src = make_dataset(as_zip=True, **CLIPS)
+    fs.put(str(src), f"data/video/{src.name}")
+    r = run_cli("convert", f"s3://data/video/{src.name}", "s3://data/video/m.zarr")
+    assert r.returncode == 0, r.stderr
+    assert converter.verify(src, "s3://data/video/m.zarr").ok
+    pytest.importorskip("torch")
+    from converter.torch import ClipDataset
+
+    local = converter.open_mouse(make_store(as_zip=True, **CLIPS))
+    remote = converter.open_mouse("s3://data/video/m.zarr")
+    assert np.array_equal(remote.responses.isel(trial=[0, 5]).values, local.responses.isel(trial=[0, 5]).values, equal_nan=True)
+    clips = ClipDataset("s3://data/video/m.zarr", frames=10, offset=2, normalize=False)  # windows read through zarr-python
+    got = clips.batch([0, 5])
+    for j, i in enumerate(clips.trial_ids[:1].tolist() + clips.trial_ids[5:6].tolist()):
+        assert np.array_equal(got["responses"][j], local.responses.sel(trial=i).values[:, 2:12], equal_nan=True)

@@ -164,3 +164,48 @@ def test_predictions_from_netcdf(scored_store, tmp_path):
 def _renamed(tmp_path, plain: xr.DataArray):
     plain.to_dataset(name="guess").to_netcdf(tmp_path / "q.nc", engine="scipy")
     return tmp_path / "q.nc"
+
+
+VIDEO = {"dynamic": True, "trials": 40, "neurons": 6, "frames": 64}
+
+
+def test_clip_scores_and_oracle_match_loops_over_frames(make_dataset, make_store, tmp_path):
+    from converter.read.score_clips import SKIP_FRAMES
+
+    folder, store = make_dataset(**VIDEO), make_store(**VIDEO)
+    tiers = np.load(folder / "meta/trials/tiers.npy")
+    trials = [i for i in range(VIDEO["trials"]) if tiers[i] == "oracle"]
+    resp = {i: np.load(folder / f"data/responses/{i}.npy") for i in trials}
+    videos = {i: np.load(folder / f"data/videos/{i}.npy") for i in trials}
+    length = {i: next((t for t in range(64) if np.isnan(videos[i][..., t]).any()), 64) for i in trials}
+    rng = np.random.default_rng(1)
+    pred = {i: np.nan_to_num(resp[i]) + rng.normal(0, 0.5, resp[i].shape) for i in trials}
+    units = np.load(folder / "meta/neurons/unit_ids.npy")
+    da = xr.DataArray(np.stack([pred[i] for i in trials[::-1]]), dims=("trial", "neuron", "frame"),
+                      coords={"trial": trials[::-1], "neuron": units})  # any order: labels align
+    s = converter.score(store, da)
+    assert s.attrs["tier"] == "oracle" and s.attrs["n_frames_scored"] == sum(length[i] - SKIP_FRAMES for i in trials)
+    for j in range(VIDEO["neurons"]):
+        x = [float(v) for i in trials for v in pred[i][j, SKIP_FRAMES : length[i]]]
+        y = [float(v) for i in trials for v in resp[i][j, SKIP_FRAMES : length[i]]]
+        assert s["single_trial_correlation"].values[j] == pytest.approx(pearson_eps(x, y), abs=1e-9)
+    # oracle: repeats are trials with the same video, compared frame by frame
+    groups = {}
+    for i in trials:
+        groups.setdefault(videos[i][..., : length[i]].tobytes(), []).append(i)
+    assert all(len(g) > 1 for g in groups.values())
+    o = converter.oracle(store)
+    for j in range(VIDEO["neurons"]):
+        own, others = [], []
+        for g in groups.values():
+            for i in g:
+                for t in range(SKIP_FRAMES, length[i]):
+                    own.append(float(resp[i][j, t]))
+                    others.append(sum(float(resp[k][j, t]) for k in g if k != i) / (len(g) - 1))
+        assert o.values[j] == pytest.approx(pearson_eps(own, others), abs=1e-9)
+    da.to_dataset(name="prediction").to_zarr(tmp_path / "p.zarr", zarr_format=3, consolidated=False)
+    r = run_cli("score", store, tmp_path / "p.zarr", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["single_trial_correlation"] == pytest.approx(s.attrs["single_trial_correlation"])
+    r = run_cli("score", store, tmp_path / "p.zarr", "--tier", "live_test_main")
+    assert r.returncode == 2 and "withheld" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -14,6 +14,7 @@ import xarray as xr
 from .. import contract
 from . import metrics
 from .dataset import open_mouse
+from .score_clips import oracle_clips, score_clips
 
 
 def _dataset(store_or_dataset, storage_options: dict | None = None) -> xr.Dataset:
@@ -54,7 +55,11 @@ def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray,
     return np.asarray(out.values, dtype=np.float64)
 
 
-def score(store_or_dataset, predictions: xr.DataArray, tier: str = "test", *,
+def _default_tier(ds: xr.Dataset, tier: str | None) -> str:
+    return tier or ("oracle" if contract.N_FRAMES in ds.coords else "test")
+
+
+def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, *,
           storage_options: dict | None = None) -> xr.Dataset:
     """The competition's metrics of ``predictions`` on one tier, per neuron and in summary.
 
@@ -65,17 +70,23 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str = "test", *,
     predictions : xarray.DataArray
         Dims ``(trial, neuron)`` labelled with file numbers and unit ids, in any order and as any
         superset of the tier, in the units of ``ds.sensorium.standardize().responses``.
-    tier : str
-        The tier to score.
+    tier : str, optional
+        The tier to score (default ``test``; ``oracle`` for a Sensorium 2023 store).
 
     Returns
     -------
     xarray.Dataset
         ``single_trial_correlation``, ``correlation_to_average``, ``fev`` and ``feve`` on
         ``neuron``; ``attrs`` hold the summaries (means over neurons; for ``feve`` over the
-        neurons with ``fev >= 0.15``) and the numbers of trials and neurons scored.
+        neurons with ``fev >= 0.15``) and the numbers of trials and neurons scored.  A
+        Sensorium 2023 store takes predictions ``(trial, neuron, frame)`` and gives its
+        competition's metric, `score_clips`.
     """
-    ds = _tier(_dataset(store_or_dataset, storage_options), tier).sensorium.standardize()
+    ds = _dataset(store_or_dataset, storage_options)
+    tier = _default_tier(ds, tier)
+    if contract.N_FRAMES in ds.coords:
+        return score_clips(_tier(ds, tier), predictions, tier)
+    ds = _tier(ds, tier).sensorium.standardize()
     trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
     pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")
     resp = np.asarray(ds["responses"].values, dtype=np.float64)
@@ -103,12 +114,18 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str = "test", *,
     return out
 
 
-def oracle(store_or_dataset, tier: str = "test", *, storage_options: dict | None = None) -> xr.DataArray:
+def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict | None = None) -> xr.DataArray:
     """Each neuron's jackknife oracle correlation on ``tier``: every repeat of an image against the
     mean of its other repeats.  An upper bound for a model, needing none; ``attrs["mean"]`` is
-    the mean over neurons."""
-    ds = _tier(_dataset(store_or_dataset, storage_options), tier)
-    values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
+    the mean over neurons.  In a Sensorium 2023 store (default tier ``oracle``) repeats are the
+    trials with identical videos, compared frame by frame (`oracle_clips`)."""
+    ds = _dataset(store_or_dataset, storage_options)
+    tier = _default_tier(ds, tier)
+    ds = _tier(ds, tier)
+    if contract.N_FRAMES in ds.coords:
+        values = oracle_clips(ds)
+    else:
+        values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
     return xr.DataArray(values, coords={contract.NEURON: ds[contract.NEURON].values}, dims=(contract.NEURON,),
                         name="oracle_correlation", attrs={"tier": tier, "mean": float(np.nanmean(values)) if len(values) else float("nan")})
 

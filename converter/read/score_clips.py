@@ -1,0 +1,77 @@
+"""The Sensorium 2023 metrics on clip stores: `score_clips`, `oracle_clips`.
+
+The competition scores each neuron's correlation between predicted and measured responses
+over the frames of every trial of a tier concatenated, after skipping each trial's first
+`SKIP_FRAMES` frames (the model's burn-in) and its padding.  Predictions and responses meet by
+label (``trial`` file numbers, ``neuron`` unit ids); frames by position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import xarray as xr
+
+from .. import contract
+from . import metrics
+
+SKIP_FRAMES = 50
+
+
+def _frames(ds: xr.Dataset, values: np.ndarray, skip: int) -> np.ndarray:
+    """``(trial, neuron, frame)`` values as ``(frames, neuron)``: each trial's frames ``skip`` .. ``n_frames``."""
+    return np.concatenate([v[:, skip:n].T for v, n in zip(values, ds[contract.N_FRAMES].values.tolist())])
+
+
+def score_clips(ds: xr.Dataset, predictions: xr.DataArray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:
+    """``single_trial_correlation`` per neuron of one tier's trials (already selected in ``ds``)."""
+    if predictions.ndim != 3 or set(predictions.dims) != {contract.TRIAL, contract.NEURON, contract.FRAME}:
+        raise ValueError(f"predictions: expected dims ('trial', 'neuron', 'frame'), found {predictions.dims}")
+    if predictions.sizes[contract.FRAME] != ds.sizes[contract.FRAME]:
+        raise ValueError(f"predictions: {predictions.sizes[contract.FRAME]} frames per trial, the store's clips have "
+                         f"{ds.sizes[contract.FRAME]} (padding included)")
+    trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
+    for dim, wanted in ((contract.TRIAL, trials), (contract.NEURON, neurons)):
+        if dim not in predictions.coords:
+            raise ValueError(f"predictions: no {dim} labels (a {dim!r} coordinate of file numbers or unit ids)")
+        have = predictions.indexes[dim]
+        missing = [v for v in wanted.tolist() if v not in have]
+        if not have.is_unique or missing:
+            raise ValueError(f"predictions: {dim} labels repeat or miss {len(missing)} {dim}s of tier {tier!r}")
+    if (ds[contract.N_FRAMES].values <= skip).all():
+        raise ValueError(f"tier {tier!r}: no trial has frames after the first {skip}")
+    pred = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(contract.TRIAL, contract.NEURON, contract.FRAME)
+    resp = _frames(ds, np.asarray(ds["responses"].values, dtype=np.float64), skip)
+    values = metrics.corr(_frames(ds, np.asarray(pred.values, dtype=np.float64), skip), resp)
+    out = xr.Dataset({"single_trial_correlation": (contract.NEURON, values)}, coords={contract.NEURON: neurons})
+    out.attrs = {"tier": tier, "n_trials": len(trials), "n_neurons": len(neurons), "n_frames_scored": len(resp),
+                 "skipped_frames_per_trial": skip, "single_trial_correlation": float(values.mean())}
+    return out
+
+
+def clip_ids(ds: xr.Dataset) -> np.ndarray:
+    """An id per trial that equal videos share (the stores keep no clip id): a hash of the valid frames."""
+    ids = {}
+    out = []
+    for t in ds[contract.TRIAL].values.tolist():
+        row = ds.sel(trial=t)
+        video = np.ascontiguousarray(row[contract.VIDEOS].values[..., : int(row[contract.N_FRAMES])])
+        out.append(ids.setdefault(hashlib.sha256(video.tobytes()).hexdigest(), len(ids)))
+    return np.array(out)
+
+
+def oracle_clips(ds: xr.Dataset, skip: int = SKIP_FRAMES) -> np.ndarray:
+    """Each neuron's jackknife oracle correlation over the repeats of one tier's clips (``ds``):
+    every frame of a repeat against the same frame of the mean of its other repeats."""
+    ids = clip_ids(ds)
+    n = ds[contract.N_FRAMES].values
+    resp = np.asarray(ds["responses"].values, dtype=np.float64)
+    rows, keys = [], []
+    for t, clip in enumerate(ids.tolist()):
+        frames = np.arange(skip, int(n[t]))
+        rows.append(resp[t][:, frames].T)
+        keys.append(clip * resp.shape[-1] + frames)  # one "image" per (clip, frame)
+    if not rows or not sum(len(k) for k in keys):
+        return np.full(resp.shape[1], np.nan)
+    return metrics.oracle_jackknife(np.concatenate(rows), np.concatenate(keys))
