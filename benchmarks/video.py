@@ -177,6 +177,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     print("[video] conversion ...", file=sys.stderr)
     rows = conversion(label, [(t // 4, quarter), (t, full)], work, cfg["repeat"])
     shutil.rmtree(work / f"video-{t // 4}.zarr", ignore_errors=True)  # only its time and memory were wanted
+    W.drop_cache(quarter)  # leave the page cache to the full mouse and its store, both read warm below
     store = work / f"video-{t}.zarr"
     rng = np.random.default_rng(0)
     print("[video] random clip batches ...", file=sys.stderr)

@@ -220,3 +220,34 @@ def test_normalize_matches_the_statistics(clip_store):
     assert np.allclose(n.responses.values, raw / std[None], equal_nan=True, rtol=1e-6)
     sub = ds.sensorium.neurons(unit_ids=ds.neuron.values[[4, 2]]).sensorium.normalize()
     assert np.allclose(sub.responses.values, raw[:, [4, 2]] / std[None, [4, 2]], equal_nan=True, rtol=1e-6)
+
+
+def test_convert_all_takes_2022_and_2023_scans_together(make_dataset, tmp_path):
+    import shutil
+
+    (tmp_path / "in").mkdir()
+    video, image = make_dataset(as_zip=True, **CLIPS), make_dataset(as_zip=True)
+    for p in (video, image):
+        shutil.copy(p, tmp_path / "in" / p.name)
+    r = run_cli("convert-all", tmp_path / "in", tmp_path / "out", "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    versions = {json.loads((s / "zarr.json").read_text())["attributes"]["schema_version"] for s in (tmp_path / "out").glob("*.zarr")}
+    assert versions == {contract.SCHEMA_VERSION, contract.DYNAMIC_SCHEMA_VERSION}
+    assert converter.verify(video, tmp_path / "out" / f"{video.stem}.zarr", progress=False).ok
+    tree = converter.open_mice(tmp_path / "out")
+    assert len(tree.children) == 2
+
+
+def test_image_only_readers_refuse_a_clip_store_in_one_line(clip_store):
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from converter.torch import ClipDataset, MouseDataset
+
+    with pytest.raises(ValueError, match="ClipDataset"):
+        MouseDataset(clip_store)
+    with pytest.raises(ValueError, match="image"):
+        ClipDataset(converter.convert(converter.make_sample(Path(str(clip_store) + "-img"), trials=30, neurons=5),
+                                      Path(str(clip_store) + "-img.zarr"), progress=False))
+    with pytest.raises(ValueError, match="image_id"):
+        converter.open_mouse(clip_store).sensorium.images([1])
+    with pytest.raises(ValueError, match="image_id"):
+        converter.open_mouse(clip_store).sensorium.repeats()

@@ -36,7 +36,13 @@ class SensoriumAccessor:
 
     def images(self, image_ids: Iterable[int] | int) -> xr.Dataset:
         """Every trial that showed one of ``image_ids`` (repeats included), in trial order."""
-        return self._ds.isel(trial=np.flatnonzero(np.isin(self._ds[contract.IMAGE_ID].values, as_list(image_ids))))
+        return self._ds.isel(trial=np.flatnonzero(np.isin(self._image_ids(), as_list(image_ids))))
+
+    def _image_ids(self) -> np.ndarray:
+        if contract.IMAGE_ID not in self._ds.coords:
+            raise ValueError("no image_id coordinate: Sensorium 2023 clips have no shared id "
+                             "(converter.oracle finds the repeats of a clip by its video)")
+        return self._ds[contract.IMAGE_ID].values
 
     def neurons(self, *, area=None, layer=None, unit_ids=None) -> xr.Dataset:
         """Neurons by area and/or layer (any of the given values), or by unit ids in the order given."""
@@ -69,6 +75,7 @@ class SensoriumAccessor:
         ``selected.groupby(contract.IMAGE_ID)``.  The selected trials are read into memory first,
         once; select the variables you need before (``ds[["responses"]]``).
         """
+        self._image_ids()  # repeats are of images
         present = [t for t in as_list(tiers) if t in set(self._ds[contract.TIER].values.tolist())]
         selected = self.tier(*(present or as_list(tiers)))  # the defaults need not all exist
         return Repeats(selected.load() if not any(v.chunks for v in selected.data_vars.values()) else selected)

@@ -130,6 +130,8 @@ class MouseDataset(Dataset):
         self.storage_options = storage_options
         root = checked_root(store, storage_options)
         attrs = root["attributes"]
+        if contract.is_dynamic(attrs):
+            raise ValueError(f"{store}: a Sensorium 2023 (video) store: use converter.torch.ClipDataset")
         self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
         self.data_key = attrs["data_key"]
         self.keys = tuple(keys)
