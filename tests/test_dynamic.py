@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -238,15 +237,14 @@ def test_convert_all_takes_2022_and_2023_scans_together(make_dataset, tmp_path):
     assert len(tree.children) == 2
 
 
-def test_image_only_readers_refuse_a_clip_store_in_one_line(clip_store):
-    torch = pytest.importorskip("torch")  # noqa: F841
+def test_image_only_readers_refuse_a_clip_store_in_one_line(clip_store, make_store):
+    pytest.importorskip("torch")
     from converter.torch import ClipDataset, MouseDataset
 
     with pytest.raises(ValueError, match="ClipDataset"):
         MouseDataset(clip_store)
     with pytest.raises(ValueError, match="image"):
-        ClipDataset(converter.convert(converter.make_sample(Path(str(clip_store) + "-img"), trials=30, neurons=5),
-                                      Path(str(clip_store) + "-img.zarr"), progress=False))
+        ClipDataset(make_store())
     with pytest.raises(ValueError, match="image_id"):
         converter.open_mouse(clip_store).sensorium.images([1])
     with pytest.raises(ValueError, match="image_id"):
