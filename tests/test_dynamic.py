@@ -90,11 +90,18 @@ def test_converted_store_is_lossless_with_frame_axis_and_n_frames(clips, clip_st
     assert list(dict.fromkeys(tiers.tolist())) == [t for t in contract.DYNAMIC_TIERS if t in set(tiers.tolist())]  # clustered by tier
 
 
-def test_zip_and_folder_give_the_same_store(make_store, clip_store):
-    a, b = converter.open_mouse(clip_store), converter.open_mouse(make_store(as_zip=True, **CLIPS))
+def test_zip_and_folder_give_the_same_store_and_the_zip_comes_back(make_dataset, make_store, clip_store, tmp_path):
+    import zipfile
+
+    zipped = make_store(as_zip=True, **CLIPS)
+    a, b = converter.open_mouse(clip_store), converter.open_mouse(zipped)
     assert a.attrs["source_fingerprint"] == b.attrs["source_fingerprint"]
     for key in KEYS:
         assert bits(a[key].values) == bits(b[key].values)
+    out = converter.export(zipped, tmp_path / "back", as_zip=True, progress=False)
+    with zipfile.ZipFile(make_dataset(as_zip=True, **CLIPS)) as src, zipfile.ZipFile(out) as got:
+        assert sorted(got.namelist()) == sorted(src.namelist())
+        assert all(got.read(n) == src.read(n) for n in src.namelist())
 
 
 def test_many_blocks_same_arrays_verify_export_round_trip(clips, clip_store, many_blocks, tmp_path):
