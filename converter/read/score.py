@@ -142,7 +142,7 @@ def read_predictions(path: str | os.PathLike, store_or_dataset=None, storage_opt
         if path.lower().endswith((".nc", ".nc4", ".netcdf")):
             opened = xr.open_dataset(path)
         else:
-            opened = xr.open_zarr(path)
+            opened = xr.open_zarr(path, consolidated=False)  # no warning about missing consolidated metadata
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: cannot read predictions ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if "prediction" not in opened:
