@@ -49,3 +49,23 @@ def test_stores_cross_between_the_two_pythons(make_dataset, make_store, tmp_path
     assert found["total"] == float(converter.open_mouse(here).responses.astype("float64").sum())
     assert converter.verify(src, there).ok and converter.self_check(there).ok
     assert data_files(there) == data_files(here)  # every chunk byte for byte, whichever Python wrote it
+
+
+def test_video_stores_cross_between_the_two_pythons(make_dataset, make_store, tmp_path):
+    from .test_dynamic import CLIPS
+
+    src, here = make_dataset(**CLIPS), make_store(**CLIPS)
+    there = tmp_path / "there.zarr"
+    found = in_other("""
+        import json, sys, xarray as xr
+        plain = xr.open_zarr(sys.argv[2])
+        n_frames = plain.n_frames.values.tolist()
+        import converter
+        src, store, there = sys.argv[1:4]
+        converter.convert(src, there, progress=False)
+        print(json.dumps({"n_frames": n_frames, "verify": converter.verify(src, store).ok, "self_check": converter.self_check(store).ok}))
+    """, src, here, there)
+    assert found["verify"] and found["self_check"]
+    assert found["n_frames"] == converter.open_mouse(here).n_frames.values.tolist()
+    assert converter.verify(src, there).ok
+    assert data_files(there) == data_files(here)

@@ -10,6 +10,7 @@ these cases.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 import converter
 from converter import cli
 
+from .conftest import run_cli
 from .test_robustness import chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,3 +256,25 @@ def test_killed_after_the_skeleton_in_s3_then_rerun(s3, two_blocks, tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert converter.verify(src, url).ok and not fs.exists(f"{url.removeprefix('s3://')}.incomplete")
+
+
+def test_video_scan_killed_in_its_second_block_then_rerun(make_dataset, tmp_path):
+    """Clips of 17.7 MB make write blocks of 16 trials: a 40-trial 2023 scan is three blocks."""
+    from converter.write import layout
+
+    from .test_dynamic import CLIPS
+
+    src = make_dataset(**{**CLIPS, "frames": 120, "video_shape": (144, 256)})
+    assert layout.block_trials(144 * 256 * 120 * 4 + (30 + 4) * 120 * 4) == 16
+    reference = converter.convert(src, tmp_path / "ref.zarr", progress=False)
+    dest = tmp_path / "m.zarr"
+    proc = start("converter.write.executors:write_block", "kill", tmp_path / "flag", "convert", src, dest,
+                 "--workers", "1", "--quiet", nth=2)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL and not dest.exists()
+    blocks = list((tmp_path / "m.zarr.incomplete" / "state" / "blocks").glob("*.json"))
+    assert [b.name for b in blocks] == ["0.json"]  # the first block is recorded, the second never was
+    r = run_cli("convert", src, dest, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert chunk_files(dest) == chunk_files(reference)
+    assert converter.verify(src, dest, progress=False).ok

@@ -25,6 +25,15 @@ from .normalize import Normalizer
 from .torch import SubsetSequentialSampler, Trial, _Batch, collate
 
 
+# A variable this small (behavior, pupil center: ~2 MB for a full mouse) is read whole on first
+# use and served from memory: one read per item costs more than the whole variable.
+SMALL_BYTES = 64 * 2**20
+
+
+def _nbytes(reader) -> int:
+    return int(np.prod(reader.shape, dtype=np.int64)) * np.dtype(reader.dtype).itemsize
+
+
 class ClipDataset(Dataset):
     """The trials of one Sensorium 2023 store, each served as a window of ``frames`` valid frames.
 
@@ -96,6 +105,7 @@ class ClipDataset(Dataset):
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self._readers: dict = {}
+        self._memory: dict[str, np.ndarray] = {}
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -105,7 +115,7 @@ class ClipDataset(Dataset):
         return f"ClipDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_readers": {}, "_pid": None}
+        return {**self.__dict__, "_readers": {}, "_memory": {}, "_pid": None}
 
     def _reader(self, key: str):
         if self._pid != os.getpid():
@@ -134,9 +144,15 @@ class ClipDataset(Dataset):
         for key in needed:
             reader = self._reader(key)
             rest = (slice(None),) * (len(reader.shape) - 2)
-            raw[key] = np.stack([reader.read((np.array([self.trials[i]]), *rest, slice(s, s + self.frames)))[0]
-                                 for i, s in zip(indices.tolist(), starts.tolist())]) if len(indices) else \
-                np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
+            windows = [(int(self.trials[i]), s) for i, s in zip(indices.tolist(), starts.tolist())]
+            if key in self._memory or _nbytes(reader) <= SMALL_BYTES:
+                if key not in self._memory:  # behavior, pupil center: a few MB per mouse, read once
+                    self._memory[key] = reader.read()
+                whole = self._memory[key]
+                parts = [whole[p, ..., s : s + self.frames] for p, s in windows]
+            else:
+                parts = [reader.read((np.array([p]), *rest, slice(s, s + self.frames)))[0] for p, s in windows]
+            raw[key] = np.stack(parts) if parts else np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
         norm = {k: (self.normalizer(k, v) if self.normalizer is not None else v) for k, v in raw.items()}
         out = Trial()
         for key in self.keys:
