@@ -158,11 +158,8 @@ class ClipDataset(Dataset):
         for key in self.keys:
             x = norm[key]
             if key == contract.VIDEOS:
-                x = np.moveaxis(x, -1, 1)[:, None]  # (batch, 1, frames, height, width)
                 extra = [norm[k] for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
-                if extra:
-                    h, w = x.shape[-2:]
-                    x = np.concatenate([x, *(np.ones((1, self.frames, h, w)) * e[:, :, :, None, None] for e in extra)], axis=1)
+                x = _channels(np.moveaxis(x, -1, 1), extra)
             elif key == "responses" and self.neurons is not None:
                 x = x[:, self.neurons]
             out[key] = x.astype(np.float32, copy=False)
@@ -175,6 +172,21 @@ class ClipDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> _Batch:
         b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
         return _Batch(b, len(indices))
+
+
+def _channels(video: np.ndarray, extra: list[np.ndarray]) -> np.ndarray:
+    """``(batch, channels, frames, height, width)`` float32: the clip, then each row of ``extra``
+    per frame as a constant channel.  The official ``AddBehaviorAsChannels`` computes these in
+    float64 before ``ToTensor``'s float32 cast; a float32 value survives that round trip
+    exactly, so filling float32 directly gives the same bits without the float64 copies."""
+    b, f, h, w = video.shape
+    out = np.empty((b, 1 + sum(e.shape[1] for e in extra), f, h, w), dtype=np.float32)
+    out[:, 0] = video
+    c = 1
+    for e in extra:
+        out[:, c : c + e.shape[1]] = e.astype(np.float32, copy=False)[..., None, None]
+        c += e.shape[1]
+    return out
 
 
 def video_loaders(
