@@ -258,7 +258,7 @@ def test_killed_after_the_skeleton_in_s3_then_rerun(s3, two_blocks, tmp_path):
     assert converter.verify(src, url).ok and not fs.exists(f"{url.removeprefix('s3://')}.incomplete")
 
 
-def test_video_scan_killed_in_its_second_block_then_rerun(make_dataset, tmp_path):
+def test_video_scan_killed_after_its_first_block_then_rerun(make_dataset, tmp_path):
     """Clips of 17.7 MB make write blocks of 16 trials: a 40-trial 2023 scan is three blocks."""
     from converter.write import layout
 
@@ -268,12 +268,12 @@ def test_video_scan_killed_in_its_second_block_then_rerun(make_dataset, tmp_path
     assert layout.block_trials(144 * 256 * 120 * 4 + (30 + 4) * 120 * 4) == 16
     reference = converter.convert(src, tmp_path / "ref.zarr", progress=False)
     dest = tmp_path / "m.zarr"
-    proc = start("converter.write.executors:write_block", "kill", tmp_path / "flag", "convert", src, dest,
+    proc = start("converter.write.state:LocalState.save_block", "kill", tmp_path / "flag", "convert", src, dest,
                  "--workers", "1", "--quiet", nth=2)
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL and not dest.exists()
     blocks = list((tmp_path / "m.zarr.incomplete" / "state" / "blocks").glob("*.json"))
-    assert [b.name for b in blocks] == ["0.json"]  # the first block is recorded, the second never was
+    assert [b.name for b in blocks] == ["0.json"]  # killed while recording the second block: the first is kept
     r = run_cli("convert", src, dest, "--quiet")
     assert r.returncode == 0, r.stderr
     assert chunk_files(dest) == chunk_files(reference)
