@@ -15,14 +15,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
+from torch.utils.data import DataLoader, SubsetRandomSampler
 
 from .. import contract
 from ..storage import open_group
 from .dataset import checked_root, read_statistics
-from .engine import open_reader
 from .normalize import Normalizer
-from .torch import SubsetSequentialSampler, Trial, _Batch, collate
+from .torch import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
 
 
 # A variable this small (behavior, pupil center: ~2 MB for a full mouse) is read whole on first
@@ -34,7 +33,7 @@ def _nbytes(reader) -> int:
     return int(np.prod(reader.shape, dtype=np.int64)) * np.dtype(reader.dtype).itemsize
 
 
-class ClipDataset(Dataset):
+class ClipDataset(StoreDataset):
     """The trials of one Sensorium 2023 store, each served as a window of ``frames`` valid frames.
 
     Parameters
@@ -86,13 +85,7 @@ class ClipDataset(Dataset):
         labels = group[contract.TRIAL][...]
         tiers = np.asarray(group[contract.TIER][...], dtype=object)
         n_frames = group[contract.N_FRAMES][...]
-        chosen = np.ones(len(labels), bool)
-        if tier is not None:
-            wanted = [tier] if isinstance(tier, str) else list(tier)
-            unknown = sorted(set(wanted) - set(tiers.tolist()))
-            if unknown:
-                raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
-            chosen = np.isin(tiers, wanted)
+        chosen = tier_mask(store, tiers, tier)
         fits = n_frames >= max(offset, 0) + frames
         self.skipped = np.sort(labels[chosen & ~fits])  # file numbers of trials too short for one window
         positions = np.flatnonzero(chosen & fits)
@@ -108,23 +101,8 @@ class ClipDataset(Dataset):
         self._memory: dict[str, np.ndarray] = {}
         self._pid: int | None = None
 
-    def __len__(self) -> int:
-        return len(self.trials)
-
     def __repr__(self) -> str:
         return f"ClipDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_readers": {}, "_memory": {}, "_pid": None}
-
-    def _reader(self, key: str):
-        if self._pid != os.getpid():
-            self._readers, self._pid = {}, os.getpid()
-        if key not in self._readers:
-            copy = contract.row_copy_path(key)  # a window of one trial decodes least from the trial-major copy
-            name = copy if copy in self._meta else key
-            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
-        return self._readers[key]
 
     def offsets(self, indices: Sequence[int]) -> np.ndarray:
         """The first frame of each item's window: ``offset``, or a fresh random one per item."""
@@ -164,14 +142,6 @@ class ClipDataset(Dataset):
                 x = x[:, self.neurons]
             out[key] = x.astype(np.float32, copy=False)
         return out
-
-    def __getitem__(self, i: int) -> Trial:
-        b = self.batch([i])
-        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
-
-    def __getitems__(self, indices: Sequence[int]) -> _Batch:
-        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
-        return _Batch(b, len(indices))
 
 
 def _channels(video: np.ndarray, extra: list[np.ndarray]) -> np.ndarray:
@@ -223,13 +193,7 @@ def video_loaders(
         ds = ClipDataset(path, frames=frames, offset=offset, keys=keys, normalize=normalize, exclude=exclude or (),
                          behavior_channels=include_behavior, pupil_channels=include_pupil_centers and include_pupil_centers_as_channels,
                          seed=None if seed is None else seed + k, storage_options=storage_options)
-        ids = neuron_ids[k] if neuron_ids else None
-        if ids is not None:
-            pos = {int(u): j for j, u in enumerate(ds.unit_ids)}
-            missing = [int(u) for u in ids if int(u) not in pos]
-            if missing:
-                raise ValueError(f"{path}: no neuron with unit id {missing[0]}")
-            ds.neurons = np.array([pos[int(u)] for u in ids], dtype=np.intp)
+        ds.neurons = neuron_positions(ds, None, None, neuron_ids[k] if neuron_ids else None)
         present = sorted(set(ds.tiers.tolist()), key=lambda t: (contract.DYNAMIC_TIERS + (t,)).index(t))
         if tier is not None and tier not in present:
             raise ValueError(f"{path}: no tier {tier!r} with trials of at least {frames} frames; it has {present}")

@@ -80,7 +80,55 @@ class SubsetSequentialSampler(Sampler[int]):
         return len(self.indices)
 
 
-class MouseDataset(Dataset):
+def tier_mask(store, tiers: np.ndarray, tier: str | Sequence[str] | None) -> np.ndarray:
+    """Which stored trials belong to ``tier`` (one name or several; ``None``: all); a tier the
+    store does not have is a `ValueError` that lists the ones it has."""
+    if tier is None:
+        return np.ones(len(tiers), bool)
+    wanted = [tier] if isinstance(tier, str) else list(tier)
+    unknown = sorted(set(wanted) - set(tiers.tolist()))
+    if unknown:
+        raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
+    return np.isin(tiers, wanted)
+
+
+class StoreDataset(Dataset):
+    """What `MouseDataset` and `converter.torch.ClipDataset` share: one reader per variable and
+    process, pickling without them, and items and batches made by the subclass's ``batch``.
+
+    Subclasses set ``store``, ``storage_options``, ``trials`` (the stored position of each
+    item), ``_meta`` (the consolidated metadata), ``_readers``, ``_memory`` and ``_pid``.
+    """
+
+    def __len__(self) -> int:
+        return len(self.trials)
+
+    def __getstate__(self) -> dict:
+        # open arrays and in-memory copies stay behind; each worker opens its own
+        return {**self.__dict__, "_memory": {}, "_readers": {}, "_pid": None}
+
+    def _reader(self, key: str):
+        if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
+            self._readers, self._pid = {}, os.getpid()
+        if key not in self._readers:
+            copy = contract.row_copy_path(key)  # whole trials, and windows of one, read fastest from the trial-major copy
+            name = copy if copy in self._meta else key
+            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
+        return self._readers[key]
+
+    def batch(self, indices: Sequence[int]) -> Trial:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Trial:
+        b = self.batch([i])
+        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
+
+    def __getitems__(self, indices: Sequence[int]) -> _Batch:
+        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
+        return _Batch(b, len(indices))
+
+
+class MouseDataset(StoreDataset):
     """The trials of one store as a PyTorch dataset.
 
     Parameters
@@ -141,15 +189,8 @@ class MouseDataset(Dataset):
         group = open_group(self.store, storage_options)
         labels = group[contract.TRIAL][...]  # the file number stored at each position
         tiers = np.asarray(group[contract.TIER][...], dtype=object)
-        if tier is None:
-            positions = np.argsort(labels, kind="stable")
-        else:
-            wanted = [tier] if isinstance(tier, str) else list(tier)
-            unknown = sorted(set(wanted) - set(tiers.tolist()))
-            if unknown:
-                raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
-            positions = np.flatnonzero(np.isin(tiers, wanted))
-            positions = positions[np.argsort(labels[positions], kind="stable")]
+        positions = np.flatnonzero(tier_mask(store, tiers, tier))
+        positions = positions[np.argsort(labels[positions], kind="stable")]
         self.trials = positions  # stored position of each item; items in file order
         self.trial_ids = labels[positions]  # the file number of each item
         self.tiers = tiers[positions]
@@ -168,25 +209,9 @@ class MouseDataset(Dataset):
         self._readers: dict = {}
         self._pid: int | None = None
 
-    def __len__(self) -> int:
-        return len(self.trials)
-
-    def __getstate__(self) -> dict:
-        # open arrays and in-memory copies stay behind; each worker opens its own
-        return {**self.__dict__, "_memory": {}, "_readers": {}, "_pid": None}
-
     def __repr__(self) -> str:
         mode = "in memory" if self.in_memory else "on disk"
         return f"MouseDataset({self.data_key}, {len(self)} trials, keys={self.keys}, normalize={self.normalizer is not None}, {mode})"
-
-    def _reader(self, key: str):
-        if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
-            self._readers, self._pid = {}, os.getpid()
-        if key not in self._readers:
-            copy = contract.row_copy_path(key)  # whole trials read fastest from the trial-major copy
-            name = copy if copy in self._meta else key
-            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
-        return self._readers[key]
 
     def load(self) -> MouseDataset:
         """Read every variable this dataset serves into memory now; returns self."""
@@ -232,16 +257,8 @@ class MouseDataset(Dataset):
                 out[key] = out[key].astype(np.float32, copy=False)
         return out
 
-    def __getitem__(self, i: int) -> Trial:
-        b = self.batch([i])
-        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
 
-    def __getitems__(self, indices: Sequence[int]) -> _Batch:
-        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
-        return _Batch(b, len(indices))
-
-
-def _neuron_positions(ds: MouseDataset, areas, layers, neuron_ids) -> np.ndarray | None:
+def neuron_positions(ds: StoreDataset, areas, layers, neuron_ids) -> np.ndarray | None:
     """Neuron positions as ``static_loader`` selects them: ids in the order given, else area/layer."""
     if neuron_ids is not None:
         if areas is not None or layers is not None:
@@ -315,7 +332,7 @@ def loaders(
             pupil_channels=add_eye_pos_as_channels,
             float32=True,
         )
-        ds.neurons = _neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
+        ds.neurons = neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
         ids = image_ids[k] if image_ids else None
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)
         if tier is not None and tier not in set(ds.tiers.tolist()):
