@@ -226,6 +226,9 @@ def test_normalize_matches_the_statistics(clip_store):
     assert np.allclose(n.responses.values, raw / std[None], equal_nan=True, rtol=1e-6)
     sub = ds.sensorium.neurons(unit_ids=ds.neuron.values[[4, 2]]).sensorium.normalize()
     assert np.allclose(sub.responses.values, raw[:, [4, 2]] / std[None, [4, 2]], equal_nan=True, rtol=1e-6)
+    assert np.array_equal(ds.sensorium.standardize().responses.values, raw / std[None], equal_nan=True)  # (neuron, 1) std
+    sub = ds.sensorium.neurons(unit_ids=ds.neuron.values[[4, 2]]).sensorium.standardize()
+    assert np.array_equal(sub.responses.values, raw[:, [4, 2]] / std[None, [4, 2]], equal_nan=True)
 
 
 def test_convert_all_takes_2022_and_2023_scans_together(make_dataset, tmp_path):

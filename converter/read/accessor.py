@@ -112,9 +112,9 @@ class SensoriumAccessor:
         """``responses / std``: the competition's standardised responses."""
         from .dataset import read_statistics
 
-        std = read_statistics(self._store(), source, self._ds.encoding.get("storage_options"))["responses"]["std"][self._neuron_positions()]
+        std = read_statistics(self._store(), source, self._ds.encoding.get("storage_options"))["responses"]["std"]
         ds = self._ds.copy()
-        ds["responses"] = standardize(ds["responses"], xr.DataArray(std, dims=("neuron",)))
+        ds["responses"] = standardize(ds["responses"], self._per_neuron(std))
         return ds
 
     def _apply(self, norm: Normalizer, inverse: bool) -> xr.Dataset:
@@ -124,8 +124,7 @@ class SensoriumAccessor:
             x = ds[key]
             if key == "responses" and norm.response_precision is not None:
                 # after a neuron selection, only the matching precisions apply
-                precision = norm.response_precision.reshape(len(norm.response_precision), -1)[:, 0]  # a clip's (neuron, 1)
-                p = xr.DataArray(precision[self._neuron_positions()], dims=("neuron",))
+                p = self._per_neuron(norm.response_precision)
                 y = x / p if inverse else x * p
             else:
                 y = f(key, x)
@@ -137,6 +136,11 @@ class SensoriumAccessor:
         if store is None:
             raise ValueError("this dataset does not know its store; open it with converter.open_mouse")
         return store
+
+    def _per_neuron(self, values: np.ndarray) -> xr.DataArray:
+        """A per-neuron statistic (``(neuron,)``, or a clip's ``(neuron, 1)``) for the selected neurons."""
+        flat = np.asarray(values).reshape(len(values), -1)[:, 0]
+        return xr.DataArray(flat[self._neuron_positions()], dims=(contract.NEURON,))
 
     def _neuron_positions(self) -> np.ndarray:
         """Positions of this dataset's neurons on the store's full neuron axis."""
