@@ -38,10 +38,16 @@ def _tier(ds: xr.Dataset, tier: str) -> xr.Dataset:
     return sel
 
 
-def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray, name: str) -> np.ndarray:
-    """``predictions`` as a ``(trial, neuron)`` array in the order of ``trials`` and ``neurons``."""
-    if set(predictions.dims) != {contract.TRIAL, contract.NEURON}:
-        raise ValueError(f"predictions: expected dims ('trial', 'neuron'), found {predictions.dims}")
+def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray, name: str,
+             frames: int | None = None) -> np.ndarray:
+    """``predictions`` as a ``(trial, neuron)`` array in the order of ``trials`` and ``neurons``;
+    with ``frames``, a ``(trial, neuron, frame)`` one whose frame axis has that length."""
+    dims = (contract.TRIAL, contract.NEURON) + ((contract.FRAME,) if frames is not None else ())
+    if predictions.ndim != len(dims) or set(predictions.dims) != set(dims):
+        raise ValueError(f"predictions: expected dims {dims}, found {predictions.dims}")
+    if frames is not None and predictions.sizes[contract.FRAME] != frames:
+        raise ValueError(f"predictions: {predictions.sizes[contract.FRAME]} frames per trial, the store's clips have "
+                         f"{frames} (padding included)")
     for dim, wanted in ((contract.TRIAL, trials), (contract.NEURON, neurons)):
         if dim not in predictions.coords:
             raise ValueError(f"predictions: no {dim} labels (a {dim!r} coordinate of file numbers or unit ids)")
@@ -51,7 +57,7 @@ def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray,
         missing = [v for v in wanted.tolist() if v not in have]
         if missing:
             raise ValueError(f"predictions: no prediction for {len(missing)} {dim}s of {name} (first: {missing[0]})")
-    out = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(contract.TRIAL, contract.NEURON)
+    out = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(*dims)
     return np.asarray(out.values, dtype=np.float64)
 
 
@@ -85,7 +91,9 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
     ds = _dataset(store_or_dataset, storage_options)
     tier = _default_tier(ds, tier)
     if contract.N_FRAMES in ds.coords:
-        return score_clips(_tier(ds, tier), predictions, tier)
+        ds = _tier(ds, tier)
+        pred = _aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
+        return score_clips(ds, pred, tier)
     ds = _tier(ds, tier).sensorium.standardize()
     trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
     pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")

@@ -3,7 +3,7 @@
 The competition scores each neuron's correlation between predicted and measured responses
 over the frames of every trial of a tier concatenated, after skipping each trial's first
 `SKIP_FRAMES` frames (the model's burn-in) and its padding.  Predictions and responses meet by
-label (``trial`` file numbers, ``neuron`` unit ids); frames by position.
+label (``trial`` file numbers, ``neuron`` unit ids; `converter.read.score` aligns them); frames by position.
 """
 
 from __future__ import annotations
@@ -24,28 +24,15 @@ def _frames(ds: xr.Dataset, values: np.ndarray, skip: int) -> np.ndarray:
     return np.concatenate([v[:, skip:n].T for v, n in zip(values, ds[contract.N_FRAMES].values.tolist())])
 
 
-def score_clips(ds: xr.Dataset, predictions: xr.DataArray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:
-    """``single_trial_correlation`` per neuron of one tier's trials (already selected in ``ds``)."""
-    if predictions.ndim != 3 or set(predictions.dims) != {contract.TRIAL, contract.NEURON, contract.FRAME}:
-        raise ValueError(f"predictions: expected dims ('trial', 'neuron', 'frame'), found {predictions.dims}")
-    if predictions.sizes[contract.FRAME] != ds.sizes[contract.FRAME]:
-        raise ValueError(f"predictions: {predictions.sizes[contract.FRAME]} frames per trial, the store's clips have "
-                         f"{ds.sizes[contract.FRAME]} (padding included)")
-    trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
-    for dim, wanted in ((contract.TRIAL, trials), (contract.NEURON, neurons)):
-        if dim not in predictions.coords:
-            raise ValueError(f"predictions: no {dim} labels (a {dim!r} coordinate of file numbers or unit ids)")
-        have = predictions.indexes[dim]
-        missing = [v for v in wanted.tolist() if v not in have]
-        if not have.is_unique or missing:
-            raise ValueError(f"predictions: {dim} labels repeat or miss {len(missing)} {dim}s of tier {tier!r}")
+def score_clips(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:
+    """``single_trial_correlation`` per neuron of one tier's trials (already selected in ``ds``), from
+    ``predictions`` ``(trial, neuron, frame)`` aligned with them (`converter.read.score.score` aligns)."""
     if (ds[contract.N_FRAMES].values <= skip).all():
         raise ValueError(f"tier {tier!r}: no trial has frames after the first {skip}")
-    pred = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(contract.TRIAL, contract.NEURON, contract.FRAME)
     resp = _frames(ds, np.asarray(ds["responses"].values, dtype=np.float64), skip)
-    values = metrics.corr(_frames(ds, np.asarray(pred.values, dtype=np.float64), skip), resp)
-    out = xr.Dataset({"single_trial_correlation": (contract.NEURON, values)}, coords={contract.NEURON: neurons})
-    out.attrs = {"tier": tier, "n_trials": len(trials), "n_neurons": len(neurons), "n_frames_scored": len(resp),
+    values = metrics.corr(_frames(ds, predictions, skip), resp)
+    out = xr.Dataset({"single_trial_correlation": (contract.NEURON, values)}, coords={contract.NEURON: ds[contract.NEURON].values})
+    out.attrs = {"tier": tier, "n_trials": ds.sizes[contract.TRIAL], "n_neurons": ds.sizes[contract.NEURON], "n_frames_scored": len(resp),
                  "skipped_frames_per_trial": skip, "single_trial_correlation": float(values.mean())}
     return out
 
