@@ -17,6 +17,10 @@ import pytest
 import converter
 
 SMALL = {"trials": 60, "neurons": 40}
+# A small Sensorium 2023 scan.  33 frames: not a multiple of the frame chunk, so the last inner
+# chunk of each clip is partial.
+CLIPS = {"dynamic": True, "trials": 40, "neurons": 30, "frames": 33}
+CLIP_KEYS = ("videos", "responses", "behavior", "pupil_center")
 
 
 def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
@@ -92,6 +96,18 @@ def make_store(make_dataset, tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def clips(make_dataset):
+    """The `CLIPS` sample folder."""
+    return make_dataset(**CLIPS)
+
+
+@pytest.fixture(scope="session")
+def clip_store(make_store):
+    """The store converted from `clips`."""
+    return make_store(**CLIPS)
 
 
 @pytest.fixture

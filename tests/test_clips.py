@@ -9,20 +9,8 @@ torch = pytest.importorskip("torch")
 
 from converter.torch import ClipDataset, loaders, video_loaders  # noqa: E402
 
-from .conftest import load_source  # noqa: E402
-from .test_dynamic import CLIPS  # noqa: E402
-
-KEYS = ("videos", "responses", "behavior", "pupil_center")
-
-
-@pytest.fixture(scope="module")
-def clips(make_dataset):
-    return make_dataset(**CLIPS)
-
-
-@pytest.fixture(scope="module")
-def clip_store(make_store):
-    return make_store(**CLIPS)
+from .conftest import CLIP_KEYS as KEYS  # noqa: E402
+from .conftest import CLIPS, load_source  # noqa: E402
 
 
 def official(folder, i: int, frames: int, offset: int, behavior: bool, pupil: bool) -> dict[str, np.ndarray]:

@@ -52,7 +52,7 @@ def test_stores_cross_between_the_two_pythons(make_dataset, make_store, tmp_path
 
 
 def test_video_stores_cross_between_the_two_pythons(make_dataset, make_store, tmp_path):
-    from .test_dynamic import CLIPS
+    from .conftest import CLIPS
 
     src, here = make_dataset(**CLIPS), make_store(**CLIPS)
     there = tmp_path / "there.zarr"

@@ -15,21 +15,8 @@ import converter
 from converter import contract
 from converter.write import layout
 
-from .conftest import bits, load_source, run_cli
-
-# 33 frames: not a multiple of the frame chunk, so the last inner chunk of each clip is partial
-CLIPS = {"dynamic": True, "trials": 40, "neurons": 30, "frames": 33}
-KEYS = ("videos", "responses", "behavior", "pupil_center")
-
-
-@pytest.fixture(scope="module")
-def clips(make_dataset):
-    return make_dataset(**CLIPS)
-
-
-@pytest.fixture(scope="module")
-def clip_store(make_store):
-    return make_store(**CLIPS)
+from .conftest import CLIP_KEYS as KEYS
+from .conftest import CLIPS, bits, load_source, run_cli
 
 
 @pytest.fixture(scope="module")

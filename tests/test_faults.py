@@ -262,7 +262,7 @@ def test_video_scan_killed_after_its_first_block_then_rerun(make_dataset, tmp_pa
     """Clips of 17.7 MB make write blocks of 16 trials: a 40-trial 2023 scan is three blocks."""
     from converter.write import layout
 
-    from .test_dynamic import CLIPS
+    from .conftest import CLIPS
 
     src = make_dataset(**{**CLIPS, "frames": 120, "video_shape": (144, 256)})
     assert layout.block_trials(144 * 256 * 120 * 4 + (30 + 4) * 120 * 4) == 16

@@ -259,7 +259,7 @@ def test_score_and_show_read_a_store_in_s3(s3, make_dataset, make_store, tmp_pat
 
 
 def test_video_scan_from_a_zip_in_s3_into_s3(s3, make_dataset, make_store):
-    from .test_dynamic import CLIPS
+    from .conftest import CLIPS
 
     endpoint, fs = s3
     src = make_dataset(as_zip=True, **CLIPS)

@@ -61,12 +61,10 @@ def test_show_without_matplotlib_is_one_sentence(make_store, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pip install 'sensorium-zarr[plot]'" in r.stderr, r.stderr
 
 
-def test_video_overview_from_the_show_command(make_store, tmp_path):
+def test_video_overview_from_the_show_command(clip_store, tmp_path):
     from converter.plot import overview
 
-    from .test_dynamic import CLIPS
-
-    store = make_store(**CLIPS)
+    store = clip_store
     fig = overview(converter.open_mouse(store))
     got = " | ".join(titles(fig))
     for panel in ("trials per tier", "frame 0", "population response, trial", "valid frames per trial (padded to 33)",
