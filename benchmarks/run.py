@@ -277,9 +277,14 @@ def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
     title, body = tables.strip().split("\n", 1)
     block = "\n".join([header, "", targets.replace("## Targets", "").strip(), "",
                        "#### " + title.removeprefix("## ") + " (uint8: see the results file)", "", body.strip()]) + "\n"
+    replace_between(readme, "results", block)
+
+
+def replace_between(readme: Path, marker: str, block: str) -> None:
+    """Put ``block`` between ``<!-- <marker>:start -->`` and ``<!-- <marker>:end -->`` of ``readme``."""
     text = readme.read_text()
-    start, end = text.index("<!-- results:start -->"), text.index("<!-- results:end -->")
-    readme.write_text(text[: start + len("<!-- results:start -->")] + "\n" + block + text[end:])
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    readme.write_text(text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import converter
 from converter.sample_video import video_sample_name
 
 from . import workloads as W
-from .run import HERE, machine
+from .run import HERE, machine, replace_between
 
 SIZES = {
     "full": {"trials": 720, "neurons": 7900, "frames": 300, "repeat": 5},
@@ -244,9 +244,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
 
 def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
     """Put a results file between the README's video markers."""
-    text = readme.read_text()
-    start, end = text.index("<!-- video-results:start -->"), text.index("<!-- video-results:end -->")
-    readme.write_text(text[: start + len("<!-- video-results:start -->")] + "\n" + md + text[end:])
+    replace_between(readme, "video-results", md)
 
 
 def main(argv: list[str] | None = None) -> int:
