@@ -23,6 +23,17 @@ CLIPS = {"dynamic": True, "trials": 40, "neurons": 30, "frames": 33}
 CLIP_KEYS = ("videos", "responses", "behavior", "pupil_center")
 
 
+def sigint_as_at_a_terminal() -> None:
+    """``preexec_fn`` of a child that a test interrupts with SIGINT, as Ctrl-C at a terminal would.
+
+    A shell that starts the test run in the background (``.ci/run &``) sets SIGINT to "ignore"
+    for it, and children inherit that; a command started at a terminal has the default.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
     """The ``sensorium-zarr`` command in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "converter.cli", *map(str, args)], capture_output=True, text=True)

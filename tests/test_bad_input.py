@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import load_source, run_cli
+from .conftest import load_source, run_cli, sigint_as_at_a_terminal
 
 
 def npy(a: np.ndarray) -> bytes:
@@ -246,7 +246,7 @@ def test_sample_refuses_to_mix_two_datasets_and_is_whole_or_absent(tmp_path):
     assert run_cli("sample", tmp_path, "--trials", "100", "--overwrite", "--quiet").returncode == 0
     assert len(list((path / "data/images").iterdir())) == 100  # no trial files of the old sample left over
     proc = subprocess.Popen([sys.executable, "-m", "converter.cli", "sample", str(tmp_path / "z"), "--zip", "--trials", "3000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal)
     end = time.monotonic() + 60
     while not any(p.name.endswith(".partial") for p in (tmp_path / "z").glob(".*")) and time.monotonic() < end:
         time.sleep(0.01)

@@ -21,7 +21,7 @@ import pytest
 import converter
 from converter import cli
 
-from .conftest import run_cli
+from .conftest import run_cli, sigint_as_at_a_terminal
 from .test_robustness import chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def two_blocks(tmp_path_factory):
 def start(target: str, action: str, flag: Path, *argv, nth: int = 1, arg: str = "") -> subprocess.Popen:
     """``sensorium-zarr *argv`` with ``target`` wrapped to ``action`` (kill or pause) at its ``nth`` call."""
     return subprocess.Popen([sys.executable, "-m", "tests.faults", target, action, str(nth), arg, str(flag), *map(str, argv)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, preexec_fn=sigint_as_at_a_terminal)
 
 
 def wait_paused(proc: subprocess.Popen, flag: Path, timeout: float = 120) -> None:
@@ -222,7 +222,7 @@ def interrupt_group(argv, ready, timeout: float = 120) -> subprocess.CompletedPr
     import signal
 
     proc = subprocess.Popen([sys.executable, "-m", "converter.cli", *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=sigint_as_at_a_terminal)
     end = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < end:
         time.sleep(0.005)
