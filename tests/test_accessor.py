@@ -60,6 +60,13 @@ def test_xarray_selection_helpers(make_dataset, make_store):
     masked = ds.sensorium.mask_withheld().sortby("trial")  # file order, as the arrays above
     assert np.isnan(masked.responses.values[np.isin(tiers, ["test", "final_test"])]).all()
     assert not np.isnan(masked.responses.values[tiers == "train"]).any()
+    withheld = ds.sensorium.withheld("responses")  # by label: compared after sorting by file number
+    assert withheld.sortby("trial").values.tolist() == np.isin(tiers, ["test", "final_test"]).tolist()
+    assert not ds.sensorium.withheld("images").values.any() and not ds.sensorium.is_video
+    plain = converter.open_mouse(make_store("none"))  # a scan that withholds nothing has no flags: all False
+    assert "responses_withheld" not in plain.coords or not plain.responses_withheld.values.any()
+    assert not plain.sensorium.withheld("responses").values.any()
+    assert ds.drop_vars("responses_withheld").sensorium.withheld().sizes == {"trial": ds.sizes["trial"]}
 
 
 @pytest.mark.parametrize("competition", ["none", "sensorium"])

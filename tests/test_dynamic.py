@@ -192,6 +192,7 @@ def test_layout_decisions_for_a_full_size_scan():
 def test_valid_masks_the_padding(clips, clip_store):
     ds = converter.open_mouse(clip_store)
     test = ds.sensorium.tier("live_test_main", "final_test_main")
+    assert ds.sensorium.is_video and ds.isel(trial=[0]).sensorium.is_video
     v = ds.sensorium.valid()
     for i, n in enumerate(v.n_frames.values.tolist()):
         for key in KEYS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import converter
@@ -68,8 +69,9 @@ def test_video_overview_from_the_show_command(clip_store, tmp_path):
     fig = overview(converter.open_mouse(store))
     got = " | ".join(titles(fig))
     for panel in ("trials per tier", "frame 0", "population response, trial", "valid frames per trial (padded to 33)",
-                  "neuron positions", "behavior and pupil, trial"):
+                  "neuron positions", "behavior and pupil, trial", "reliability (oracle correlation)"):
         assert panel in got, got
+    assert "end within the first 50 frames" in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)  # 33 frames
     population = next(ax for ax in fig.axes if ax.get_title().startswith("population response"))
     assert any("padding from frame" in t.get_text() for t in population.get_legend().get_texts())  # a padded trial is drawn
     behavior = next(ax for ax in fig.axes if ax.get_title().startswith("behavior and pupil"))
@@ -77,3 +79,15 @@ def test_video_overview_from_the_show_command(clip_store, tmp_path):
     r = run_cli("show", store, "--out", tmp_path / "v.png", "--dpi", "40")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "v.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_video_reliability_is_the_oracle_of_the_repeated_clips(make_store):
+    from converter.plot import overview
+
+    store = make_store(dynamic=True, trials=40, neurons=6, frames=64)  # frames past the 50 that scoring skips
+    fig = overview(converter.open_mouse(store))
+    reliability = next(ax for ax in fig.axes if ax.get_title().startswith("reliability"))
+    assert reliability.get_title() == "reliability (oracle correlation), oracle repeats"
+    oracle = converter.oracle(store)  # six neurons: all of them are drawn
+    assert reliability.get_legend().get_texts()[0].get_text() == f"mean {oracle.attrs['mean']:.2f}"
+    assert sum(p.get_height() for p in reliability.patches) == np.isfinite(oracle.values).sum()

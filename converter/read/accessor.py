@@ -54,6 +54,19 @@ class SensoriumAccessor:
         info = {k: ds[k].values for k in (contract.AREA, contract.LAYER) if k in ds.coords}
         return ds.isel(neuron=neurons_where(info, ds.sizes[contract.NEURON], area, layer))
 
+    @property
+    def is_video(self) -> bool:
+        """True for a Sensorium 2023 (video) store, or a selection of one: it has ``n_frames``."""
+        return contract.N_FRAMES in self._ds.coords
+
+    def withheld(self, key: str = "responses") -> xr.DataArray:
+        """Per trial, True where ``key`` is withheld (all zero in the release); all False where
+        the store marks none."""
+        flag = contract.withheld_name(key)
+        if flag in self._ds.coords:
+            return self._ds[flag]
+        return xr.zeros_like(self._ds[contract.TRIAL], dtype=bool).rename(flag)
+
     def valid(self) -> xr.Dataset:
         """Sensorium 2023 clips with every frame past the trial's ``n_frames`` (the padding) set to NaN.
 
@@ -61,7 +74,7 @@ class SensoriumAccessor:
         Select trials first; a store opened with ``dask=True`` stays lazy.
         """
         ds = self._ds
-        if contract.N_FRAMES not in ds.coords:
+        if not self.is_video:
             raise ValueError("no n_frames coordinate: not a Sensorium 2023 (video) store")
         keep = ds[contract.FRAME] < ds[contract.N_FRAMES]
         return ds.assign({name: v.where(keep) for name, v in ds.data_vars.items() if contract.FRAME in v.dims})
@@ -84,9 +97,8 @@ class SensoriumAccessor:
         """Each data variable with its withheld (all-zero) trials set to NaN."""
         ds = self._ds.copy()
         for key in ds.data_vars:
-            flag = contract.withheld_name(key)
-            if flag in ds.coords and ds[key].dtype.kind == "f":
-                ds[key] = ds[key].where(~ds[flag])
+            if contract.withheld_name(key) in ds.coords and ds[key].dtype.kind == "f":
+                ds[key] = ds[key].where(~self.withheld(key))
         return ds
 
     def normalizer(self, source: str = "all") -> Normalizer:

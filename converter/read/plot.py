@@ -28,11 +28,6 @@ def _text(values: np.ndarray) -> np.ndarray:
     return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
 
 
-def _withheld(ds: xr.Dataset, key: str, trials) -> np.ndarray:
-    flag = contract.withheld_name(key)
-    return ds[flag].sel(trial=trials).values if flag in ds.coords else np.zeros(len(trials), bool)
-
-
 def _say(ax, text: str, title: str) -> None:
     ax.set_title(title)
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.35", wrap=True)
@@ -46,6 +41,7 @@ def _tiers(ax, ds: xr.Dataset) -> None:
     order = sorted(range(len(names)), key=lambda k: (known.index(names[k]) if names[k] in known else 99, names[k]))
     bars = ax.bar([names[k] for k in order], [counts[k] for k in order], color="0.45")
     ax.bar_label(bars, fontsize=8)
+    ax.margins(y=0.12)  # room for the tallest bar's label inside the frame
     ax.set_title("trials per tier")
     ax.set_ylabel("trials")
     ax.tick_params(axis="x", labelrotation=30 if len(names) > 4 else 20)
@@ -67,7 +63,7 @@ def _images(fig, cell, ds: xr.Dataset) -> np.ndarray:
     picks = picks[:N_IMAGES]
     grid = cell.subgridspec(1, len(picks), wspace=0.05)
     images = ds["images"].sel(trial=picks).values if "images" in ds else None
-    hidden = _withheld(ds, "images", picks)
+    hidden = ds.sensorium.withheld("images").sel(trial=picks).values
     for k, t in enumerate(picks):
         ax = fig.add_subplot(grid[0, k])
         row = ds.sel(trial=t)
@@ -97,7 +93,7 @@ def _neuron_order(ds: xr.Dataset) -> tuple[np.ndarray, str]:
 
 
 def _population(fig, ax, ds: xr.Dataset) -> None:
-    scored = ds[contract.TRIAL].values[~_withheld(ds, "responses", ds[contract.TRIAL].values)]
+    scored = ds[contract.TRIAL].values[~ds.sensorium.withheld("responses").values]
     title = "population response"
     if not len(scored) or "responses" not in ds:
         _say(ax, "responses withheld for every trial", title)
@@ -138,7 +134,7 @@ def _reliability(ax, ds: xr.Dataset) -> None:
     tiers = _text(ds[contract.TIER].values)
     for t in REPEATED_TIERS:
         trials = ds[contract.TRIAL].values[tiers == t]
-        if len(trials) and not _withheld(ds, "responses", trials).any() and "responses" in ds:
+        if len(trials) and not ds.sensorium.withheld("responses").sel(trial=trials).any() and "responses" in ds:
             sel = ds.sel(trial=trials)
             values = metrics.oracle_jackknife(np.asarray(sel["responses"].values, np.float64), sel[contract.IMAGE_ID].values)
             if np.isfinite(values).any():
@@ -170,7 +166,7 @@ def _behavior(ax, ds: xr.Dataset) -> None:
     drawn = []
     for label, key, j in series:
         y = cache[key][:, j].astype(np.float64)
-        y[_withheld(ds, key, ds[contract.TRIAL].values)[order]] = np.nan  # withheld trials are gaps, never zeros
+        y[ds.sensorium.withheld(key).values[order]] = np.nan  # withheld trials are gaps, never zeros
         if np.isfinite(y).any():
             drawn.append((label, y))
     if not drawn:
@@ -193,7 +189,7 @@ def overview(ds: xr.Dataset) -> Figure:
     Withheld data is drawn as withheld, never as zeros.  A Sensorium 2023 store gets
     `converter.read.plot_video.video_overview`.
     """
-    if contract.N_FRAMES in ds.coords:
+    if ds.sensorium.is_video:
         from .plot_video import video_overview
 
         return video_overview(ds)

@@ -1,7 +1,8 @@
 """A Sensorium 2023 scan at a glance: `video_overview`, drawn from the store alone.
 
-Reads little: a few frames of one clip, the responses and behavior of that trial, and
-the small per-trial and per-neuron coordinates.  `converter.plot.overview` calls it for
+Reads little: a few frames of one clip, the responses and behavior of that trial, the
+repeated clips of the ``oracle`` tier with the responses of at most `MAX_NEURONS` neurons,
+and the small per-trial and per-neuron coordinates.  `converter.plot.overview` calls it for
 stores with a frame axis.
 """
 
@@ -13,16 +14,17 @@ from matplotlib.figure import Figure
 
 from .. import contract
 from .plot import _neuron_order, _positions, _say, _text, _tiers
+from .score_clips import SKIP_FRAMES, oracle_clips
 
 N_FRAMES_SHOWN = 5
+MAX_NEURONS = 512  # of the reliability panel: the first ones in stored order, a few tiles of the store
+REPEATED_TIER = "oracle"
 
 
 def _example(ds: xr.Dataset) -> int:
     """The trial drawn: the first training trial with responses (one with padding, if any), else the first trial."""
     tiers = _text(ds[contract.TIER].values)
-    ok = tiers == "train"
-    if contract.withheld_name("responses") in ds.coords:
-        ok &= ~ds[contract.withheld_name("responses")].values
+    ok = (tiers == "train") & ~ds.sensorium.withheld("responses").values
     padded = ok & (ds[contract.N_FRAMES].values < ds.sizes[contract.FRAME])
     trials = ds[contract.TRIAL].values
     for pick in (padded, ok, np.ones(len(trials), bool)):
@@ -72,9 +74,32 @@ def _lengths(ax, ds: xr.Dataset) -> None:
     ax.set_ylabel("trials")
 
 
+def _reliability(ax, ds: xr.Dataset) -> None:
+    title = "reliability (oracle correlation)"
+    tiers = _text(ds[contract.TIER].values)
+    oracle = ds.isel(trial=np.flatnonzero(tiers == REPEATED_TIER), neuron=slice(0, MAX_NEURONS))
+    if not oracle.sizes[contract.TRIAL] or "responses" not in ds or oracle.sensorium.withheld("responses").any():
+        _say(ax, f"no repeats with responses\n(no {REPEATED_TIER} tier, or withheld)", title)
+        return
+    if (oracle[contract.N_FRAMES].values <= SKIP_FRAMES).all():
+        _say(ax, f"{REPEATED_TIER} clips end within the first {SKIP_FRAMES} frames,\nwhich scoring skips", title)
+        return
+    values = oracle_clips(oracle)
+    if not np.isfinite(values).any():
+        _say(ax, f"no clip repeated in the {REPEATED_TIER} tier", title)
+        return
+    shown = oracle.sizes[contract.NEURON]
+    ax.hist(values[np.isfinite(values)], bins=30, color="C0")
+    ax.axvline(np.nanmean(values), color="k", lw=1, ls="--", label=f"mean {np.nanmean(values):.2f}")
+    ax.set_title(f"{title}, {REPEATED_TIER} repeats")
+    ax.set_xlabel("oracle correlation (jackknife, per frame)")
+    ax.set_ylabel("neurons" if shown == ds.sizes[contract.NEURON] else f"neurons (first {shown} of {ds.sizes[contract.NEURON]})")
+    ax.legend(fontsize=8)
+
+
 def _behavior(ax, ds: xr.Dataset, trial: int) -> None:
     title = f"behavior and pupil, trial {trial}"
-    drawn = 0
+    drawn, labels_drawn = 0, []
     t = ds[contract.FRAME_TIME].values if contract.FRAME_TIME in ds.coords else np.arange(ds.sizes[contract.FRAME])
     for key in ("behavior", "pupil_center"):
         if key not in ds:
@@ -85,24 +110,26 @@ def _behavior(ax, ds: xr.Dataset, trial: int) -> None:
         for j, name in enumerate(names):
             y = values[j]
             s = np.nanstd(y)
-            ax.plot(t, (y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * drawn, lw=0.8, color=f"C{drawn}", label=f"{key}: {name}")
+            ax.plot(t, (y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * drawn, lw=0.8, color=f"C{drawn}")
+            labels_drawn.append(f"{key}: {name}")
             drawn += 1
     if not drawn:
         _say(ax, "no behavior or pupil data", title)
         return
     n = int(ds[contract.N_FRAMES].sel(trial=trial))
     if n < len(t):
-        ax.axvspan(t[n], t[-1], color="0.9", label="padding (NaN)")
-    ax.set_yticks([])
+        ax.axvspan(t[n], t[-1], color="0.9")
+        ax.text((t[n] + t[-1]) / 2, 0.5, "padding (NaN)", rotation=90, ha="center", va="center", fontsize=8,
+                color="0.35", transform=ax.get_xaxis_transform())
+    ax.set_yticks([5 * k for k in range(drawn)], labels_drawn, fontsize=8)
     ax.set_ylabel("each z-scored, offset")
     ax.set_xlabel("time (s)")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right", ncol=2)
 
 
 def video_overview(ds: xr.Dataset) -> Figure:
-    """One page about one 2023 scan: tiers, a clip, its population response, valid frames,
-    neuron positions, behavior over the clip."""
+    """One page about one 2023 scan: tiers, a clip, its population response, neuron positions,
+    valid frames, reliability over the repeated clips, behavior over the clip."""
     trial = _example(ds)
     fig = Figure(figsize=(15, 10), layout="constrained")
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.25, 1])
@@ -110,8 +137,10 @@ def video_overview(ds: xr.Dataset) -> Figure:
     _clip(fig, grid[0, 1:], ds, trial)
     _population(fig, fig.add_subplot(grid[1, :2]), ds, trial)
     _positions(fig.add_subplot(grid[1, 2]), ds)
-    _lengths(fig.add_subplot(grid[2, 0]), ds)
-    _behavior(fig.add_subplot(grid[2, 1:]), ds, trial)
+    bottom = grid[2, :].subgridspec(1, 3, width_ratios=[1, 1, 2])
+    _lengths(fig.add_subplot(bottom[0, 0]), ds)
+    _reliability(fig.add_subplot(bottom[0, 1]), ds)
+    _behavior(fig.add_subplot(bottom[0, 2]), ds, trial)
     a = ds.attrs
     fig.suptitle(f"{a.get('dataset', '')}   ({a.get('n_trials')} trials, {a.get('n_neurons')} neurons, "
                  f"{a.get('n_frames_padded')} frames per clip)", fontsize=12)

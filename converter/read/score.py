@@ -30,8 +30,7 @@ def _tier(ds: xr.Dataset, tier: str) -> xr.Dataset:
         have = sorted(set(ds[contract.TIER].values.tolist())) if contract.TIER in ds.coords else []
         raise ValueError(f"{name}: no tier {tier!r} to score (it has {have})")
     sel = ds.sensorium.tier(tier).sortby(contract.TRIAL)
-    flag = contract.withheld_name("responses")
-    withheld = int(sel[flag].values.sum()) if flag in sel.coords else 0
+    withheld = int(sel.sensorium.withheld("responses").sum())
     if withheld:
         raise ValueError(f"{name}: the responses of tier {tier!r} are withheld ({withheld} of {sel.sizes[contract.TRIAL]} "
                          "trials all zero); they cannot be scored here, only by the competition")
@@ -62,7 +61,7 @@ def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray,
 
 
 def _default_tier(ds: xr.Dataset, tier: str | None) -> str:
-    return tier or ("oracle" if contract.N_FRAMES in ds.coords else "test")
+    return tier or ("oracle" if ds.sensorium.is_video else "test")
 
 
 def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, *,
@@ -90,7 +89,7 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
     """
     ds = _dataset(store_or_dataset, storage_options)
     tier = _default_tier(ds, tier)
-    if contract.N_FRAMES in ds.coords:
+    if ds.sensorium.is_video:
         ds = _tier(ds, tier)
         pred = _aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
         return score_clips(ds, pred, tier)
@@ -130,7 +129,7 @@ def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict |
     ds = _dataset(store_or_dataset, storage_options)
     tier = _default_tier(ds, tier)
     ds = _tier(ds, tier)
-    if contract.N_FRAMES in ds.coords:
+    if ds.sensorium.is_video:
         values = oracle_clips(ds)
     else:
         values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
