@@ -68,8 +68,8 @@ def test_video_overview_from_the_show_command(clip_store, tmp_path):
     store = clip_store
     fig = overview(converter.open_mouse(store))
     got = " | ".join(titles(fig))
-    for panel in ("trials per tier", "frame 0", "population response, trial", "valid frames per trial (padded to 33)",
-                  "neuron positions", "behavior and pupil, trial", "reliability (oracle correlation)"):
+    for panel in ("trials per tier", "frame 0", "population response, trial", "valid frames (padded to 33)",
+                  "neuron positions", "behavior and pupil, trial", "reliability"):
         assert panel in got, got
     assert "end within the first 50 frames" in " ".join(t.get_text() for ax in fig.axes for t in ax.texts)  # 33 frames
     population = next(ax for ax in fig.axes if ax.get_title().startswith("population response"))
@@ -87,7 +87,7 @@ def test_video_reliability_is_the_oracle_of_the_repeated_clips(make_store):
     store = make_store(dynamic=True, trials=40, neurons=6, frames=64)  # frames past the 50 that scoring skips
     fig = overview(converter.open_mouse(store))
     reliability = next(ax for ax in fig.axes if ax.get_title().startswith("reliability"))
-    assert reliability.get_title() == "reliability (oracle correlation), oracle repeats"
+    assert reliability.get_title() == "reliability, oracle repeats"
     oracle = converter.oracle(store)  # six neurons: all of them are drawn
     assert reliability.get_legend().get_texts()[0].get_text() == f"mean {oracle.attrs['mean']:.2f}"
     assert sum(p.get_height() for p in reliability.patches) == np.isfinite(oracle.values).sum()

@@ -69,13 +69,13 @@ def _population(fig, ax, ds: xr.Dataset, trial: int) -> None:
 def _lengths(ax, ds: xr.Dataset) -> None:
     n = ds[contract.N_FRAMES].values
     ax.hist(n, bins=min(30, max(1, len(np.unique(n)))), color="0.45")
-    ax.set_title(f"valid frames per trial (padded to {ds.sizes[contract.FRAME]})")
+    ax.set_title(f"valid frames (padded to {ds.sizes[contract.FRAME]})")
     ax.set_xlabel("frames before the NaN padding")
     ax.set_ylabel("trials")
 
 
 def _reliability(ax, ds: xr.Dataset) -> None:
-    title = "reliability (oracle correlation)"
+    title = "reliability"  # short: three panels share the row
     tiers = _text(ds[contract.TIER].values)
     oracle = ds.isel(trial=np.flatnonzero(tiers == REPEATED_TIER), neuron=slice(0, MAX_NEURONS))
     if not oracle.sizes[contract.TRIAL] or "responses" not in ds or oracle.sensorium.withheld("responses").any():
