@@ -287,13 +287,18 @@ def replace_between(readme: Path, marker: str, block: str) -> None:
     readme.write_text(text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):])
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=list(SIZES), default="full")
+def parser(doc: str, sizes: dict, readme: str = "copy the results into README.md") -> argparse.ArgumentParser:
+    """The options every benchmark command takes."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--size", choices=list(sizes), default="full")
     p.add_argument("--data", type=Path, default=HERE / "data", help="where sample data and stores go (git-ignored)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--update-readme", action="store_true", help="copy the targets and float32 tables into README.md")
-    args = p.parse_args(argv)
+    p.add_argument("--update-readme", action="store_true", help=readme)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__, SIZES, "copy the targets and float32 tables into README.md").parse_args(argv)
     result = run(args.size, args.data, args.out)
     if args.update_readme:
         update_readme((args.out / f"results-{args.size}.md").read_text())

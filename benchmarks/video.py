@@ -12,7 +12,6 @@ README.md.  Method (a) is the file tree read as ``MovieFileTreeDataset`` reads i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import converter
 from converter.sample_video import video_sample_name
 
 from . import workloads as W
-from .run import HERE, machine, replace_between
+from .run import HERE, machine, parser, replace_between
 
 SIZES = {
     "full": {"trials": 720, "neurons": 7900, "frames": 300, "repeat": 5},
@@ -248,12 +247,7 @@ def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=list(SIZES), default="full")
-    p.add_argument("--data", type=Path, default=HERE / "data", help="where sample data and stores go (git-ignored)")
-    p.add_argument("--out", type=Path, default=HERE / "results")
-    p.add_argument("--update-readme", action="store_true", help="copy the results into README.md")
-    args = p.parse_args(argv)
+    args = parser(__doc__, SIZES).parse_args(argv)
     run(args.size, args.data, args.out)
     md = (args.out / f"video-{args.size}.md").read_text()
     if args.update_readme:

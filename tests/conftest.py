@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -163,34 +160,20 @@ def s3():
     """A moto S3 server on a free loopback port, with a bucket ``data``; the AWS environment points at it."""
     pytest.importorskip("s3fs")
     pytest.importorskip("moto.server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    from benchmarks.moto import moto_server
+
     saved = {k: os.environ.get(k) for k in (*KEYS, "AWS_ENDPOINT_URL")}
     try:
-        end = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise
-                time.sleep(0.1)
-        os.environ.update(KEYS, AWS_ENDPOINT_URL=endpoint)
-        import s3fs
+        with moto_server() as endpoint:
+            os.environ.update(KEYS, AWS_ENDPOINT_URL=endpoint)
+            import s3fs
 
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing", skip_instance_cache=True)
-        fs.mkdir("data")
-        yield endpoint, fs
+            fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing", skip_instance_cache=True)
+            fs.mkdir("data")
+            yield endpoint, fs
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -53,3 +53,18 @@ def test_tiny_video_benchmark_run(tmp_path):
     assert all(r["seconds"] > 0 for r in result["rows"])
     md = (tmp_path / "out/video-tiny.md").read_text()
     assert "| random batch of 32 clips x 60 frames >= 3x (a) |" in md and "| convert | 40 |" in md
+
+
+def test_tiny_remote_benchmark_run(tmp_path):
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    from benchmarks import remote
+
+    result = remote.run("tiny", data=tmp_path / "data", out=tmp_path / "out")  # its own moto server on loopback
+    rows = result["rows"]
+    assert {r["workload"] for r in rows} == {"a run of 200 trials (the overview's panel)", "the train tier",
+                                            "random batch of 128 trials", "one neuron, all trials"}
+    run = [r for r in rows if r["workload"].startswith("a run of")]
+    assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", "open_mouse (tiles)"}  # a run reads the tiles
+    assert all(r["seconds"] > 0 for r in rows)
+    assert "| a run of 200 trials (the overview's panel) |" in (tmp_path / "out/remote-tiny.md").read_text()

@@ -106,16 +106,27 @@ def test_encoded_chunks_are_the_bytes_zarr_writes(tmp_path_factory, data, dtype,
             assert not ChunkReader.from_path(path).read(tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks))).any()
 
 
-def test_cost_prefers_tiles_for_neurons_and_rows_for_trials():
-    class Layout:
-        def __init__(self, chunks):
-            self.shape, self.chunks = (6955, 7776), chunks
+class Layout:
+    def __init__(self, chunks, chunk_cost=ChunkReader.chunk_cost):
+        self.shape, self.chunks, self.chunk_cost = (6955, 7776), chunks, chunk_cost
 
+
+def test_cost_prefers_tiles_for_neurons_and_rows_for_trials():
     tiles, rows = Layout((1024, 512)), Layout((1, 7776))
     batch = np.random.default_rng(0).choice(6955, 128, replace=False)
     assert cost(rows, (batch,)) < cost(tiles, (batch,))
+    assert cost(rows, (np.arange(200),)) < cost(tiles, (np.arange(200),))  # a local read costs little
     assert cost(tiles, (slice(None), np.array([17]))) < cost(rows, (slice(None), np.array([17])))
     assert cost(tiles, ()) < cost(rows, ())  # a whole read: fewer, larger chunks
+
+
+def test_cost_in_object_storage_counts_requests(make_store):
+    request = ZarrReader(zarr.open_array(make_store("none"), path="responses"), remote=True).chunk_cost
+    assert request > ChunkReader.chunk_cost
+    tiles, rows = Layout((1024, 512), request), Layout((1, 7776), request)
+    batch = np.random.default_rng(0).choice(6955, 128, replace=False)
+    assert cost(rows, (batch,)) < cost(tiles, (batch,))  # scattered trials: still one small request each
+    assert cost(tiles, (np.arange(200),)) < cost(rows, (np.arange(200),))  # a run of trials: 16 tiles, not 200 requests
 
 
 def test_open_mouse_selections_equal_plain_xarray(make_store):

@@ -47,6 +47,11 @@ def test_stores_in_s3_read_like_local_ones(s3, make_dataset, make_store, tmp_pat
     xr.testing.assert_identical(remote, converter.open_mouse(local))
     assert bits(remote.sensorium.normalize().responses.values) == bits(converter.open_mouse(local).sensorium.normalize().responses.values)
     assert list(converter.open_mice("s3://data/stores").children) == [remote.attrs["data_key"]]
+    from converter.read.engine import open_reader
+
+    assert open_reader(url, "responses").chunk_cost > open_reader(local, "responses").chunk_cost  # a request costs more
+    run = remote.responses.isel(trial=slice(3, 50))  # a run of trials: read from the tiles here, one per trial locally
+    assert bits(run.values) == bits(converter.open_mouse(local).responses.isel(trial=slice(3, 50)).values)
     assert converter.info(url)["disk_bytes"] == sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
     assert converter.verify(make_dataset(), url).ok and converter.self_check(url).ok
     out = converter.export(url, tmp_path / "restored")

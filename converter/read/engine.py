@@ -27,8 +27,11 @@ from ..storage import local_path, open_array
 
 Selection = tuple  # one slice or 1-d integer array per axis (orthogonal indexing)
 
-# Fixed cost of one chunk in `cost`, in decoded elements.
+# Fixed cost of one chunk in `cost`, in decoded elements: decoding from a local file (measured on
+# this package's layouts), and a request to object storage (one round trip, about what fetching
+# and decoding a 2 MiB tile costs; measured against moto's server in benchmarks/remote.py).
 _CHUNK_COST = 16384
+_REQUEST_COST = 1 << 19
 
 
 @contextlib.contextmanager
@@ -70,6 +73,8 @@ class ChunkReader:
     Use `ChunkReader.from_path` (or `open_reader`), which returns None for layouts it does
     not handle.
     """
+
+    chunk_cost = _CHUNK_COST
 
     def __init__(self, path: Path, meta: dict, decoder, inner: tuple[int, ...] | None, index_crc: bool = False) -> None:
         self.path = Path(path)
@@ -299,11 +304,12 @@ def _assign(out: np.ndarray, where: tuple, chunk: np.ndarray, take: tuple) -> No
 class ZarrReader:
     """The same interface over zarr-python, for stores at URLs and layouts `ChunkReader` skips."""
 
-    def __init__(self, array) -> None:
+    def __init__(self, array, remote: bool = False) -> None:
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = array.dtype
         self.chunks = tuple(array.chunks)
+        self.chunk_cost = _REQUEST_COST if remote else _CHUNK_COST
 
     def read(self, selection: Selection = ()) -> np.ndarray:
         selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
@@ -334,12 +340,12 @@ def open_reader(store: str | os.PathLike, name: str, storage_options: dict | Non
         reader = ChunkReader.from_path(local / name, meta)
         if reader is not None:
             return reader
-    return ZarrReader(open_array(store, name, storage_options))
+    return ZarrReader(open_array(store, name, storage_options), remote=local is None)
 
 
 def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
-    """Relative cost of serving ``selection``: elements decoded, plus a fixed cost per chunk
-    (about what decoding 16 Ki elements costs, measured on this package's layouts)."""
+    """Relative cost of serving ``selection``: elements decoded, plus the reader's fixed cost per
+    chunk (``chunk_cost``: a local read, or a request to object storage)."""
     elements, chunks = 1, 1
     for sel, n, c in zip(tuple(selection) + (slice(None),) * (len(reader.shape) - len(selection)), reader.shape, reader.chunks):
         if isinstance(sel, slice):
@@ -349,4 +355,4 @@ def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
             touched = len(np.unique(np.asarray(sel, dtype=np.int64) // c))
         elements *= touched * c
         chunks *= touched
-    return elements + _CHUNK_COST * chunks
+    return elements + reader.chunk_cost * chunks

@@ -1,0 +1,127 @@
+"""Reads from object storage: each stored layout, what `open_mouse` picks, and per-file ``np.load``.
+
+    python -m benchmarks.remote                 # full size: 6955 trials x 7776 neurons
+    python -m benchmarks.remote --size tiny     # seconds; the tests run it
+
+A real S3 API, moto's server, runs on loopback in a child process; the store and the source's
+response files are uploaded to it, and every read goes through s3fs over HTTP.  Loopback has
+no network latency, so a request costs less here than in a real bucket: the gap between few
+large and many small requests is the least it will be.  Results go to
+``benchmarks/results/remote-<size>.{md,json}``; ``--update-readme`` copies them into README.md.
+Method (a) is the file tree in the bucket (one GET and ``np.load`` per file, as a loop over a
+mounted bucket does), (c) the store through `converter.open_mouse`, which picks a layout by
+`converter.read.engine.cost`; the two layouts are also read on their own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import converter
+from converter.read.engine import cost, open_reader
+
+from . import workloads as W
+from .moto import moto_server
+from .run import HERE, dataset, machine, parser, replace_between
+
+SIZES = {
+    "full": {"trials": 6955, "neurons": 7776, "repeat": 3},
+    "tiny": {"trials": 300, "neurons": 40, "repeat": 1},
+}
+RUN, BATCH = 200, 128
+
+
+def _cases(ds, rng: np.random.Generator) -> dict[str, tuple]:
+    """Selections as positions in the store's trial order (the order `open_mouse` shows)."""
+    tiers = ds["tier"].values
+    return {
+        f"a run of {RUN} trials (the overview's panel)": (np.arange(min(RUN, ds.sizes["trial"])),),
+        "the train tier": (np.flatnonzero(tiers == "train"),),
+        f"random batch of {BATCH} trials": (np.sort(rng.choice(ds.sizes["trial"], min(BATCH, ds.sizes["trial"]), replace=False)),),
+        "one neuron, all trials": (slice(None), np.array([ds.sizes["neuron"] // 2])),
+    }
+
+
+def reads(label: str, folder: Path, url: str, options: dict, repeat: int) -> list[dict]:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**options)
+    ds = converter.open_mouse(url, storage_options=options)
+    layouts = {"tiles": open_reader(url, "responses", options), "by_trial": open_reader(url, "by_trial/responses", options)}
+    files = ds["trial"].values  # file number of each stored position
+    rows = []
+    for workload, sel in _cases(ds, np.random.default_rng(0)).items():
+        row = dict(dataset=label, workload=workload)
+        if len(sel) == 1 and len(sel[0]) <= BATCH * 2:  # (a) only where a loop over files is a fair way to do it
+            paths = [f"{folder.name}/data/responses/{i}.npy" for i in files[sel[0]].tolist()]
+            rows.append({**row, "method": "a", "seconds": W.best(lambda: np.stack([np.load(io.BytesIO(fs.cat_file(f"data/tree/{p}"))) for p in paths]), repeat)})
+        want = ds["responses"].isel(trial=sel[0], neuron=sel[1] if len(sel) > 1 else slice(None)).values
+        for name, reader in layouts.items():
+            got = reader.read(sel)
+            assert got.tobytes() == want.tobytes(), (workload, name)  # every way reads the same bits
+            rows.append({**row, "method": "c", "layout": name, "seconds": W.best(lambda: reader.read(sel), repeat)})
+        picked = min(layouts, key=lambda n: cost(layouts[n], sel))
+        rows.append({**row, "method": "c", "layout": f"open_mouse ({picked})",
+                     "seconds": W.best(lambda: ds["responses"].isel(trial=sel[0], neuron=sel[1] if len(sel) > 1 else slice(None)).values, repeat)})
+    return rows
+
+
+def markdown(rows: list[dict], info: dict, size: str) -> str:
+    ms = lambda s: f"{s * 1e3:.0f} ms"  # noqa: E731
+    lines = [f"Reads from object storage, {size} size. Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; "
+             f"Python {info['python']}, zarr {info['zarr']}, sensorium-zarr {info['converter']}. moto's S3 server on loopback; "
+             "best of the repeats.", "",
+             "| responses of ... | (a) one GET per file | tiles | by_trial | open_mouse picks | open_mouse / faster layout | (a) / open_mouse |",
+             "|---|---|---|---|---|---|---|"]
+    for w in dict.fromkeys(r["workload"] for r in rows):
+        got = {r.get("layout", "a"): r["seconds"] for r in rows if r["workload"] == w}
+        pick = next(k for k in got if k.startswith("open_mouse"))
+        a = got.get("a")
+        lines.append(f"| {w} | {ms(a) if a else '-'} | {ms(got['tiles'])} | {ms(got['by_trial'])} | {pick[len('open_mouse '):]} "
+                     f"{ms(got[pick])} | {got[pick] / min(got['tiles'], got['by_trial']):.2f} | {f'{a / got[pick]:.1f}x' if a else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "results") -> dict:
+    import s3fs
+
+    cfg = SIZES[size]
+    t, n = cfg["trials"], cfg["neurons"]
+    folder = dataset(data, t, n, "float32")
+    store = data / "work" / "remote" / f"remote-{t}.zarr"
+    if not (store / "zarr.json").exists():
+        converter.convert(folder, store, overwrite=True, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with moto_server() as endpoint:
+        options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("data")
+        print("[remote] uploading ...", file=sys.stderr)
+        fs.put(str(store), "data/m.zarr", recursive=True)
+        fs.put(str(folder / "data" / "responses"), f"data/tree/{folder.name}/data/responses", recursive=True)
+        print("[remote] reading ...", file=sys.stderr)
+        rows = reads(f"{t} trials x {n} neurons", folder, "s3://data/m.zarr", options, cfg["repeat"])
+    info = machine()
+    result = {"size": size, "machine": info, "rows": rows}
+    (out / f"remote-{size}.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / f"remote-{size}.md").write_text(markdown(rows, info, size))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__, SIZES).parse_args(argv)
+    run(args.size, args.data, args.out)
+    md = (args.out / f"remote-{args.size}.md").read_text()
+    if args.update_readme:
+        replace_between(HERE.parent / "README.md", "remote-results", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
