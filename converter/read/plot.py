@@ -35,6 +35,25 @@ def _say(ax, text: str, title: str) -> None:
     ax.set_yticks([])
 
 
+def _histogram(ax, values: np.ndarray, title: str, xlabel: str, ylabel: str = "neurons") -> None:
+    """Per-neuron values (NaN left out) as a histogram with their mean marked."""
+    ax.hist(values[np.isfinite(values)], bins=30, color="C0")
+    ax.axvline(np.nanmean(values), color="k", lw=1, ls="--", label=f"mean {np.nanmean(values):.2f}")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def _stacked(ax, x: np.ndarray, traces: list[tuple[str, np.ndarray]], lw: float) -> None:
+    """Each ``(label, y)`` z-scored and drawn 5 units above the previous one, named on the y axis."""
+    for k, (_, y) in enumerate(traces):
+        s = np.nanstd(y)
+        ax.plot(x, (y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * k, lw=lw, color=f"C{k}")
+    ax.set_yticks([5 * k for k in range(len(traces))], [label for label, _ in traces], fontsize=8)
+    ax.set_ylabel("each z-scored, offset")
+
+
 def _tiers(ax, ds: xr.Dataset) -> None:
     names, counts = np.unique(_text(ds[contract.TIER].values), return_counts=True)
     known = (*contract.TIERS, *contract.DYNAMIC_TIERS)
@@ -138,12 +157,7 @@ def _reliability(ax, ds: xr.Dataset) -> None:
             sel = ds.sel(trial=trials)
             values = metrics.oracle_jackknife(np.asarray(sel["responses"].values, np.float64), sel[contract.IMAGE_ID].values)
             if np.isfinite(values).any():
-                ax.hist(values[np.isfinite(values)], bins=30, color="C0")
-                ax.axvline(np.nanmean(values), color="k", lw=1, ls="--", label=f"mean {np.nanmean(values):.2f}")
-                ax.set_title(f"{title}, {t} repeats")
-                ax.set_xlabel("oracle correlation (jackknife)")
-                ax.set_ylabel("neurons")
-                ax.legend(fontsize=8)
+                _histogram(ax, values, f"{title}, {t} repeats", "oracle correlation (jackknife)")
                 return
     _say(ax, "no repeats with responses\n(withheld, or no test tier)", title)
 
@@ -172,12 +186,7 @@ def _behavior(ax, ds: xr.Dataset) -> None:
     if not drawn:
         _say(ax, "withheld for every trial", title)
         return
-    for k, (label, y) in enumerate(drawn):
-        s = np.nanstd(y)
-        ax.plot((y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * k, lw=0.5, color=f"C{k}")
-    series = drawn
-    ax.set_yticks([5 * k for k in range(len(series))], [label for label, *_ in series], fontsize=8)
-    ax.set_ylabel("each z-scored, offset")
+    _stacked(ax, np.arange(len(order)), drawn, lw=0.5)
     ax.set_xlabel("trial, in time order (trial_idx)" if timed else "trial, in file order (trial_idx is hashed)")
     ax.set_title(title)
 

@@ -13,7 +13,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from .. import contract
-from .plot import _neuron_order, _positions, _say, _text, _tiers
+from .plot import _histogram, _neuron_order, _positions, _say, _stacked, _text, _tiers
 from .score_clips import SKIP_FRAMES, oracle_clips
 
 N_FRAMES_SHOWN = 5
@@ -89,17 +89,13 @@ def _reliability(ax, ds: xr.Dataset) -> None:
         _say(ax, f"no clip repeated in the {REPEATED_TIER} tier", title)
         return
     shown = oracle.sizes[contract.NEURON]
-    ax.hist(values[np.isfinite(values)], bins=30, color="C0")
-    ax.axvline(np.nanmean(values), color="k", lw=1, ls="--", label=f"mean {np.nanmean(values):.2f}")
-    ax.set_title(f"{title}, {REPEATED_TIER} repeats")
-    ax.set_xlabel("oracle correlation (jackknife, per frame)")
-    ax.set_ylabel("neurons" if shown == ds.sizes[contract.NEURON] else f"neurons (first {shown} of {ds.sizes[contract.NEURON]})")
-    ax.legend(fontsize=8)
+    _histogram(ax, values, f"{title}, {REPEATED_TIER} repeats", "oracle correlation (jackknife, per frame)",
+               "neurons" if shown == ds.sizes[contract.NEURON] else f"neurons (first {shown} of {ds.sizes[contract.NEURON]})")
 
 
 def _behavior(ax, ds: xr.Dataset, trial: int) -> None:
     title = f"behavior and pupil, trial {trial}"
-    drawn, labels_drawn = 0, []
+    traces = []
     t = ds[contract.FRAME_TIME].values if contract.FRAME_TIME in ds.coords else np.arange(ds.sizes[contract.FRAME])
     for key in ("behavior", "pupil_center"):
         if key not in ds:
@@ -107,22 +103,16 @@ def _behavior(ax, ds: xr.Dataset, trial: int) -> None:
         labels = ds[key].dims[1]
         names = _text(ds[labels].values) if labels in ds.coords else [str(j) for j in range(ds.sizes[labels])]
         values = ds[key].sel(trial=trial).values.astype(np.float64)
-        for j, name in enumerate(names):
-            y = values[j]
-            s = np.nanstd(y)
-            ax.plot(t, (y - np.nanmean(y)) / (s if s > 0 else 1) + 5 * drawn, lw=0.8, color=f"C{drawn}")
-            labels_drawn.append(f"{key}: {name}")
-            drawn += 1
-    if not drawn:
+        traces += [(f"{key}: {name}", values[j]) for j, name in enumerate(names)]
+    if not traces:
         _say(ax, "no behavior or pupil data", title)
         return
+    _stacked(ax, t, traces, lw=0.8)
     n = int(ds[contract.N_FRAMES].sel(trial=trial))
     if n < len(t):
         ax.axvspan(t[n], t[-1], color="0.9")
         ax.text((t[n] + t[-1]) / 2, 0.5, "padding (NaN)", rotation=90, ha="center", va="center", fontsize=8,
                 color="0.35", transform=ax.get_xaxis_transform())
-    ax.set_yticks([5 * k for k in range(drawn)], labels_drawn, fontsize=8)
-    ax.set_ylabel("each z-scored, offset")
     ax.set_xlabel("time (s)")
     ax.set_title(title)
 
