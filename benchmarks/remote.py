@@ -47,10 +47,8 @@ def _cases(ds, rng: np.random.Generator) -> dict[str, tuple]:
     }
 
 
-def reads(label: str, folder: Path, url: str, options: dict, repeat: int) -> list[dict]:
-    import s3fs
-
-    fs = s3fs.S3FileSystem(**options)
+def reads(label: str, folder: Path, fs, url: str, options: dict, repeat: int) -> list[dict]:
+    """Each case read every way; ``fs`` is the s3fs filesystem the source files were put in."""
     ds = converter.open_mouse(url, storage_options=options)
     layouts = {"tiles": open_reader(url, "responses", options), "by_trial": open_reader(url, "by_trial/responses", options)}
     files = ds["trial"].values  # file number of each stored position
@@ -60,14 +58,15 @@ def reads(label: str, folder: Path, url: str, options: dict, repeat: int) -> lis
         if len(sel) == 1 and len(sel[0]) <= BATCH * 2:  # (a) only where a loop over files is a fair way to do it
             paths = [f"{folder.name}/data/responses/{i}.npy" for i in files[sel[0]].tolist()]
             rows.append({**row, "method": "a", "seconds": W.best(lambda: np.stack([np.load(io.BytesIO(fs.cat_file(f"data/tree/{p}"))) for p in paths]), repeat)})
-        want = ds["responses"].isel(trial=sel[0], neuron=sel[1] if len(sel) > 1 else slice(None)).values
+        through_xarray = ds["responses"].isel(trial=sel[0], neuron=sel[1] if len(sel) > 1 else slice(None))
+        want = through_xarray.values
         for name, reader in layouts.items():
             got = reader.read(sel)
             assert got.tobytes() == want.tobytes(), (workload, name)  # every way reads the same bits
             rows.append({**row, "method": "c", "layout": name, "seconds": W.best(lambda: reader.read(sel), repeat)})
         picked = min(layouts, key=lambda n: cost(layouts[n], sel))
         rows.append({**row, "method": "c", "layout": f"open_mouse ({picked})",
-                     "seconds": W.best(lambda: ds["responses"].isel(trial=sel[0], neuron=sel[1] if len(sel) > 1 else slice(None)).values, repeat)})
+                     "seconds": W.best(lambda: through_xarray.values, repeat)})
     return rows
 
 
@@ -105,7 +104,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         fs.put(str(store), "data/m.zarr", recursive=True)
         fs.put(str(folder / "data" / "responses"), f"data/tree/{folder.name}/data/responses", recursive=True)
         print("[remote] reading ...", file=sys.stderr)
-        rows = reads(f"{t} trials x {n} neurons", folder, "s3://data/m.zarr", options, cfg["repeat"])
+        rows = reads(f"{t} trials x {n} neurons", folder, fs, "s3://data/m.zarr", options, cfg["repeat"])
     info = machine()
     result = {"size": size, "machine": info, "rows": rows}
     (out / f"remote-{size}.json").write_text(json.dumps(result, indent=1, default=float))
