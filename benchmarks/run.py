@@ -30,13 +30,15 @@ SIZES = {
 HERE = Path(__file__).resolve().parent
 
 
-def dataset(data: Path, trials: int, neurons: int, image_dtype: str, as_zip: bool = False, seed: int = 0) -> Path:
-    """A sample folder (or zip) of this size, generated once and reused."""
-    where = data / f"{image_dtype}-{trials}x{neurons}"
+def dataset(data: Path, trials: int, neurons: int, image_dtype: str, as_zip: bool = False, seed: int = 0,
+            images: str = "smooth") -> Path:
+    """A sample folder (or zip) of this size and kind of image, generated once and reused."""
+    where = data / f"{image_dtype}{'' if images == 'smooth' else '-' + images}-{trials}x{neurons}"
     path = where / (sample_name(seed) + (".zip" if as_zip else ""))
     if not path.exists():
         print(f"generating {path} ...", file=sys.stderr)
-        converter.make_sample(where, trials=trials, neurons=neurons, image_dtype=image_dtype, as_zip=as_zip, seed=seed)
+        converter.make_sample(where, trials=trials, neurons=neurons, image_dtype=image_dtype, as_zip=as_zip, seed=seed,
+                              images=images)
     return path
 
 
@@ -113,7 +115,7 @@ def targets(rows: list[dict]) -> list[dict]:
         if a and c:
             add("conversion from the zip no slower than unzip alone", c / a, lambda v: v <= 1, "{:.2f}x unzip")
         whole = next((r for r in rows if r.get("dataset") == ds and r.get("variable") == "whole store"), None)
-        if whole and ds.startswith("float32"):  # the target as set: synthetic uint8 noise does not compress
+        if whole and ds == "float32 images":  # the target as set: uint8 and noisy images do not compress
             add("store <= 0.8x the source bytes", whole["ratio"], lambda v: v <= 0.8, "{:.2f}x")
         for r in rows:
             if r.get("dataset") == ds and r["workload"] == "loader memory":
@@ -229,19 +231,21 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     work = data / "work"
     rows: list[dict] = []
     rng = np.random.default_rng(0)
-    for image_dtype in ("float32", "uint8"):
-        label = f"{image_dtype} images"
-        full = dataset(data, t, n, image_dtype)
-        if image_dtype == "float32":
+    # smooth 1/f images, as uint8, and with pixel noise (hard to compress and to decode)
+    for image_dtype, images in (("float32", "smooth"), ("uint8", "smooth"), ("float32", "noise")):
+        label = f"{image_dtype} images" if images == "smooth" else f"{image_dtype} {images} images"
+        full = dataset(data, t, n, image_dtype, images=images)
+        if label == "float32 images":
             # every size holds at least two full write blocks, so that two blocks are in flight at each
             sizes = [(t // 2, dataset(data, t // 2, n, image_dtype)), (t, full), (2 * t, dataset(data, 2 * t, n, image_dtype))]
             zip_path = dataset(data, t, n, image_dtype, as_zip=True)
         else:
             sizes, zip_path = [(t, full)], None
-        (work / image_dtype).mkdir(parents=True, exist_ok=True)
+        here = work / label.replace(" ", "-")
+        here.mkdir(parents=True, exist_ok=True)
         print(f"[{label}] conversion ...", file=sys.stderr)
-        rows += W.conversion(label, sizes, work / image_dtype, zip_path, cfg["repeat"])
-        ctx = W.Ctx(full, work / image_dtype / f"convert-{t}.zarr", work / image_dtype / "stacked", cfg["repeat"], rng, label)
+        rows += W.conversion(label, sizes, here, zip_path, cfg["repeat"])
+        ctx = W.Ctx(full, here / f"convert-{t}.zarr", here / "stacked", cfg["repeat"], rng, label)
         shutil.rmtree(ctx.stacked, ignore_errors=True)
         W.make_stacked(ctx)
         for workload in W.READING:

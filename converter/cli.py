@@ -72,7 +72,7 @@ def _sample(args) -> int:
     try:
         with Progress(trials, "sample", _progress(args)) as bar:
             path = make_sample(args.dest, trials=trials, neurons=args.neurons, competition=args.competition,
-                               as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, progress=bar,
+                               as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, images=args.images, progress=bar,
                                overwrite=args.overwrite, dynamic=args.dynamic, frames=args.frames)
     except ValueError as e:  # argument values make_sample cannot honour
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zip", action="store_true", help="write the distributed .zip form")
     s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--image-dtype", choices=["float32", "uint8"], default="float32")
+    s.add_argument("--images", choices=["smooth", "noise"], default="smooth",
+                   help="smooth 1/f images (default), or with pixel noise: hard to compress, as the least regular real ones")
     s.add_argument("--overwrite", action="store_true", help="replace a sample of the same name")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sample)

@@ -8,15 +8,20 @@ README.md ("The store") describes the same contract for people.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
 SCHEMA = "sensorium-zarr"
-SCHEMA_VERSION = "2.1"
-# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.0.json.
-DYNAMIC_SCHEMA_VERSION = "dynamic-1.0"
+SCHEMA_VERSION = "2.2"
+# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.1.json.
+DYNAMIC_SCHEMA_VERSION = "dynamic-1.1"
+DYNAMIC_SCHEMA_VERSIONS = ("dynamic-1.0", DYNAMIC_SCHEMA_VERSION)
 # Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", DYNAMIC_SCHEMA_VERSION)
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", SCHEMA_VERSION, *DYNAMIC_SCHEMA_VERSIONS)
+# Root attributes holding an object: JSON-encoded strings since schemas 2.2 and dynamic-1.1, so
+# that every attribute is of a type netCDF takes (``ds.to_netcdf`` on any opened store).
+JSON_ATTRS = ("tier_counts", "withheld_trials", "source_zip")
 # Versions written before the `files` group existed: their stores keep no non-array files.
 WITHOUT_FILES_GROUP = ("1.0", "2.0")
 
@@ -61,7 +66,17 @@ STATISTICS_GROUP = "statistics"
 
 def is_dynamic(attrs: dict) -> bool:
     """True for the root attributes of a Sensorium 2023 (video) store."""
-    return attrs.get("schema_version") == DYNAMIC_SCHEMA_VERSION
+    return attrs.get("schema_version") in DYNAMIC_SCHEMA_VERSIONS
+
+
+def encode_attrs(attrs: dict) -> dict:
+    """Root attributes as stored: `JSON_ATTRS` as JSON text, no ``None`` values."""
+    return {k: json.dumps(v, sort_keys=True) if k in JSON_ATTRS else v for k, v in attrs.items() if v is not None}
+
+
+def decode_attrs(attrs: dict) -> dict:
+    """Root attributes as Python values, whichever schema wrote them (`JSON_ATTRS` decoded)."""
+    return {k: json.loads(v) if k in JSON_ATTRS and isinstance(v, str) else v for k, v in attrs.items()}
 
 
 def first_nan_frame(clip: np.ndarray) -> int:

@@ -59,15 +59,29 @@ def _tiers(n_trials: int, competition: str, rng: np.random.Generator) -> tuple[n
     return np.array(tiers)[order], np.array(ids, dtype=np.int64)[order]
 
 
-def _image(image_id: int, shape: tuple[int, int]) -> np.ndarray:
-    """A natural-looking grey image (1/f noise), integer-valued on 0-255, same for one id."""
+IMAGE_KINDS = ("smooth", "noise")
+# ``noise`` images add i.i.d. Gaussian pixel noise of this standard deviation to the smooth
+# image: about 6.4 bits of entropy per pixel, against white noise's 8, so that they compress
+# and decode about as hard as the least compressible real stimuli.
+NOISE_SD = 20.0
+
+
+def _image(image_id: int, shape: tuple[int, int], kind: str = "smooth") -> np.ndarray:
+    """A grey image, integer-valued on 0-255, the same for one id: 1/f noise (``smooth``,
+    natural-looking), or that plus i.i.d. pixel noise (``noise``)."""
+    img = _smooth(image_id, shape)
+    if kind == "noise":
+        img = img + np.random.default_rng(int(image_id) + 1).normal(0, NOISE_SD, shape)
+    return np.clip(np.round(img), 0, 255)
+
+
+def _smooth(image_id: int, shape: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng(int(image_id))
     h, w = shape
     spec = np.fft.rfft2(rng.standard_normal((h, w)))
     spec /= np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]) + 1.0 / w
     img = np.fft.irfft2(spec, s=(h, w))
-    img = (img - img.mean()) / (img.std() + 1e-12) * 45 + 128
-    return np.clip(np.round(img), 0, 255)
+    return (img - img.mean()) / (img.std() + 1e-12) * 45 + 128
 
 
 class _Out:
@@ -141,6 +155,7 @@ def make_sample(
     seed: int = 0,
     image_dtype: str = "float32",
     image_shape: tuple[int, int] = (144, 256),
+    images: str = "smooth",
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
     dynamic: bool = False,
@@ -151,7 +166,8 @@ def make_sample(
 
     ``dynamic`` writes a Sensorium 2023 scan instead (`converter.sample_video`): clips of
     ``video_shape`` padded with NaN to ``frames`` frames (``competition`` and the image
-    options do not apply).
+    options do not apply).  ``images`` is ``"smooth"`` (1/f noise, which compresses well) or
+    ``"noise"`` (the same plus pixel noise: hard to compress, like the least regular real images).
 
     ``competition`` is ``"none"`` (a pre-training scan), ``"sensorium"`` (responses of
     the test tiers, behavior and pupil center zeroed) or ``"sensorium+"`` (responses of
@@ -163,6 +179,8 @@ def make_sample(
         raise ValueError(f"competition must be one of {COMPETITIONS}, not {competition!r}")
     if image_dtype not in ("float32", "uint8"):
         raise ValueError(f"image_dtype must be float32 or uint8, not {image_dtype!r}")
+    if images not in IMAGE_KINDS:
+        raise ValueError(f"images must be one of {IMAGE_KINDS}, not {images!r}")
     if neurons < 1 or trials < 1 or seed < 0:
         raise ValueError(f"need trials >= 1, neurons >= 1 and seed >= 0 (got {trials}, {neurons}, {seed})")
     if dynamic and (frames < 1 or min(video_shape) < 1):
@@ -184,7 +202,7 @@ def make_sample(
         if dynamic:
             write_video_sample(out.save, rng, trials, neurons, frames, seed, video_shape, progress)
         else:
-            _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress)
+            _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress, images)
     except BaseException:
         out.discard()
         raise
@@ -192,7 +210,7 @@ def make_sample(
 
 
 def _write(out: _Out, rng, tiers, image_ids, trials: int, neurons: int, competition: str, seed: int, image_dtype: str,
-           image_shape: tuple[int, int], progress) -> None:
+           image_shape: tuple[int, int], progress, images: str = "smooth") -> None:
     """Every file of the sample, through ``out``."""
 
     # Per-neuron tuning: a baseline rate and a sparse image-dependent gain.
@@ -209,7 +227,7 @@ def _write(out: _Out, rng, tiers, image_ids, trials: int, neurons: int, competit
     for start in range(0, trials, _BLOCK):
         block = range(start, min(start + _BLOCK, trials))
         for i in block:
-            img = _image(image_ids[i], image_shape)
+            img = _image(image_ids[i], image_shape, images)
             if train[i]:
                 hist += np.bincount(img.astype(np.int64).ravel(), minlength=256)
                 img_sum += float(img.sum())

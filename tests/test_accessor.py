@@ -99,3 +99,53 @@ def test_an_unknown_tier_is_an_error_that_lists_the_tiers(make_store):
     with pytest.raises(ValueError, match="no tier 'final_test'"):
         ds.sensorium.tier("test", "final_test")
     assert len(ds.sensorium.repeats()) > 1  # the default ("test", "final_test") takes the tiers there are
+
+
+@pytest.mark.parametrize("how", [("train", "test"), (["train", "test"],), (("train",), "test"), (np.array(["train", "test"]),)])
+def test_tiers_as_values_or_lists(make_store, how):
+    ds = converter.open_mouse(make_store("none"))
+    want = ds.isel(trial=np.flatnonzero(np.isin(ds.tier.values, ["train", "test"])))
+    assert ds.sensorium.tier(*how).trial.values.tolist() == want.trial.values.tolist()
+
+
+def test_a_tier_given_twice_is_refused(make_store):
+    ds = converter.open_mouse(make_store("none"))
+    with pytest.raises(ValueError, match="tier 'train' given twice"):
+        ds.sensorium.tier(["train", "train"])
+
+
+def test_mean_per_image_of_every_trial_equals_xarray_groupby(make_store):
+    ds = converter.open_mouse(make_store("none"))
+    got = ds.sensorium.by_image().mean()
+    want = ds.load().groupby("image_id").mean()
+    assert got.image_id.values.tolist() == want.image_id.values.tolist()
+    for name in want.data_vars:
+        np.testing.assert_allclose(got[name].values, want[name].values, rtol=1e-6)
+
+
+def test_repeats_are_lazy_and_read_only_the_variables_asked_for(make_store, monkeypatch):
+    from converter.read import dataset
+
+    read = []
+    original = dataset.StoreArray._read
+
+    def spy(self, key):
+        read.append(self.readers[0].shape)
+        return original(self, key)
+
+    monkeypatch.setattr(dataset.StoreArray, "_read", spy)
+    ds = converter.open_mouse(make_store())
+    mean = ds.sensorium.repeats("test").mean()
+    assert read == []  # nothing read yet
+    values = mean["responses"].values
+    assert read == [ds.responses.shape]  # the responses alone, once; not the images
+    want = ds.sensorium.tier("test").load().groupby("image_id").mean()["responses"]
+    np.testing.assert_allclose(values, want.values, rtol=1e-6)
+
+
+def test_open_mouse_coordinates_equal_plain_xarray(make_store, clip_store):
+    for store in (make_store(), clip_store):
+        ds = converter.open_mouse(store)
+        want = xr.open_zarr(store).coords.to_dataset().compute()
+        xr.testing.assert_identical(ds.coords.to_dataset(), want)
+        assert all(isinstance(c.variable._data, np.ndarray) or c.name in ds.indexes for c in ds.coords.values())

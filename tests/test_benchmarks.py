@@ -20,7 +20,7 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
               "one neuron, all trials", "test repeats grouped by image_id (mean)", "size", "convert several mice",
               "loader memory", "engine: all responses (tiles)", "engine: 128 random images (sharded)"):
         assert w in workloads, w
-    assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images"}
+    assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images", "float32 noise images"}
     scale = [r for r in result["rows"] if r["workload"] == "convert several mice"]
     assert [r["workers"] for r in scale] == [1, 2] and all(r["peak_worker_mb"] > 0 for r in scale)
     timed = [r for r in result["rows"] if "seconds" in r]
@@ -63,7 +63,7 @@ def test_tiny_remote_benchmark_run(tmp_path):
     result = remote.run("tiny", data=tmp_path / "data", out=tmp_path / "out")  # its own moto server on loopback
     rows = result["rows"]
     assert {r["workload"] for r in rows} == {"a run of 200 trials (the overview's panel)", "the train tier",
-                                            "random batch of 128 trials", "one neuron, all trials"}
+                                            "random batch of 128 trials", "one neuron, all trials", remote.OPEN}
     run = [r for r in rows if r["workload"].startswith("a run of")]
     assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", "open_mouse (tiles)"}  # a run reads the tiles
     assert all(r["seconds"] > 0 for r in rows)

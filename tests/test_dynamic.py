@@ -126,7 +126,7 @@ def test_cli_sample_convert_info_validate(tmp_path):
     r = run_cli("info", tmp_path / "m.zarr")
     assert r.returncode == 0 and "frames per clip: 25 at 30 Hz" in r.stdout
     r = run_cli("validate", tmp_path / "m.zarr")
-    assert r.returncode == 0 and "dynamic-1.0" in r.stdout
+    assert r.returncode == 0 and "dynamic-1.1" in r.stdout
     r = run_cli("verify", src, tmp_path / "m.zarr")
     assert r.returncode == 0, r.stderr
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,23 @@ def test_plain_xarray_in_a_process_that_never_imports_converter(make_dataset, ma
     r = subprocess.run([sys.executable, "-c", script, str(make_dataset()), str(make_store())], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("OK 60 (60, 40)")
+
+
+def entropy_per_pixel(img: np.ndarray) -> float:
+    """Bits per pixel left once each pixel is predicted by its left neighbour (the entropy of
+    the differences): what no compressor of the pixels can take out."""
+    d = np.diff(np.asarray(img, dtype=np.int64).reshape(-1, img.shape[-1]), axis=1).ravel()
+    p = np.bincount(d - d.min()) / d.size
+    return float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+
+
+def test_noisy_sample_images_carry_most_of_white_noise_entropy(tmp_path, make_dataset):
+    r = run_cli("sample", tmp_path, "--trials", "40", "--neurons", "5", "--images", "noise", "--quiet")
+    assert r.returncode == 0, r.stderr
+    noisy = [np.load(Path(r.stdout.strip()) / f"data/images/{i}.npy") for i in range(10)]
+    smooth = [np.load(make_dataset() / f"data/images/{i}.npy") for i in range(10)]
+    assert noisy[0].shape == smooth[0].shape and noisy[0].dtype == smooth[0].dtype
+    assert all(np.array_equal(x, np.round(x)) and 0 <= x.min() and x.max() <= 255 for x in noisy)
+    white = entropy_per_pixel(np.random.default_rng(0).integers(0, 256, noisy[0].shape))
+    bits = {k: np.mean([entropy_per_pixel(x) for x in v]) for k, v in (("noisy", noisy), ("smooth", smooth))}
+    assert bits["noisy"] >= white / 3 and bits["noisy"] > bits["smooth"]

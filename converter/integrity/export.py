@@ -148,7 +148,7 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     Writes ``out/<dataset>/`` (or ``out/<dataset>.zip`` holding that folder); refuses an
     existing target.  Each file is checked against its recorded CRC-32 as it is written.
     """
-    attrs = read_root(dest, storage_options)["attributes"]
+    attrs = contract.decode_attrs(read_root(dest, storage_options)["attributes"])
     name = attrs["dataset"]
     zip_layout = attrs.get("source_zip", {"top_folder": name, "directory_entries": True})
     out = Path(out)

@@ -93,7 +93,7 @@ def read_root(path: str | os.PathLike, storage_options: dict | None = None) -> d
 def cross_check(m: dict) -> list[str]:
     """The rules of ``x-cross-checks``; returns the problems found."""
     problems = []
-    attrs, arrays = m["attributes"], m["arrays"]
+    attrs, arrays = contract.decode_attrs(m["attributes"]), m["arrays"]
     sizes = {contract.TRIAL: attrs.get("n_trials"), contract.NEURON: attrs.get("n_neurons")}
     dynamic = contract.is_dynamic(attrs)
     if dynamic:
@@ -123,6 +123,11 @@ def cross_check(m: dict) -> list[str]:
         for dim, n in zip(dims, shape):
             if sizes.setdefault(dim, n) != n:
                 problems.append(f"{path}: dimension {dim!r} has length {n}, elsewhere {sizes[dim]}")
+    for name in ("tier_counts", "withheld_trials"):
+        counts = attrs.get(name, {})
+        if not isinstance(counts, dict) or not all(isinstance(n, int) and n >= 0 for n in counts.values()):
+            problems.append(f"{name} is not an object of non-negative integers")
+            return problems
     if sum(attrs.get("tier_counts", {}).values()) != attrs.get("n_trials"):
         problems.append("tier_counts do not add up to n_trials")
     return problems

@@ -10,10 +10,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from .. import contract
 from .normalize import Normalizer, standardize
-from .select import as_list, neurons_where
+from .select import as_list, labels, neurons_where
 
 
 @xr.register_dataset_accessor("sensorium")
@@ -23,11 +25,13 @@ class SensoriumAccessor:
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def tier(self, *tiers: str) -> xr.Dataset:
-        """Trials of the given tier(s), e.g. ``ds.sensorium.tier("train")``.
+    def tier(self, *tiers: str | Iterable[str]) -> xr.Dataset:
+        """Trials of the given tier(s), e.g. ``ds.sensorium.tier("train")``, ``tier("train", "test")``
+        or ``tier(["train", "test"])``.
 
-        A tier the store does not have is a `ValueError` that lists the tiers it has.
+        A tier the store does not have, or one given twice, is a `ValueError` that names it.
         """
+        tiers = labels(*tiers, what="tier")
         have = self._ds[contract.TIER].values
         unknown = sorted(set(tiers) - set(have.tolist()))
         if unknown:
@@ -85,13 +89,20 @@ class SensoriumAccessor:
         ``ds.sensorium.repeats().mean()`` is the mean response per image, and ``.var()``
         the variance across the repeats of each image (repeat-based metrics such as the
         oracle correlation use both).  Any other method is that of
-        ``selected.groupby(contract.IMAGE_ID)``.  The selected trials are read into memory first,
-        once; select the variables you need before (``ds[["responses"]]``).
+        ``selected.groupby(contract.IMAGE_ID)``.  Results are lazy: only the variables whose
+        values are asked for are read.
         """
-        self._image_ids()  # repeats are of images
         present = [t for t in as_list(tiers) if t in set(self._ds[contract.TIER].values.tolist())]
-        selected = self.tier(*(present or as_list(tiers)))  # the defaults need not all exist
-        return Repeats(selected.load() if not any(v.chunks for v in selected.data_vars.values()) else selected)
+        return self.by_image(present or as_list(tiers))  # the defaults need not all exist
+
+    def by_image(self, tiers: Iterable[str] | str | None = None) -> Repeats:
+        """Trials grouped by ``image_id``, over the given tiers (default: every trial).
+
+        ``ds.sensorium.by_image().mean().responses`` is the mean response to each image, as
+        ``ds.responses.groupby("image_id").mean()`` gives it, from one pass over the trials.
+        """
+        self._image_ids()
+        return Repeats(self._ds if tiers is None else self.tier(*as_list(tiers)))
 
     def mask_withheld(self) -> xr.Dataset:
         """Each data variable with its withheld (all-zero) trials set to NaN."""
@@ -167,10 +178,12 @@ class SensoriumAccessor:
 class Repeats:
     """The trials of one dataset grouped by ``image_id``: fast ``mean``/``var``/``std``/``count``.
 
-    The store keeps the repeats of an image next to each other (README, "Trial order"),
-    so a group is a run of rows and each reduction is one vectorised sum per
-    variable and group, in the variable's dtype (float64 for integers); NaN is skipped, as
-    xarray's ``groupby(...).mean()`` skips it.  Other methods go to the xarray groupby.
+    The store keeps the repeats of an image next to each other (README, "Trial order"), so a
+    group is a run of rows.  Each reduction returns a lazy `xarray.Dataset`: a variable is read
+    and reduced (vectorised, in float64, then cast to the variable's float dtype; float64 for
+    integers) only when its values are asked for, so ``repeats().mean()["responses"]`` reads
+    the responses alone.  NaN is skipped, as xarray's ``groupby(...).mean()`` skips it.  Other
+    methods go to the xarray groupby.
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
@@ -191,31 +204,18 @@ class Repeats:
         for name, var in self._ds.data_vars.items():
             if "trial" not in var.dims or var.dtype.kind not in "fiub" or var.chunks:
                 return getattr(self._ds.groupby(contract.IMAGE_ID), stat)(**({"ddof": ddof} if stat in ("var", "std") else {}))
-            x = np.moveaxis(np.asarray(var.values), var.dims.index("trial"), 0)
-            # floats are summed in their own dtype, as xarray does; integers in float64
-            dtype = np.int64 if stat == "count" else (x.dtype if x.dtype.kind == "f" else np.dtype(np.float64))
-            value = np.empty((len(self._starts), *x.shape[1:]), dtype=dtype)
-            nan = x.dtype.kind == "f" and bool(np.isnan(x.sum()))  # a NaN (or inf - inf) somewhere: count per element
-            for g, (a, b) in enumerate(zip(self._starts.tolist(), [*self._starts[1:].tolist(), len(x)])):
-                rows = x[a:b] if x.dtype == dtype or stat == "count" else x[a:b].astype(dtype)
-                n = (~np.isnan(rows)).sum(axis=0) if nan else b - a
-                if stat == "count":
-                    value[g] = n
-                    continue
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = (np.nansum(rows, axis=0) if nan else rows.sum(axis=0)) / n
-                    if stat == "mean":
-                        value[g] = mean
-                        continue
-                    sq = (rows - mean) ** 2
-                    v = (np.nansum(sq, axis=0) if nan else sq.sum(axis=0)) / (n - ddof)
-                    v = np.where(np.asarray(n) - ddof > 0, v, np.nan)
-                value[g] = np.sqrt(v) if stat == "std" else v
-            value = np.moveaxis(value, 0, var.dims.index("trial"))
-            dims = tuple("image_id" if d == "trial" else d for d in var.dims)
-            out[name] = xr.Variable(dims, value, var.attrs)
+            axis = var.dims.index("trial")
+            dtype = np.dtype(np.int64) if stat == "count" else (var.dtype if var.dtype.kind == "f" else np.dtype(np.float64))
+            shape = (*var.shape[:axis], len(self._starts), *var.shape[axis + 1 :])
+
+            def compute(var=var, axis=axis, dtype=dtype) -> np.ndarray:
+                x = np.moveaxis(np.asarray(var.values), axis, 0)
+                return np.moveaxis(group_reduce(x, self._starts, stat, ddof).astype(dtype, copy=False), 0, axis)
+
+            dims = tuple(contract.IMAGE_ID if d == "trial" else d for d in var.dims)
+            out[name] = xr.Variable(dims, indexing.LazilyIndexedArray(_Reduction(compute, shape, dtype)), var.attrs)
         coords = {k: c for k, c in self._ds.coords.items() if "trial" not in c.dims}
-        return xr.Dataset(out, coords={**coords, "image_id": ("image_id", self.image_ids)})
+        return xr.Dataset(out, coords={**coords, contract.IMAGE_ID: (contract.IMAGE_ID, self.image_ids)})
 
     def mean(self) -> xr.Dataset:
         """Mean over the repeats of each image."""
@@ -232,3 +232,46 @@ class Repeats:
     def count(self) -> xr.Dataset:
         """Repeats of each image (non-NaN values per element)."""
         return self._reduce("count")
+
+
+class _Reduction(BackendArray):
+    """A reduction computed on first access (then kept), for a lazily indexed result variable."""
+
+    def __init__(self, compute, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._compute, self.shape, self.dtype = compute, shape, dtype
+        self._value: np.ndarray | None = None
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(key, self.shape, indexing.IndexingSupport.BASIC, self._get)
+
+    def _get(self, key: tuple) -> np.ndarray:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value[key]
+
+
+def group_reduce(x: np.ndarray, starts: np.ndarray, stat: str, ddof: int = 0) -> np.ndarray:
+    """``stat`` (mean, var, std or count) over runs of rows of ``x`` starting at ``starts``.
+
+    One vectorised sum per run, in float64 (a loop over runs: NumPy's cumulative sums and
+    ``reduceat`` along rows are ~40x slower per element here).  NaN is skipped; a run with no
+    more than ``ddof`` values gives NaN.
+    """
+    x = np.asarray(x)
+    out = np.empty((len(starts), *x.shape[1:]), dtype=np.int64 if stat == "count" else np.float64)
+    nan = x.dtype.kind == "f" and bool(np.isnan(x.sum(dtype=np.float64)))  # a NaN (or inf - inf) somewhere
+    for g, (a, b) in enumerate(zip(starts.tolist(), [*starts[1:].tolist(), len(x)])):
+        rows = x[a:b].astype(np.float64)
+        n = (~np.isnan(rows)).sum(axis=0) if nan else b - a
+        if stat == "count":
+            out[g] = n
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (np.nansum(rows, axis=0) if nan else rows.sum(axis=0)) / n
+            if stat == "mean":
+                out[g] = mean
+                continue
+            sq = (rows - mean) ** 2
+            var = np.where(np.asarray(n) - ddof > 0, (np.nansum(sq, axis=0) if nan else sq.sum(axis=0)) / (n - ddof), np.nan)
+        out[g] = np.sqrt(var) if stat == "std" else var
+    return out

@@ -12,9 +12,9 @@ from xarray.core import indexing
 from .. import contract
 from ..errors import StoreError
 from ..integrity.schema import manifest, read_root
-from ..storage import child, exists, listing, location, open_group, tree_bytes, zarr_kwargs
+from ..storage import child, exists, listing, local_path, location, open_group, tree_bytes, zarr_kwargs
 from ..write.layout import BLOCK_TRIALS
-from .engine import cost, open_reader
+from .engine import cost, open_reader, read_coordinates
 
 def checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
     """The root metadata of a store this version reads; `StoreError` for anything else."""
@@ -54,9 +54,24 @@ class StoreArray(BackendArray):
         return out.reshape([n for k, n in enumerate(out.shape) if k not in drop]) if drop else out
 
 
-def _store_array(path, name: str, group: dict, storage_options: dict | None) -> StoreArray:
-    names = [name] + [c for c in (contract.row_copy_path(name),) if c in group]
-    return StoreArray([open_reader(path, n, storage_options, group.get(n)) for n in names])
+def _store_array(path, name: str, meta: dict, storage_options: dict | None, group=None) -> StoreArray:
+    names = [name] + [c for c in (contract.row_copy_path(name),) if c in meta]
+    return StoreArray([open_reader(path, n, storage_options, meta.get(n), None if group is None else group[n]) for n in names])
+
+
+def _coordinates(root_attrs: dict, arrays: dict[str, dict]) -> list[str]:
+    """The arrays xarray opens as coordinates: dimension names, and the names listed in a
+    ``coordinates`` attribute (of an array, or of the root)."""
+    dims = {d for m in arrays.values() for d in m.get("dimension_names") or ()}
+    listed = set(str(root_attrs.get("coordinates", "")).split())
+    for m in arrays.values():
+        listed |= set(str(m.get("attributes", {}).get("coordinates", "")).split())
+    return [name for name in arrays if name in dims or name in listed]
+
+
+def _attributes(attrs: dict) -> dict:
+    """Attributes as xarray shows them: without xarray's own ``coordinates`` bookkeeping."""
+    return {k: v for k, v in attrs.items() if k != "coordinates"}
 
 
 def open_mouse(
@@ -88,13 +103,19 @@ def open_mouse(
     """
     root = checked_root(path, storage_options)
     meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
-    lazy = xr.open_zarr(path, consolidated=True, chunks=None, **zarr_kwargs(path, storage_options))
-    coords = {name: lazy[name].variable.load() for name in lazy.coords}
-    data_vars = {}
-    for name, var in lazy.data_vars.items():
-        data = indexing.LazilyIndexedArray(_store_array(path, name, meta, storage_options))
-        data_vars[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
-    ds = xr.Dataset(data_vars, coords=coords, attrs=lazy.attrs)
+    arrays = {name: m for name, m in meta.items() if "/" not in name and m.get("node_type") == "array"}
+    coord_names = _coordinates(root.get("attributes", {}), arrays)
+    values = read_coordinates(path, coord_names, meta, storage_options)  # all at once
+    if len(values) < len(coord_names):  # a layout the quick reader leaves to zarr-python
+        plain = xr.open_zarr(path, consolidated=True, chunks=None, **zarr_kwargs(path, storage_options))
+        values.update({name: plain[name].values for name in coord_names if name not in values})
+    group = None if local_path(path) is not None else open_group(path, storage_options)  # one request, not one per array
+    variables = {}
+    for name, m in arrays.items():
+        data = values[name] if name in coord_names else indexing.LazilyIndexedArray(_store_array(path, name, meta, storage_options, group))
+        variables[name] = xr.Variable(tuple(m.get("dimension_names") or ()), data, _attributes(m.get("attributes", {})))
+    ds = xr.Dataset({n: v for n, v in variables.items() if n not in coord_names}, coords={n: variables[n] for n in coord_names},
+                    attrs=_attributes(root.get("attributes", {})))
     if load:
         ds = ds.load()
     elif dask:
@@ -161,7 +182,7 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         memory = None if a["dtype"] == "string" else n * np.dtype(a["dtype"]).itemsize
         arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"],
                         "disk_bytes": disk, "memory_bytes": memory}
-    attrs = m["attributes"]
+    attrs = contract.decode_attrs(m["attributes"])
     disk_total = tree_bytes(path, storage_options)
     memory_total = sum(a["memory_bytes"] or 0 for a in arrays.values())
     dims: dict[str, int] = {}
@@ -171,7 +192,7 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         "dataset": attrs["dataset"],
         "data_key": attrs["data_key"],
         "n_trials": attrs["n_trials"],
-        "n_neurons": attrs["n_neurons"],
+        "n_neurons": attrs.get("n_neurons"),
         "tier_counts": attrs["tier_counts"],
         "withheld_trials": attrs["withheld_trials"],
         **({"frames": _frames(path, attrs, storage_options)} if contract.is_dynamic(attrs) else {}),

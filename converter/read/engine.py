@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from numcodecs import blosc
+from numcodecs import Zstd, blosc
 
 from ..chunks import MISSING, in_runs
 from ..storage import local_path, open_array
@@ -64,7 +64,12 @@ def _decoder(codecs: list[dict]):
         return endian, None
     if len(rest) == 1 and rest[0].get("name") == "blosc":
         return endian, blosc.decompress  # a Blosc frame describes its own settings
+    if len(rest) == 1 and rest[0].get("name") == "zstd":  # xarray's default for the coordinates
+        return endian, _ZSTD.decode
     return None
+
+
+_ZSTD = Zstd()
 
 
 class ChunkReader:
@@ -333,14 +338,15 @@ class ZarrReader:
 
 
 def open_reader(store: str | os.PathLike, name: str, storage_options: dict | None = None,
-                meta: dict | None = None) -> ChunkReader | ZarrReader:
-    """The fastest reader of array ``name`` of ``store`` that handles its layout."""
+                meta: dict | None = None, array=None) -> ChunkReader | ZarrReader:
+    """The fastest reader of array ``name`` of ``store`` that handles its layout (``array``: the
+    zarr-python array, when the caller has it already)."""
     local = local_path(store)
     if local is not None:
         reader = ChunkReader.from_path(local / name, meta)
         if reader is not None:
             return reader
-    return ZarrReader(open_array(store, name, storage_options), remote=local is None)
+    return ZarrReader(array if array is not None else open_array(store, name, storage_options), remote=local is None)
 
 
 def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
@@ -356,3 +362,83 @@ def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
         elements *= touched * c
         chunks *= touched
     return elements + reader.chunk_cost * chunks
+
+
+def read_coordinates(store: str | os.PathLike, names: Sequence[str], metadata: dict,
+                     storage_options: dict | None = None) -> dict[str, np.ndarray]:
+    """Whole small arrays (a store's coordinates), as stored, with one round of reads.
+
+    ``metadata`` is the consolidated metadata (path -> array metadata).  Every chunk of every
+    array is fetched at once (files on disk; concurrent requests at a URL), then decoded here:
+    ``bytes`` or ``vlen-utf8``, then ``zstd`` or ``blosc``, on a regular grid.  Arrays in any
+    other layout are left out of the result (the caller reads those through zarr-python).
+    """
+    from ..storage import filesystem
+
+    plans = {n: p for n in names if (p := _whole_plan(metadata.get(n))) is not None}
+    fs, root = filesystem(store, storage_options)
+    paths = {(n, idx): f"{root.rstrip('/')}/{n}/{p['sep'].join(['c', *map(str, idx)])}"
+             for n, p in plans.items() for idx in p["chunks"]}
+    raw = fs.cat(list(paths.values()), on_error="omit") if paths else {}
+    out = {}
+    for n, p in plans.items():
+        value = np.full(p["shape"], p["fill"], dtype=p["dtype"])
+        for idx in p["chunks"]:
+            data = raw.get(paths[n, idx])
+            if data is None:
+                continue  # never written: the fill value
+            chunk = p["decode"](data).reshape(p["grid"])
+            where = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, p["grid"], p["shape"]))
+            value[where] = chunk[tuple(slice(0, w.stop - w.start) for w in where)]
+        out[n] = value
+    return out
+
+
+def _whole_plan(meta: dict | None) -> dict | None:
+    """How to read and decode every chunk of an array, or None for a layout not handled here."""
+    try:
+        if meta is None or meta.get("node_type") != "array" or meta["chunk_grid"]["name"] != "regular":
+            return None
+        if meta.get("chunk_key_encoding", {}).get("name", "default") != "default":
+            return None
+        codecs = meta["codecs"]
+        first = codecs[0]["name"] if codecs else None
+        compress = {"zstd": _ZSTD.decode, "blosc": blosc.decompress}
+        if len(codecs) > 2 or (len(codecs) == 2 and codecs[1]["name"] not in compress):
+            return None
+        inflate = compress[codecs[1]["name"]] if len(codecs) == 2 else bytes
+        shape, grid = tuple(meta["shape"]), tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        if first == "vlen-utf8" and meta["data_type"] == "string":
+            from numcodecs import VLenUTF8
+
+            text = VLenUTF8()
+            dtype, fill = np.dtypes.StringDType(), meta.get("fill_value") or ""
+            decode = lambda b: text.decode(inflate(b)).astype(dtype)  # noqa: E731
+        elif first == "bytes" and meta["data_type"] in _NUMERIC:
+            endian = (codecs[0].get("configuration") or {}).get("endian", "little")
+            stored = np.dtype(meta["data_type"]).newbyteorder("<" if endian == "little" else ">")
+            dtype, fill = stored, _fill_value(meta.get("fill_value"), stored)  # as zarr-python gives it
+            decode = lambda b: np.frombuffer(inflate(b), stored)  # noqa: E731
+        else:
+            return None
+        counts = [-(-s // c) for s, c in zip(shape, grid)]
+        sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
+        return {"shape": shape, "grid": grid, "dtype": dtype, "fill": fill, "decode": decode, "sep": sep,
+                "chunks": list(itertools.product(*map(range, counts)))}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _fill_value(fill, dtype: np.dtype):
+    """A Zarr v3 ``fill_value`` as a number: special floats are spelt as text, or as their bits in hex."""
+    if fill is None:
+        return 0
+    if isinstance(fill, str):
+        special = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
+        if fill in special:
+            return special[fill]
+        return np.frombuffer(bytes.fromhex(fill.removeprefix("0x")), dtype.newbyteorder(">"))[0]
+    return fill
+
+
+_NUMERIC = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"}

@@ -14,6 +14,20 @@ def as_list(values) -> list:
     return [values] if isinstance(values, (str, int, np.integer)) else list(values)
 
 
+def labels(*values, what: str = "label") -> list:
+    """Labels given one by one, as lists, or mixed (``"a", ["b", "c"]``), as one flat list.
+
+    A label given twice is a `ValueError` that names it.
+    """
+    flat = [v for value in values for v in as_list(value)]
+    seen = set()
+    for v in flat:
+        if v in seen:
+            raise ValueError(f"{what} {v!r} given twice")
+        seen.add(v)
+    return flat
+
+
 def neurons_where(info: Mapping[str, np.ndarray], n_neurons: int, area=None, layer=None) -> np.ndarray:
     """Positions of the neurons in any of the given areas and any of the given layers.
 

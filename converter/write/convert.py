@@ -23,7 +23,7 @@ from . import executors, layout
 from .executors import BlockWriter, Executor
 from .plan import Plan, estimate_bytes, made_from, plan, plan_record, root_attrs
 from .state import ConversionState, state_for
-from .store import create_skeleton, sweep_temporaries, write_checksums, write_files
+from .store import create_skeleton, sweep_temporaries, write_checksums, write_files, write_flags
 
 
 def _size(n: float) -> str:
@@ -49,7 +49,7 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     store, so = state.store, state.storage_options
     if state.plan() != record:
         state.start_over()
-        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so, p.block, p.n_frames)
+        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so, n_frames=p.n_frames)
         write_files(store, [(rel, data, source.crc32(rel, data)) for rel in p.inventory.other_files
                             for data in (source.read(rel),)], so)
         state.save_plan(record)
@@ -66,6 +66,7 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}
     sweep_temporaries(store)  # what writers killed half-way left: the store must equal an uninterrupted one
+    write_flags(store, results, so)
     write_checksums(store, crcs, headers, so)
     state.finish(root_attrs(source, p, results))
 

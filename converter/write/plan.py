@@ -166,7 +166,7 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
     by_rel = {m.rel: m.values for m in p.meta}
     names, counts = np.unique(tier.astype(str), return_counts=True)
     dynamic = {"n_frames_padded": p.n_frames, "frame_rate_hz": contract.FRAME_RATE_HZ} if p.dynamic else {}
-    return {
+    return contract.encode_attrs({
         "title": f"Sensorium {2023 if p.dynamic else 2022} mouse visual cortex data: one scan",
         "dataset": inv.name,
         **layout.identity(inv.name, *(by_rel.get(f"meta/trials/{f}.npy") for f in ("animal_id", "session", "scan_idx"))),
@@ -188,7 +188,7 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "license": LICENSE,
         "license_url": LICENSE_URL,
         "citation": CITATION_2023 if p.dynamic else CITATION,
-    }
+    })
 
 
 def estimate_bytes(source: Source, p: Plan, sample: int = 16) -> int:

@@ -26,7 +26,7 @@ from ..chunks import encode_chunks, encode_shard
 from ..source import Source, read_trials
 from ..source.npy import NpyHeader
 from ..storage import child, filesystem, open_array, open_group, read_bytes, renames, write_bytes, zarr_kwargs
-from .layout import BLOCK_TRIALS, DataVar, row_copy, write_chunks
+from .layout import DataVar, row_copy, write_chunks
 
 
 @dataclass
@@ -60,12 +60,14 @@ class MetaArray:
 
 @dataclass
 class BlockResult:
-    """What writing one block learned: checksums, headers seen, withheld trials."""
+    """What writing one block learned: checksums, headers seen, withheld trials, and the values of
+    the per-trial flags it found (``<key>_withheld``, ``n_frames``), written whole at the end."""
 
     block: range
     crc32: dict[str, np.ndarray] = field(default_factory=dict)
     headers: dict[str, set[bytes]] = field(default_factory=dict)
     withheld: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def blosc(codec) -> BloscCodec:
@@ -92,26 +94,24 @@ def create_skeleton(
     labels: dict[str, tuple[str, ...]],
     statistics: list[MetaArray],
     storage_options: dict | None = None,
-    block: int = BLOCK_TRIALS,
     n_frames: int | None = None,
 ) -> None:
     """Write every array's metadata and every small array; data arrays stay empty.
 
-    ``block`` is the trials per write block; ``n_frames`` the padded clip length of a
-    Sensorium 2023 scan (which adds the ``frame`` axis and the ``n_frames`` coordinate).
+    ``n_frames`` is the padded clip length of a Sensorium 2023 scan (which adds the ``frame``
+    axis and the ``n_frames`` coordinate).
     """
     kw = zarr_kwargs(path, storage_options)
     clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
     coords: dict[str, xr.Variable] = {
         contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": f"i of data/<key>/<i>.npy (stored clustered by {clustered})"}),
     }
-    block = min(block, len(trial_coord))
     if n_frames is not None:
         frame = np.arange(n_frames, dtype=np.int64)
         coords[contract.FRAME] = xr.Variable((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
         coords[contract.FRAME_TIME] = xr.Variable((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
             "units": "s", "derived": f"frame / {contract.FRAME_RATE_HZ:g} Hz, the release's frame rate (not in its files)"})
-        coords[contract.N_FRAMES] = xr.Variable((contract.TRIAL,), da.zeros(len(trial_coord), dtype=np.int64, chunks=block), {
+        coords[contract.N_FRAMES] = xr.Variable((contract.TRIAL,), da.zeros(len(trial_coord), dtype=np.int64, chunks=-1), {
             "derived": "frames before the first frame of data/videos/<i>.npy holding a NaN (the rest is padding)"})
     if isinstance(neuron_coord, MetaArray):
         coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
@@ -124,9 +124,8 @@ def create_skeleton(
         coords[m.name] = xr.Variable(m.dims, values, m.attrs())
     for dim, names in labels.items():
         coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
+    # every coordinate is one chunk: opening a store reads each with one request
     encoding: dict[str, dict] = {name: {"_FillValue": None} for name in coords}
-    if n_frames is not None:
-        encoding[contract.N_FRAMES]["chunks"] = (block,)
     variables = {}
     copies = {}
     for key, v in data_vars.items():
@@ -139,11 +138,11 @@ def create_skeleton(
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
         coords[v.withheld_name] = xr.Variable(
             (contract.TRIAL,),
-            da.zeros(v.shape[:1], dtype=bool, chunks=block),
+            da.zeros(v.shape[:1], dtype=bool, chunks=-1),
             {"derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
                         "(withheld by the source, not measured)"},
         )
-        encoding[v.withheld_name] = {"chunks": (block,), "_FillValue": None}
+        encoding[v.withheld_name] = {"_FillValue": None}
     ds = xr.Dataset(variables, coords=coords)
     # mode "a": the folder already holds the conversion's state (and nothing else)
     ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
@@ -217,10 +216,9 @@ def write_block(
             if target is not None:
                 _write_rows(path, target, block, tb.values, storage_options)
         withheld = _withheld(tb.values, contract.FRAME in v.dims)
-        open_array(path, v.withheld_name, storage_options, "r+")[block.start : block.stop] = withheld
+        result.flags[v.withheld_name] = withheld
         if key == contract.VIDEOS:
-            n_frames = np.array([contract.first_nan_frame(clip) for clip in tb.values], dtype=np.int64)
-            open_array(path, contract.N_FRAMES, storage_options, "r+")[block.start : block.stop] = n_frames
+            result.flags[contract.N_FRAMES] = np.array([contract.first_nan_frame(clip) for clip in tb.values], dtype=np.int64)
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
         result.withheld[key] = int(withheld.sum())
@@ -256,6 +254,12 @@ def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_opti
         shard = encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
         key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
         write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
+
+
+def write_flags(path, results: list[BlockResult], storage_options: dict | None = None) -> None:
+    """The per-trial flags every block found (``<key>_withheld``, ``n_frames``), each array whole."""
+    for name in results[0].flags if results else ():
+        open_array(path, name, storage_options, "r+")[...] = np.concatenate([r.flags[name] for r in results])
 
 
 def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]],
