@@ -39,3 +39,13 @@ __all__ = [
     "validate",
     "verify",
 ]
+
+
+def __getattr__(name: str):
+    """``converter.plot`` and ``converter.torch`` after a plain ``import converter``: imported on
+    first use, since they need optional packages (matplotlib, PyTorch) and take time to load."""
+    if name in ("plot", "torch"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,14 +21,15 @@ def _exit_interrupted(signum, frame) -> None:
     os._exit(130)
 
 
-def _is_command_line() -> bool:
+def is_command_line() -> bool:
+    """True when this process is the ``sensorium-zarr`` command itself."""
     return os.path.basename(sys.argv[0]) == "sensorium-zarr" or sys.orig_argv[1:3] == ["-m", "converter.cli"]
 
 
 def begin() -> None:
     """Take SIGINT while the command line imports (only when this process is the command line)."""
     global _previous
-    if _is_command_line() and threading.current_thread() is threading.main_thread():
+    if is_command_line() and threading.current_thread() is threading.main_thread():
         _previous = signal.signal(signal.SIGINT, _exit_interrupted)
 
 

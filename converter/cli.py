@@ -5,13 +5,17 @@ does not match its schema, or ``convert-all`` could not convert every dataset; 2
 (malformed source, missing or incomplete store, DEST in the way, bad arguments, a URL whose
 fsspec package is not installed); 3 the disk, bucket or cluster failed or cannot be reached
 (full, read-only, permission denied, I/O error, no credentials, no answer, no such bucket, an
-unreachable scheduler); 130 interrupted.
+unreachable scheduler); 130 interrupted.  Output cut short by its reader (``| head``) ends
+quietly with the code the command had.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import _startup
@@ -49,6 +53,49 @@ def _local_path(text: str) -> Path:
     return Path(text)
 
 
+class _Interrupts:
+    """Ctrl-C for the command line: `KeyboardInterrupt` as usual, but remembered even where Python
+    swallows it (in a finalizer or a callback), and ignored once the result is being reported.
+
+    So a command either reports its result and exits with its code, or says it was interrupted
+    and exits 130; never both, and never neither.
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous = None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handler(self, signum, frame) -> None:
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def settle(self) -> None:
+        """The work is done: an interrupt that came (even one swallowed) counts; later ones are ignored."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.hit:
+            raise KeyboardInterrupt
+
+
+_interrupts = _Interrupts()
+
+
+def _report(*lines: str) -> None:
+    """Print a command's result: only once its work is done and no Ctrl-C came."""
+    _interrupts.settle()
+    for line in lines:
+        print(line)
+
+
 def _progress(args) -> bool | None:
     return False if getattr(args, "quiet", False) else None
 
@@ -68,16 +115,18 @@ def _sample(args) -> int:
     from .progress import Progress
     from .sample import make_sample
 
+    if args.frames is not None and not args.dynamic:
+        raise StoreError("--frames applies to a 2023 scan: add --dynamic")
     trials = args.trials or (100 if args.dynamic else 200)
     try:
         with Progress(trials, "sample", _progress(args)) as bar:
             path = make_sample(args.dest, trials=trials, neurons=args.neurons, competition=args.competition,
                                as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, images=args.images, progress=bar,
-                               overwrite=args.overwrite, dynamic=args.dynamic, frames=args.frames)
+                               overwrite=args.overwrite, dynamic=args.dynamic, frames=args.frames or 300)
     except ValueError as e:  # argument values make_sample cannot honour
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(path)
+    _report(str(path))
     return EXIT_OK
 
 
@@ -86,8 +135,8 @@ def _convert(args) -> int:
 
     dest, status = run(_loc(args.src), _loc(args.dest), overwrite=args.overwrite, executor=args.workers,
                        progress=_progress(args), storage_options=_options(args))
-    if not args.quiet:
-        print(f"wrote {dest}" if status == "converted" else f"{dest}: already complete, converted from this source; nothing to do")
+    _report(*([] if args.quiet else
+              [f"wrote {dest}" if status == "converted" else f"{dest}: already complete, converted from this source; nothing to do"]))
     return EXIT_OK
 
 
@@ -96,7 +145,7 @@ def _convert_all(args) -> int:
 
     rows = convert_all(_loc(args.src_dir), _loc(args.dest_dir), scheduler=args.scheduler, workers=args.workers,
                        progress=_progress(args), storage_options=_options(args))
-    print(format_summary(rows))
+    _report(format_summary(rows))
     return EXIT_OK if all(r.ok for r in rows) else EXIT_MISMATCH
 
 
@@ -111,7 +160,7 @@ def _verify(args) -> int:
         from .integrity.verify import verify
 
         report = verify(*map(_loc, args.paths), workers=args.workers, progress=_progress(args), storage_options=_options(args))
-    print(report)
+    _report(str(report))
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
@@ -119,7 +168,7 @@ def _export(args) -> int:
     from .integrity.export import export
 
     target = export(_loc(args.dest), args.out, as_zip=args.zip, progress=_progress(args), storage_options=_options(args))
-    print(target)
+    _report(str(target))
     return EXIT_OK
 
 
@@ -130,9 +179,9 @@ def _validate(args) -> int:
     try:
         m = validate(_loc(args.dest), _options(args))
     except StoreError as e:
-        print(e)
+        _report(str(e))
         return EXIT_MISMATCH
-    print(f"OK: {args.dest} matches schema {m['attributes']['schema_version']} ({len(m['arrays'])} arrays)")
+    _report(f"OK: {args.dest} matches schema {m['attributes']['schema_version']} ({len(m['arrays'])} arrays)")
     return EXIT_OK
 
 
@@ -142,7 +191,7 @@ def _info(args) -> int:
     from .read.dataset import format_info, info
 
     d = info(_loc(args.dest), _options(args))
-    print(json.dumps(d, indent=1) if args.json else format_info(d))
+    _report(json.dumps(d, indent=1) if args.json else format_info(d))
     return EXIT_OK
 
 
@@ -163,13 +212,13 @@ def _score(args) -> int:
         return EXIT_BAD_INPUT
     a = s.attrs
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in a.items()}, indent=1))
+        _report(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in a.items()}, indent=1))
     elif "n_frames_scored" in a:
-        print(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons, "
+        _report(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons, "
               f"{a['n_frames_scored']} frames (the first {a['skipped_frames_per_trial']} of each trial skipped)\n"
               f"single-trial correlation  {a['single_trial_correlation']:.4f}")
     else:
-        print(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons\n"
+        _report(f"{ds.attrs.get('dataset', args.dest)}: tier {a['tier']}, {a['n_trials']} trials, {a['n_neurons']} neurons\n"
               f"single-trial correlation  {a['single_trial_correlation']:.4f}\n"
               f"correlation to average    {a['correlation_to_average']:.4f}\n"
               f"FEVE                      {a['feve']:.4f}  ({a['feve_neurons']} neurons with FEV >= 0.15)")
@@ -178,16 +227,28 @@ def _score(args) -> int:
 
 def _show(args) -> int:
     from .read.dataset import open_mouse
+    from .storage import check_creatable, first_missing
 
     try:
-        from .read.plot import overview
+        from .read.plot import figure_path, overview
     except ImportError as e:
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    out = figure_path(args.out)  # checked before the store is read
+    check_creatable(out)
     fig = overview(open_mouse(_loc(args.dest), storage_options=_options(args)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=args.dpi)
-    print(args.out)
+    made = first_missing(out.parent)  # removed again if drawing fails
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=args.dpi)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        if made is not None:
+            import shutil
+
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    _report(str(out))
     return EXIT_OK
 
 
@@ -213,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dest", type=_local_path, help="folder to write the dataset folder (or zip) into")
     s.add_argument("--dynamic", action="store_true", help="a Sensorium 2023 scan: a NaN-padded video clip per trial")
     s.add_argument("--trials", type=_at_least(1), default=None, help="default: 200 (100 with --dynamic)")
-    s.add_argument("--frames", type=_at_least(1), default=300, help="with --dynamic: frames per padded clip")
+    s.add_argument("--frames", type=_at_least(1), default=None, help="with --dynamic: frames per padded clip (default: 300)")
     s.add_argument("--neurons", type=_at_least(1), default=150)
     s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
     s.add_argument("--zip", action="store_true", help="write the distributed .zip form")
@@ -243,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage_option(ca)
     ca.set_defaults(func=_convert_all)
 
-    v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)")
-    v.add_argument("paths", nargs="+", metavar="[SRC] DEST", help="local paths or URLs")
+    v = sub.add_parser("verify", help="compare the store with its source bit for bit (SRC DEST), or with its own checksums (DEST)",
+                       usage="%(prog)s [-h] [--workers WORKERS] [--quiet] [--storage-option KEY=VALUE] [SRC] DEST")
+    v.add_argument("paths", nargs="+", metavar="PATH", help="[SRC] DEST: the source and the store, or the store alone "
+                                                         "(local paths or URLs)")
     v.add_argument("--workers", type=_at_least(1), default=None, help="parallel readers (default: one per core)")
     v.add_argument("--quiet", action="store_true")
     _add_storage_option(v)
@@ -306,10 +369,30 @@ def _storage_message(e: OSError, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: a command is needed (see {parser.prog} --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = parser.parse_args(argv)
+    global _interrupts
+    _interrupts = _Interrupts()
     try:
         _startup.end()
-        return args.func(args)
+        with _interrupts:
+            return args.func(args)
+    except KeyboardInterrupt:
+        resumes = args.command in ("convert", "convert-all") and not _nothing_to_resume(args)
+        print("sensorium-zarr: interrupted" + ("; the work done so far is kept: run the same command again to resume"
+                                               if resumes else ""), file=sys.stderr)
+        _leave(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_closed():
+            print(f"sensorium-zarr: error: {', '.join(_urls(args)) or 'a connection'}: broken pipe", file=sys.stderr)
+            return EXIT_STORAGE
+        _leave(EXIT_OK)  # the reader of our output (| head) has all it wanted
+        return EXIT_OK
     except (SourceError, StoreError) as e:
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -321,9 +404,38 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug of ours: its traceback is what a report needs
         print(f"sensorium-zarr: error: {', '.join(_urls(args)) or 'object storage'}: {e}", file=sys.stderr)
         return EXIT_STORAGE
-    except KeyboardInterrupt:
-        print("sensorium-zarr: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
+
+def _nothing_to_resume(args) -> bool:
+    """A conversion interrupted before it wrote anything leaves nothing to resume."""
+    if args.command != "convert":
+        return False
+    from .storage import local_path
+
+    dest = local_path(_loc(args.dest))
+    return dest is not None and not Path(os.path.abspath(dest) + ".incomplete").exists()
+
+
+def _stdout_closed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
+
+
+def _leave(code: int) -> None:
+    """End the command-line process now, its cleanup done: no interpreter teardown, whose
+    pending event-loop tasks (zarr's, s3fs's) would print pages of warnings after an interrupt.
+    A caller that imported `main` into its own process gets the code returned instead."""
+    if not _startup.is_command_line():
+        return
+    try:
+        sys.stderr.flush()
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

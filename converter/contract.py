@@ -53,7 +53,8 @@ SOURCE = "source"  # path of the file, relative to the dataset folder
 SOURCE_DTYPE = "source_dtype"  # numpy dtype string of the file, byte order kept
 NPY_HEADER = "npy_header"  # the file's .npy header bytes, base64
 SOURCE_CRC32 = "source_crc32"  # CRC-32 of the whole file
-COPY_OF = "copy_of"  # on a second layout of an array: the array it copies
+COPY_OF = "copy_of"
+SOURCE_FINGERPRINT = "source_fingerprint"  # root attribute: see `fingerprint`  # on a second layout of an array: the array it copies
 # Where the per-trial file number goes in a data variable's `source` attribute.
 TRIAL_FIELD = "{trial}"
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import StoreError
 from .sample_video import clip_tiers, video_sample_name, write_video_sample
-from .storage import check_creatable
+from .storage import check_creatable, first_missing
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
 _SESSION = {"none": 1, "sensorium": 2, "sensorium+": 3}
@@ -196,6 +196,7 @@ def make_sample(
     if target.exists() and not overwrite:
         raise StoreError(f"{target}: already exists (use --overwrite to replace it)")
     check_creatable(target)
+    created = first_missing(dest)  # removed again if the sample is not finished
     dest.mkdir(parents=True, exist_ok=True)
     out = _Out(target, name, as_zip)
     try:
@@ -205,6 +206,8 @@ def make_sample(
             _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress, images)
     except BaseException:
         out.discard()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise
     return out.finish(overwrite)
 

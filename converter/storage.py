@@ -79,6 +79,41 @@ def check_creatable(path: Location) -> None:
             return
 
 
+def check_store_dest(dest: Location, src: Location | None = None) -> None:
+    """Refuse, in one line and before anything is written, a local ``dest`` that can never hold a
+    store: the root of the file system, an existing file, a folder that holds something other
+    than a Zarr store (``.``, ``..``, a dataset), a path under a file, or a place inside the
+    ``data/`` or ``meta/`` folder of the source being converted."""
+    base = local_path(dest)
+    if base is None:
+        return
+    here = Path(os.path.abspath(base))
+    if here.parent == here:
+        raise StoreError(f"{dest}: cannot hold a store (it is the root of the file system)")
+    if os.path.basename(os.path.normpath(os.fspath(dest))) in ("", ".", ".."):  # the folder we are in, or above it
+        raise StoreError(f"{dest}: the folder {here} is not a Zarr store; name the store, such as {Path(os.fspath(dest)) / 'mouse.zarr'}")
+    if here.is_file():
+        raise StoreError(f"{dest}: exists and is not a Zarr store (a file); choose another place for the store")
+    if here.is_dir() and not (here / "zarr.json").exists() and any(here.iterdir()):
+        raise StoreError(f"{dest}: exists and is not a Zarr store (a folder with other files); choose another place for the store")
+    source = local_path(src) if src is not None else None
+    if source is not None and Path(source).is_dir():
+        for part in ("data", "meta"):
+            inside = Path(os.path.abspath(source)) / part
+            if here == inside or inside in here.parents:
+                raise StoreError(f"{dest}: inside the dataset's {part}/ folder; choose a place outside {source}")
+    check_creatable(dest)
+
+
+def first_missing(path: Location) -> Path | None:
+    """The outermost folder of a local ``path`` that does not exist yet (what creating it makes,
+    and what to remove when the work fails), or None when it exists."""
+    base = local_path(path)
+    if base is None or base.exists():
+        return None
+    return next(p for p in [base, *base.parents] if not p.exists() and p.parent.exists())
+
+
 def make_folder(path: Location) -> None:
     """Create ``path`` and its parents where folders exist (object storage has none: nothing to do)."""
     if renames(path):

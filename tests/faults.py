@@ -53,4 +53,5 @@ if __name__ == "__main__":
     wrap(target, action, int(nth), arg, Path(flag))
     from converter import cli
 
+    sys.argv[0] = "sensorium-zarr"  # this process stands for the command
     sys.exit(cli.main(argv))

@@ -190,7 +190,7 @@ def test_pickled_data_file_is_refused_without_running_its_payload(dataset_copy, 
 
 def test_missing_source_and_existing_dest(make_store, make_dataset, tmp_path):
     r = run_cli("convert", tmp_path / "nope", tmp_path / "m.zarr")
-    assert r.returncode == 2 and "nope: no such file or folder" in r.stderr
+    assert r.returncode == 2 and "nope: does not exist" in r.stderr
     store = make_store()
     r = run_cli("convert", make_dataset(seed=3), store)  # another mouse into an existing store
     assert r.returncode == 2 and "already exists (use --overwrite" in r.stderr

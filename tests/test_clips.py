@@ -125,3 +125,36 @@ def test_multi_worker_loading(clip_store):
     out = video_loaders([clip_store], 4, frames=10, tier="train", num_workers=2, multiprocessing_context="spawn")
     n = sum(b["responses"].shape[0] for b in next(iter(out["train"].values())))
     assert n == len(next(iter(out["train"].values())).sampler)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("seed", [None, 1])
+@pytest.mark.parametrize("kind", ["2022", "2023"])
+def test_every_start_method_seed_and_kind(make_store, clip_store, context, seed, kind):
+    """Workers under every start method, with and without a seed, for both kinds of loader; with a
+    seed, two runs give the same batches (a torch generator is never pickled into a worker)."""
+    def first_batches():
+        if kind == "2022":
+            dls = loaders([make_store()], batch_size=8, tier="train", seed=seed, num_workers=2, multiprocessing_context=context)
+        else:
+            dls = video_loaders([clip_store], 4, frames=10, tier="train", seed=seed, num_workers=2, multiprocessing_context=context)
+        return [b["responses"] for b, _ in zip(next(iter(dls["train"].values())), range(3))]
+
+    a = first_batches()
+    assert len(a) == 3 and all(x.shape[0] > 0 for x in a)
+    if seed is not None:
+        b = first_batches()
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_two_stores_of_one_mouse_are_refused(make_store, clip_store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(make_store(), copy)
+    with pytest.raises(ValueError, match=r"copy.zarr: holds data key '.*', as .* does; give each mouse once"):
+        loaders([make_store(), copy], batch_size=4)
+    clip_copy = tmp_path / "clips.zarr"
+    shutil.copytree(clip_store, clip_copy)
+    with pytest.raises(ValueError, match="give each mouse once"):
+        video_loaders([clip_store, clip_copy], 4, frames=10)

@@ -25,6 +25,7 @@ from .conftest import run_cli, sigint_as_at_a_terminal
 from .test_robustness import chunk_files
 
 ROOT = Path(__file__).resolve().parent.parent
+RESUMES = "sensorium-zarr: interrupted; the work done so far is kept: run the same command again to resume\n"
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(tmp_path):
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     r = release(proc, flag)
-    assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr
+    assert r.returncode == 130 and r.stderr == RESUMES, r.stderr
     work = tmp_path / "m.zarr.incomplete"
     assert len(list((work / "state" / "blocks").glob("*.json"))) == 1  # what was recorded is kept
     assert not (work / "store" / "responses" / "c" / "2").exists()  # the queued blocks never started
@@ -240,7 +241,7 @@ def test_ctrl_c_while_starting_and_during_convert_all_is_one_line(two_blocks, tm
     shutil.copytree(src, tmp_path / "in" / src.name)
     work = tmp_path / "out" / f"{src.name}.zarr.incomplete" / "state" / "plan.json"
     r = interrupt_group(["convert-all", tmp_path / "in", tmp_path / "out", "--workers", "2", "--quiet"], work.exists)
-    assert r.returncode == 130 and r.stderr == "sensorium-zarr: interrupted\n", r.stderr  # no worker tracebacks
+    assert r.returncode == 130 and r.stderr == RESUMES, r.stderr  # no worker tracebacks
 
 
 def test_killed_after_the_skeleton_in_s3_then_rerun(s3, two_blocks, tmp_path):

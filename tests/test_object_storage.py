@@ -91,7 +91,7 @@ def test_missing_locations_fail_in_one_line(s3, make_dataset, tmp_path):
     r = run_cli("info", "s3://data/nothing.zarr")
     assert r.returncode == 2 and "s3://data/nothing.zarr: not a Zarr store" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("convert", "s3://data/nothing.zip", tmp_path / "m.zarr")
-    assert r.returncode == 2 and "s3://data/nothing.zip: no such file or folder" in r.stderr
+    assert r.returncode == 2 and "s3://data/nothing.zip: does not exist" in r.stderr
 
 
 def test_convert_into_s3(s3, make_dataset):

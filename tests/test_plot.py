@@ -91,3 +91,12 @@ def test_video_reliability_is_the_oracle_of_the_repeated_clips(make_store):
     oracle = converter.oracle(store)  # six neurons: all of them are drawn
     assert reliability.get_legend().get_texts()[0].get_text() == f"mean {oracle.attrs['mean']:.2f}"
     assert sum(p.get_height() for p in reliability.patches) == np.isfinite(oracle.values).sum()
+
+
+def test_converter_plot_after_a_plain_import(make_store):
+    import subprocess
+    import sys
+
+    code = f"import converter; ds = converter.open_mouse({str(make_store())!r}); print(type(converter.plot.overview(ds)).__name__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "Figure", r.stderr

@@ -209,3 +209,32 @@ def test_clip_scores_and_oracle_match_loops_over_frames(make_dataset, make_store
     assert json.loads(r.stdout)["single_trial_correlation"] == pytest.approx(s.attrs["single_trial_correlation"])
     r = run_cli("score", store, tmp_path / "p.zarr", "--tier", "live_test_main")
     assert r.returncode == 2 and "withheld" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_nan_predictions_are_refused_by_one_rule(scored_store, tmp_path):
+    r = standardized(scored_store)
+    pred = r.copy(data=r.values.astype(np.float64))
+    test = np.flatnonzero(pred.tier.values == "test")
+    pred.values[:, 3] = np.nan  # one neuron all NaN
+    pred.values[test[5], 7] = np.nan  # and one cell
+    with pytest.raises(ValueError, match=r"predictions: \d+ values are NaN or infinite, in 2 of 24 neurons"):
+        converter.score(scored_store, pred)
+    pred.to_dataset(name="prediction").to_zarr(tmp_path / "p.zarr", zarr_format=3, consolidated=False)
+    got = run_cli("score", scored_store, tmp_path / "p.zarr")
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "NaN" in got.stderr, got.stderr
+    fine = r.copy(data=r.values.astype(np.float64))
+    fine.values[np.flatnonzero(fine.tier.values == "train")[:3], 0] = np.nan  # outside the scored tier: not scored
+    converter.score(scored_store, fine)
+
+
+def test_nan_in_unscored_clip_frames_is_accepted_and_in_scored_ones_refused(make_dataset, make_store):
+    from converter.read.score_clips import SKIP_FRAMES
+
+    store = make_store(**VIDEO)
+    ds = converter.open_mouse(store).sensorium.tier("oracle")
+    pred = ds.responses.fillna(0).astype(np.float64).copy()
+    pred.values[:, :, :SKIP_FRAMES] = np.nan  # the burn-in is never scored
+    converter.score(store, pred)
+    pred.values[0, 2, SKIP_FRAMES] = np.nan
+    with pytest.raises(ValueError, match="1 values are NaN or infinite, in 1 of"):
+        converter.score(store, pred)

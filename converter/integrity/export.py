@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from .. import contract
 from ..errors import StorageError, StoreError
 from ..progress import Progress
 from ..source.npy import parse_header
-from ..storage import check_creatable, open_group
+from ..storage import check_creatable, first_missing, open_group
 from ..write.layout import blocks, to_file_order
 from .schema import manifest, read_root
 from .verify import VerifyReport, block_trials, row_bits
@@ -156,6 +157,7 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     if target.exists():
         raise StoreError(f"{target}: already exists")
     check_creatable(target)
+    created = first_missing(out)  # removed again if the export fails
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -182,9 +184,9 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
             zf.close()
             partial.unlink(missing_ok=True)
         else:
-            import shutil
-
             shutil.rmtree(partial, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)  # the folders this call made, now empty again
         raise
     if zf is not None:
         zf.close()

@@ -80,6 +80,8 @@ def read_root(path: str | os.PathLike, storage_options: dict | None = None) -> d
     except FileNotFoundError:
         if exists(p + ".incomplete", storage_options):
             raise StoreError(f"{p}: no complete store here (a conversion is running, or was interrupted and left {p}.incomplete: run it again to finish)") from None
+        if not exists(p, storage_options):
+            raise StoreError(f"{p}: does not exist") from None
         raise StoreError(f"{p}: not a Zarr store (no zarr.json)") from None
     except StoreError:
         raise

@@ -104,6 +104,20 @@ def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> 
     return problems
 
 
+def _same_source(source, inv, attrs: dict) -> bool | None:
+    """Whether the store's recorded fingerprint is this source's, from the CRC-32s a zip lists in
+    its directory (no file read); None when the source lists none (a folder)."""
+    crcs = source.directory_crc32s()
+    if crcs is None or contract.SOURCE_FINGERPRINT not in attrs:
+        return None
+    files = [f"meta/trials/{f}.npy" for f in inv.trial_meta] + [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]
+    files += [f"meta/statistics/{s}.npy" for s in inv.statistics]
+    files += [inv.trial_path(k, i) for k in inv.data_keys for i in range(inv.n_trials)]
+    if not all(f in crcs for f in files):
+        return None
+    return contract.fingerprint({f: crcs[f] for f in files}) == attrs[contract.SOURCE_FINGERPRINT]
+
+
 def block_trials(group, keys: list[str]) -> int:
     """Trials per write block of a store: what one read of every data variable may hold in memory."""
     for key in keys:
@@ -148,8 +162,10 @@ def verify(
         inv = scan(source)
         group = open_group(dest, storage_options)
         trial = group[contract.TRIAL][...]  # the file number stored at each position
-        if sorted(trial.tolist()) != list(range(inv.n_trials)):
-            report.add(f"trial: the store's trial labels are not the files 0..{inv.n_trials - 1} of the source")
+        made_from = m["attributes"].get("dataset", "?")
+        if sorted(trial.tolist()) != list(range(inv.n_trials)) or _same_source(source, inv, m["attributes"]) is False:
+            report.add(f"the store was made from another source ({made_from}, {len(trial)} trials), not from {inv.name} "
+                       f"({inv.n_trials} trials): its files' checksums or trial numbers differ")
             return report
         crcs: dict[str, int] = {}
         meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]

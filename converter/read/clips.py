@@ -21,6 +21,7 @@ from .. import contract
 from ..storage import open_group
 from .dataset import checked_root, read_statistics
 from .normalize import Normalizer
+from .select import one_store_per_key
 from .torch import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
 
 
@@ -59,7 +60,9 @@ class ClipDataset(StoreDataset):
     neurons : sequence of int, optional
         Positions on the neuron axis to keep (``None``: all).
     seed : int, optional
-        Seed of the random windows (``None``: torch's generator, seeded per worker).
+        Seed of the random windows (``None``: torch's generator, seeded per worker).  With a seed
+        the windows are the same on every run with the same ``num_workers``; each worker draws
+        from its own stream (the seed and its id).
     storage_options : dict, optional
         For a store at a URL, passed to fsspec.
     """
@@ -96,10 +99,14 @@ class ClipDataset(StoreDataset):
         stats = read_statistics(self.store, stats_source, storage_options) if normalize else {}
         self.normalizer = Normalizer.from_statistics({k: v for k, v in stats.items() if k not in set(exclude)}) if normalize else None
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
-        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self._generator: tuple[int | None, torch.Generator] | None = None  # made in each process that draws
         self._readers: dict = {}
         self._memory: dict[str, np.ndarray] = {}
         self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_generator": None}
 
     def __repr__(self) -> str:
         return f"ClipDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
@@ -110,7 +117,19 @@ class ClipDataset(StoreDataset):
         if self.offset >= 0:
             return np.full(len(indices), self.offset, dtype=np.int64)
         room = torch.from_numpy(self.n_frames[indices] - self.frames + 1)  # windows that fit: 0 .. n - frames
-        return (torch.rand(len(indices), generator=self.generator, dtype=torch.float64) * room).long().numpy()
+        return (torch.rand(len(indices), generator=self.generator(), dtype=torch.float64) * room).long().numpy()
+
+    def generator(self) -> torch.Generator | None:
+        """The random windows' generator: from ``seed`` and the DataLoader worker's id, made in the
+        process that draws (a generator is never pickled into a worker: under ``spawn`` torch would
+        put its state in shared memory).  ``None`` without a seed: torch's own, seeded per worker."""
+        if self.seed is None:
+            return None
+        info = torch.utils.data.get_worker_info()
+        worker = None if info is None else info.id
+        if self._generator is None or self._generator[0] != worker:
+            self._generator = (worker, torch.Generator().manual_seed(self.seed + 1_000_003 * (0 if worker is None else worker + 1)))
+        return self._generator[1]
 
     def batch(self, indices: Sequence[int], offsets: Sequence[int] | None = None) -> Trial:
         """Items ``indices`` stacked along a first axis, as numpy arrays (windows at ``offsets``)."""
@@ -189,10 +208,12 @@ def video_loaders(
     if include_pupil_centers:
         keys.append("pupil_center")
     out: dict[str, dict[str, DataLoader]] = {}
+    seen: dict[str, object] = {}
     for k, path in enumerate(paths):
         ds = ClipDataset(path, frames=frames, offset=offset, keys=keys, normalize=normalize, exclude=exclude or (),
                          behavior_channels=include_behavior, pupil_channels=include_pupil_centers and include_pupil_centers_as_channels,
                          seed=None if seed is None else seed + k, storage_options=storage_options)
+        one_store_per_key(seen, ds.data_key, path)
         ds.neurons = neuron_positions(ds, None, None, neuron_ids[k] if neuron_ids else None)
         present = sorted(set(ds.tiers.tolist()), key=lambda t: (contract.DYNAMIC_TIERS + (t,)).index(t))
         if tier is not None and tier not in present:

@@ -180,8 +180,9 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         disk = tree_bytes(child(path, name), storage_options)
         n = int(np.prod(a["shape"], dtype=np.int64))
         memory = None if a["dtype"] == "string" else n * np.dtype(a["dtype"]).itemsize
-        arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": a["chunks"],
-                        "disk_bytes": disk, "memory_bytes": memory}
+        inner = a["inner_chunks"]  # a sharded array: its grid is of shards, each cut into inner chunks
+        arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": inner or a["chunks"],
+                        "shards": a["chunks"] if inner else None, "disk_bytes": disk, "memory_bytes": memory}
     attrs = contract.decode_attrs(m["attributes"])
     disk_total = tree_bytes(path, storage_options)
     memory_total = sum(a["memory_bytes"] or 0 for a in arrays.values())
@@ -229,13 +230,14 @@ def format_info(d: dict) -> str:
         *_frames_line(d.get("frames")),
         "dims: " + ", ".join(f"{k}={v}" for k, v in d["dims"].items()),
         "",
-        f"{'array':<28} {'dtype':<8} {'shape':<24} {'chunks':<22} {'memory MB':>10} {'disk MB':>9} {'ratio':>6}",
+        f"{'array':<28} {'dtype':<8} {'shape':<24} {'chunk':<22} {'shard':<22} {'memory MB':>10} {'disk MB':>9} {'ratio':>6}",
     ]
     rows = sorted(d["arrays"].items(), key=lambda kv: -(kv[1]["memory_bytes"] or 0))
     for name, a in rows[:12]:
         mem = a["memory_bytes"]
         ratio = f"{mem / a['disk_bytes']:.2f}" if mem and a["disk_bytes"] else "-"
-        lines.append(f"{name:<28} {a['dtype']:<8} {str(tuple(a['shape'])):<24} {str(tuple(a['chunks'] or ())):<22} "
+        shard = str(tuple(a["shards"])) if a.get("shards") else "-"
+        lines.append(f"{name:<28} {a['dtype']:<8} {str(tuple(a['shape'])):<24} {str(tuple(a['chunks'] or ())):<22} {shard:<22} "
                      f"{(mem or 0) / mb:>10.1f} {a['disk_bytes'] / mb:>9.1f} {ratio:>6}")
     if len(rows) > 12:
         lines.append(f"... and {len(rows) - 12} smaller arrays")

@@ -12,6 +12,18 @@ EPS = 1e-8  # added to each standard deviation, as neuralpredictors' ``corr`` do
 FEV_THRESHOLD = 0.15  # neurons below it are left out of the summary FEVE
 
 
+def check_finite(predictions: np.ndarray, trials: np.ndarray, neurons: np.ndarray) -> None:
+    """The one rule for missing predictions, the same for every metric: none may be NaN (or
+    infinite) where it is scored.  ``predictions`` is ``(samples, neurons)``, ``trials`` the trial
+    of each sample; a `ValueError` counts the bad values and names the first."""
+    bad = ~np.isfinite(predictions)
+    if bad.any():
+        s, k = np.argwhere(bad)[0]
+        raise ValueError(f"predictions: {int(bad.sum())} values are NaN or infinite, in {int(bad.any(axis=0).sum())} of "
+                         f"{bad.shape[1]} neurons (first: trial {trials[s]}, neuron {neurons[k]}); every scored "
+                         "prediction must be a number")
+
+
 def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-column correlation of two ``(samples, neurons)`` arrays: z-scores with ``ddof=0``
     and `EPS` added to each standard deviation, then the mean of their product."""

@@ -7,6 +7,8 @@ reliability panel, the test responses; so it stays quick for a full-size scan or
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
@@ -17,6 +19,28 @@ try:
     from matplotlib.figure import Figure  # no pyplot: no backend or global state is touched
 except ImportError as e:  # pragma: no cover - exercised in a subprocess without matplotlib
     raise ImportError("converter.plot needs matplotlib, which is not installed: pip install 'sensorium-zarr[plot]'") from e
+
+def figure_path(out) -> Path:
+    """Where ``show --out OUT`` writes: OUT, with ``.png`` added when it has no suffix.
+
+    Refused in one line (`StoreError`) before anything is drawn: an existing folder, or a format
+    matplotlib does not write.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ..errors import StoreError
+
+    out = Path(out)
+    if out.is_dir():
+        raise StoreError(f"{out}: is a folder; give the file to write, such as {out / 'overview.png'}")
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix[1:].lower() not in formats:
+        raise StoreError(f"{out}: matplotlib does not write {out.suffix} figures; name a .png, .pdf or .svg file "
+                         f"(or any of {', '.join(sorted(formats))})")
+    return out
+
 
 MAX_TRIALS = 200  # rows of the population-response panel
 N_IMAGES = 4

@@ -96,6 +96,7 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
     ds = _tier(ds, tier).sensorium.standardize()
     trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
     pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")
+    metrics.check_finite(pred, trials, neurons)
     resp = np.asarray(ds["responses"].values, dtype=np.float64)
     ids = ds[contract.IMAGE_ID].values
     fev, feve = metrics.fev(resp, pred, ids)
@@ -143,6 +144,8 @@ def read_predictions(path: str | os.PathLike, store_or_dataset=None, storage_opt
     ``image_ids``, ``prediction``, ``neuron_ids``; trials named by ``trial_idx``, which the
     store maps to file numbers)."""
     path = str(path)
+    if "://" not in path and not os.path.exists(path):
+        raise ValueError(f"{path}: does not exist")
     if path.lower().endswith(".csv"):
         return _from_csv(path, _dataset(store_or_dataset, storage_options))
     try:

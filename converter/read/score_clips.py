@@ -30,7 +30,10 @@ def score_clips(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = 
     if (ds[contract.N_FRAMES].values <= skip).all():
         raise ValueError(f"tier {tier!r}: no trial has frames after the first {skip}")
     resp = _frames(ds, np.asarray(ds["responses"].values, dtype=np.float64), skip)
-    values = metrics.corr(_frames(ds, predictions, skip), resp)
+    scored = _frames(ds, predictions, skip)  # the padding and the first frames may hold anything
+    trial_of = np.repeat(ds[contract.TRIAL].values, np.maximum(ds[contract.N_FRAMES].values - skip, 0))
+    metrics.check_finite(scored, trial_of, ds[contract.NEURON].values)
+    values = metrics.corr(scored, resp)
     out = xr.Dataset({"single_trial_correlation": (contract.NEURON, values)}, coords={contract.NEURON: ds[contract.NEURON].values})
     out.attrs = {"tier": tier, "n_trials": ds.sizes[contract.TRIAL], "n_neurons": ds.sizes[contract.NEURON], "n_frames_scored": len(resp),
                  "skipped_frames_per_trial": skip, "single_trial_correlation": float(values.mean())}

@@ -28,6 +28,14 @@ def labels(*values, what: str = "label") -> list:
     return flat
 
 
+def one_store_per_key(seen: dict, key: str, store) -> None:
+    """Record that ``store`` holds data key ``key``; a second store of one key is a `ValueError`
+    (loaders are keyed by data key: one of the two would be dropped)."""
+    if key in seen:
+        raise ValueError(f"{store}: holds data key {key!r}, as {seen[key]} does; give each mouse once")
+    seen[key] = store
+
+
 def neurons_where(info: Mapping[str, np.ndarray], n_neurons: int, area=None, layer=None) -> np.ndarray:
     """Positions of the neurons in any of the given areas and any of the given layers.
 

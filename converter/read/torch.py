@@ -26,7 +26,7 @@ from ..storage import open_group
 from .dataset import checked_root, read_statistics
 from .engine import open_reader
 from .normalize import Normalizer, add_channels
-from .select import neurons_where
+from .select import neurons_where, one_store_per_key
 
 DEFAULT_KEYS = contract.DATA_KEYS
 
@@ -322,6 +322,7 @@ def loaders(
         keys.append("pupil_center")
     tiers = [tier] if tier else list(contract.TIERS)
     out: dict[str, dict[str, DataLoader]] = {t: {} for t in tiers}
+    seen: dict[str, object] = {}
     for k, store in enumerate(stores):
         ds = MouseDataset(
             store,
@@ -332,6 +333,7 @@ def loaders(
             pupil_channels=add_eye_pos_as_channels,
             float32=True,
         )
+        one_store_per_key(seen, ds.data_key, store)
         ds.neurons = neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
         ids = image_ids[k] if image_ids else None
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)

@@ -276,7 +276,7 @@ def open_source(path: str | os.PathLike, storage_options: dict | None = None) ->
     """Open a dataset folder or a ``.zip`` for reading: a local path or a URL (``s3://...``)."""
     fs, p = filesystem(path, storage_options)
     if not fs.exists(p):
-        raise SourceError(str(path), "no such file or folder")
+        raise SourceError(str(path), "does not exist")
     if fs.isdir(p):
         return RemoteFolderSource(path, storage_options) if local_path(path) is None else FolderSource(path)
     if not p.lower().endswith(".zip"):

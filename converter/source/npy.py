@@ -38,6 +38,8 @@ class NpyHeader:
 
 def parse_header(buf: bytes | memoryview, path: str) -> NpyHeader:
     """Parse the header at the start of ``buf``; raise `SourceError` naming ``path``."""
+    if not len(buf):
+        raise SourceError(path, "empty file (0 bytes), not a .npy file")
     if len(buf) < 10 or bytes(buf[:6]) != MAGIC:
         raise SourceError(path, "not a .npy file (wrong magic bytes)")
     major = buf[6]

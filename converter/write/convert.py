@@ -18,7 +18,7 @@ from typing import NamedTuple
 from ..errors import SourceError, StorageError, StoreError, storage_error
 from ..progress import Progress
 from ..source import Source, open_source
-from ..storage import Location, check_creatable, local_path, tree_bytes
+from ..storage import Location, check_store_dest, local_path, tree_bytes
 from . import executors, layout
 from .executors import BlockWriter, Executor
 from .plan import Plan, estimate_bytes, made_from, plan, plan_record, root_attrs
@@ -156,7 +156,7 @@ def run(src: Location, dest: Location, *, overwrite: bool = False, executor=None
         storage_options: dict | None = None) -> Outcome:
     """`convert`, also telling whether it converted or found the store already complete."""
     run_blocks = executors.resolve(executor)
-    check_creatable(dest)
+    check_store_dest(dest, src)
     source = open_source(src, storage_options)
     try:
         p = plan(source)

@@ -84,7 +84,8 @@ class LocalState:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self.work = self.where = dest.with_name(dest.name + ".incomplete")
+        full = Path(os.path.abspath(dest))  # "." and "x/" name their folder
+        self.work = self.where = full.with_name(full.name + ".incomplete")
         self.store = self.work / "store"
         self.dir = self.work / "state"
         self.storage_options = None
