@@ -1,7 +1,8 @@
 """The chunk format this package writes, and the thread pool that encodes and decodes it.
 
-Chunks are ``bytes`` (little-endian) + Blosc, optionally inside ``sharding_indexed`` shards
-with their index at the end.  The writer encodes them here (`encode_chunks`,
+Chunks are ``bytes`` (little-endian) + Blosc + ``crc32c`` (a CRC-32C of the chunk after it, as
+Zarr v3's core codec writes it, so a damaged chunk is found on every read), optionally inside
+``sharding_indexed`` shards with their index (itself CRC-32C'd) at the end.  The writer encodes them here (`encode_chunks`,
 `encode_shard`) and the fast reader (`converter.read.engine`) decodes them on the same pool;
 zarr-python reads both (the tests compare the bytes with those zarr-python writes).
 """
@@ -48,6 +49,23 @@ def in_runs(fn, items) -> None:
 SHUFFLE = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}
 
 
+def with_crc32c(data: bytes) -> bytes:
+    """``data`` followed by its CRC-32C, little-endian: Zarr v3's ``crc32c`` codec."""
+    import google_crc32c
+
+    return data + int(google_crc32c.value(data)).to_bytes(4, "little")
+
+
+def checked(data: bytes, where: str) -> bytes:
+    """``data`` without its trailing CRC-32C, which must match (`ValueError` naming ``where``)."""
+    import google_crc32c
+
+    data = bytes(data)
+    if len(data) < 4 or int(google_crc32c.value(data[:-4])) != int.from_bytes(data[-4:], "little"):
+        raise ValueError(f"{where}: damaged (its CRC-32C does not match{'; truncated' if len(data) < 4 else ''})")
+    return data[:-4]
+
+
 def compressed_size(values: np.ndarray, cname: str, clevel: int, shuffle: str) -> int:
     """Bytes of ``values`` compressed as one Blosc frame with the store's settings."""
     return len(blosc.compress(np.ascontiguousarray(values), cname.encode(), clevel, SHUFFLE[shuffle]))
@@ -59,7 +77,7 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
 
     ``values`` sits at ``origin`` (a chunk corner) of an array of ``shape`` and covers its chunks
     whole, except at the array's far edges, where chunks are padded with ``fill_value`` as Zarr
-    pads them.  The bytes are those zarr-python writes (``bytes`` little-endian + Blosc).
+    pads them.  The bytes are those zarr-python writes (``bytes`` little-endian + Blosc + ``crc32c``).
     """
     if any(o % c for o, c in zip(origin, chunks)):
         raise ValueError(f"origin {origin} is not on the chunk grid {chunks}")
@@ -75,7 +93,7 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
             padded = np.full(chunks, fill_value, dtype=values.dtype)
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        out.append((idx, blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle])))
+        out.append((idx, with_crc32c(blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle]))))
     return out
 
 
@@ -107,7 +125,7 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
                 padded = np.zeros((part.shape[0], *inner[1:]), dtype=values.dtype)
                 padded[tuple(slice(0, n) for n in part.shape)] = part
                 part = padded
-            parts[k] = blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle])
+            parts[k] = with_crc32c(blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle]))
 
     in_runs(encode, range(len(cells)))
     index = np.full((*per, 2), MISSING, dtype="<u8")
@@ -116,5 +134,5 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
         index[idx] = offset, len(p)
         offset += len(p)
     raw_index = index.tobytes()
-    parts += [raw_index, np.uint32(google_crc32c.value(raw_index)).astype("<u4").tobytes()]
+    parts += [raw_index, int(google_crc32c.value(raw_index)).to_bytes(4, "little")]
     return b"".join(parts) if joined else parts

@@ -85,7 +85,7 @@ def test_encoded_shards_are_the_bytes_zarr_writes(tmp_path, n):
     rng = np.random.default_rng(n)
     values = (rng.random((n, 1, 6, 5)) * 255).round().astype("f4")
     z = zarr.create_array(tmp_path / "a.zarr", shape=values.shape, dtype="f4", chunks=(1, 1, 6, 5), shards=(1024, 1, 6, 5),
-                          compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")], fill_value=0)
+                          compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"), zarr.codecs.Crc32cCodec()], fill_value=0)
     z[...] = values
     ours = encode_shard(values, (1, 1, 6, 5), (1024, 1, 6, 5), "lz4", 5, "bitshuffle")
     assert (tmp_path / "a.zarr/c/0/0/0/0").read_bytes() == ours
@@ -100,7 +100,7 @@ def test_encoded_chunks_are_the_bytes_zarr_writes(tmp_path_factory, data, dtype,
     values[(0,) * len(shape)] = 1  # at least one chunk differs from the fill value (zarr skips those)
     path = tmp_path_factory.mktemp("chunks") / "a.zarr"
     z = zarr.create_array(path, shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
-                          compressors=[BloscCodec(cname="lz4", clevel=5, shuffle=shuffle)])
+                          compressors=[BloscCodec(cname="lz4", clevel=5, shuffle=shuffle), zarr.codecs.Crc32cCodec()])
     z[...] = values
     for idx, data_ in encode_chunks(values, (0,) * len(shape), chunks, shape, "lz4", 5, shuffle):
         written = path / "c" / "/".join(map(str, idx))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numcodecs import Zstd, blosc
 
-from ..chunks import MISSING, in_runs
+from ..chunks import MISSING, checked, in_runs
 from ..storage import local_path, open_array
 
 Selection = tuple  # one slice or 1-d integer array per axis (orthogonal indexing)
@@ -55,17 +55,25 @@ def _indices(sel, n: int) -> np.ndarray:
 
 
 def _decoder(codecs: list[dict]):
-    """``(dtype byte order, compressor or None)`` for ``[bytes, blosc?]``; None if unsupported."""
+    """``(dtype byte order, compressor or None, CRC-32C checked)`` for ``[bytes, blosc|zstd?, crc32c?]``;
+    None if unsupported."""
     if not codecs or codecs[0].get("name") != "bytes":
         return None
     endian = (codecs[0].get("configuration") or {}).get("endian", "little")
-    rest = codecs[1:]
+    crc = codecs[-1].get("name") == "crc32c" and len(codecs) > 1
+    rest = codecs[1:-1] if crc else codecs[1:]
+    found = _compressor(rest)
+    return None if found is None else (endian, found[0], crc)
+
+
+def _compressor(rest: list[dict]):
+    """``(decompress or None,)`` for ``[]``, ``[blosc]`` or ``[zstd]``; None for anything else."""
     if not rest:
-        return endian, None
+        return (None,)
     if len(rest) == 1 and rest[0].get("name") == "blosc":
-        return endian, blosc.decompress  # a Blosc frame describes its own settings
+        return (blosc.decompress,)  # a Blosc frame describes its own settings
     if len(rest) == 1 and rest[0].get("name") == "zstd":  # xarray's default for the coordinates
-        return endian, _ZSTD.decode
+        return (_ZSTD.decode,)
     return None
 
 
@@ -84,7 +92,8 @@ class ChunkReader:
     def __init__(self, path: Path, meta: dict, decoder, inner: tuple[int, ...] | None, index_crc: bool = False) -> None:
         self.path = Path(path)
         self.shape = tuple(meta["shape"])
-        endian, self._compressor = decoder
+        endian, self._compressor, self._crc = decoder
+        self._index_crc = index_crc
         self.dtype = np.dtype(meta["data_type"]).newbyteorder("<" if endian == "little" else ">")
         self.outer = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.chunks = inner or self.outer  # the unit of decoding
@@ -134,24 +143,40 @@ class ChunkReader:
         return self.path / self._sep.join(["c", *map(str, idx)])
 
     def _shard_index(self, shard: tuple[int, ...]) -> np.ndarray | None:
+        """The index of a shard (None: never written), its CRC-32C checked: swapped or damaged
+        entries would serve one trial's bytes as another's."""
         if shard not in self._indexes:
+            key = self._key(shard)
             try:
-                with open(self._key(shard), "rb") as f:
-                    f.seek(-self._index_bytes, os.SEEK_END)
-                    raw = f.read(16 * int(np.prod(self._per_shard)))
-                self._indexes[shard] = np.frombuffer(raw, "<u8").reshape(*self._per_shard, 2)
+                with open(key, "rb") as f:
+                    size = f.seek(0, os.SEEK_END)
+                    if size < self._index_bytes:
+                        raise ValueError(f"{key}: damaged (truncated to {size} bytes: shorter than its index)")
+                    f.seek(size - self._index_bytes)
+                    raw = f.read(self._index_bytes)
             except FileNotFoundError:
                 self._indexes[shard] = None
+                return None
+            if self._index_crc:
+                raw = checked(raw, f"{key} (shard index)")
+            index = np.frombuffer(raw, "<u8").reshape(*self._per_shard, 2)
+            present = index[..., 0] != MISSING
+            if present.any() and int((index[..., 0][present] + index[..., 1][present]).max()) > size - self._index_bytes:
+                raise ValueError(f"{key}: damaged (its index points past the end of the file: truncated)")
+            self._indexes[shard] = index
         return self._indexes[shard]
 
-    def _raw(self, idx: tuple[int, ...], fds: dict) -> bytes | None:
-        """Encoded bytes of the decoding chunk ``idx`` (None: never written, i.e. fill value).
+    def _payload(self, raw: bytes, idx: tuple[int, ...]) -> bytes:
+        """The encoded bytes of a chunk without their CRC-32C, which must match."""
+        return checked(raw, f"{self._key(idx)}" if not self.sharded else f"{self.path}: inner chunk {idx}") if self._crc else raw
 
-        ``fds`` caches open shard files for the duration of one read.
+    def _raw(self, idx: tuple[int, ...], fds: dict) -> bytes | None:
+        """Encoded bytes of the decoding chunk ``idx``, their CRC-32C checked and cut off (None: never
+        written, i.e. fill value).  ``fds`` caches open shard files for the duration of one read.
         """
         if not self.sharded:
             try:
-                return self._key(idx).read_bytes()
+                return self._payload(self._key(idx).read_bytes(), idx)
             except FileNotFoundError:
                 return None
         shard = tuple(i // n for i, n in zip(idx, self._per_shard))
@@ -164,7 +189,7 @@ class ChunkReader:
         fd = fds.get(shard)
         if fd is None:
             fd = fds[shard] = os.open(self._key(shard), os.O_RDONLY)
-        return os.pread(fd, int(nbytes), int(offset))
+        return self._payload(os.pread(fd, int(nbytes), int(offset)), idx)
 
     def _chunk(self, idx: tuple[int, ...], fds: dict, scratch: np.ndarray | None = None) -> np.ndarray:
         """One decoded chunk; into ``scratch`` (reused across chunks, no page faults) when given."""
@@ -211,7 +236,7 @@ class ChunkReader:
                     if fd is None:
                         fd = fds[shard] = os.open(self._key((shard, *rest)), os.O_RDONLY)
                     # out[k : k + 1], a view: out[k] of a 1-d array is a scalar (np.bool_ ones are shared singletons)
-                    decode(os.pread(fd, int(nbytes), int(offset)), out[k : k + 1])
+                    decode(self._payload(os.pread(fd, int(nbytes), int(offset)), (int(rows[k]), *rest)), out[k : k + 1])
 
         in_runs(fill, np.argsort(rows, kind="stable"))  # a run: rows stored next to each other
         return out
@@ -387,7 +412,7 @@ def read_coordinates(store: str | os.PathLike, names: Sequence[str], metadata: d
             data = raw.get(paths[n, idx])
             if data is None:
                 continue  # never written: the fill value
-            chunk = p["decode"](data).reshape(p["grid"])
+            chunk = p["decode"](checked(data, paths[n, idx]) if p["crc"] else data).reshape(p["grid"])
             where = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, p["grid"], p["shape"]))
             value[where] = chunk[tuple(slice(0, w.stop - w.start) for w in where)]
         out[n] = value
@@ -402,11 +427,12 @@ def _whole_plan(meta: dict | None) -> dict | None:
         if meta.get("chunk_key_encoding", {}).get("name", "default") != "default":
             return None
         codecs = meta["codecs"]
+        crc = len(codecs) > 1 and codecs[-1]["name"] == "crc32c"
         first = codecs[0]["name"] if codecs else None
-        compress = {"zstd": _ZSTD.decode, "blosc": blosc.decompress}
-        if len(codecs) > 2 or (len(codecs) == 2 and codecs[1]["name"] not in compress):
+        found = _compressor(codecs[1:-1] if crc else codecs[1:])
+        if found is None:
             return None
-        inflate = compress[codecs[1]["name"]] if len(codecs) == 2 else bytes
+        inflate = found[0] or bytes
         shape, grid = tuple(meta["shape"]), tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         if first == "vlen-utf8" and meta["data_type"] == "string":
             from numcodecs import VLenUTF8
@@ -423,7 +449,7 @@ def _whole_plan(meta: dict | None) -> dict | None:
             return None
         counts = [-(-s // c) for s, c in zip(shape, grid)]
         sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
-        return {"shape": shape, "grid": grid, "dtype": dtype, "fill": fill, "decode": decode, "sep": sep,
+        return {"shape": shape, "grid": grid, "dtype": dtype, "fill": fill, "decode": decode, "sep": sep, "crc": crc,
                 "chunks": list(itertools.product(*map(range, counts)))}
     except (KeyError, TypeError, ValueError, IndexError):
         return None

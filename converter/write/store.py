@@ -19,7 +19,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+
+# Every other array (coordinates, statistics, checksums, files): zstd, as xarray writes by default,
+# then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
+SMALL = {"compressors": [ZstdCodec(), Crc32cCodec()]}
 
 from .. import contract
 from ..chunks import encode_chunks, encode_shard
@@ -79,7 +83,7 @@ def _placeholder(v: DataVar) -> da.Array:
 
 
 def _encoding(v: DataVar) -> dict:
-    enc = {"chunks": v.chunks, "compressors": [blosc(v.codec)], "_FillValue": None}
+    enc = {"chunks": v.chunks, "compressors": [blosc(v.codec), Crc32cCodec()], "_FillValue": None}
     if v.shards is not None:
         enc["shards"] = v.shards
     return enc
@@ -125,7 +129,7 @@ def create_skeleton(
     for dim, names in labels.items():
         coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
     # every coordinate is one chunk: opening a store reads each with one request
-    encoding: dict[str, dict] = {name: {"_FillValue": None} for name in coords}
+    encoding: dict[str, dict] = {name: {"_FillValue": None, **SMALL} for name in coords}
     variables = {}
     copies = {}
     for key, v in data_vars.items():
@@ -142,7 +146,7 @@ def create_skeleton(
             {"derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
                         "(withheld by the source, not measured)"},
         )
-        encoding[v.withheld_name] = {"_FillValue": None}
+        encoding[v.withheld_name] = {"_FillValue": None, **SMALL}
     ds = xr.Dataset(variables, coords=coords)
     # mode "a": the folder already holds the conversion's state (and nothing else)
     ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
@@ -160,7 +164,7 @@ def create_skeleton(
     for group, stats in groups.items():
         sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
         sds.to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False,
-                    encoding={stat: {"_FillValue": None} for stat in stats}, **kw)
+                    encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **kw)
 
 
 _FILE_CHUNK = 1 << 20
@@ -186,7 +190,7 @@ def write_files(path, files: list[tuple[str, bytes, int]], storage_options: dict
         coords={"path": xr.Variable(("file",), np.array([f for f, *_ in files], dtype=np.dtypes.StringDType()),
                                     {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
-    encoding = {name: {"_FillValue": None, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
+    encoding = {name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
     ds.to_zarr(path, group=contract.FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
                **zarr_kwargs(path, storage_options))
 
@@ -272,7 +276,7 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
             attrs[contract.NPY_HEADER] = base64.b64encode(next(iter(headers[key]))).decode()
         # created at its own path: no parent group (nor the root) is written again, so a failure
         # here never leaves a root zarr.json behind in object storage
-        zarr.create_array(str(child(path, contract.checksums_path(key))), data=crc, chunks=(min(len(crc), 65536),),
+        zarr.create_array(str(child(path, contract.checksums_path(key))), data=crc, chunks=(min(len(crc), 65536),), **SMALL,
                           dimension_names=(contract.TRIAL,), attributes=attrs, overwrite=True, zarr_format=3, **kw)
         if contract.NPY_HEADER in attrs:
             open_array(path, key, storage_options, "r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
