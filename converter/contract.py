@@ -80,6 +80,12 @@ def decode_attrs(attrs: dict) -> dict:
     return {k: json.loads(v) if k in JSON_ATTRS and isinstance(v, str) else v for k, v in attrs.items()}
 
 
+def written_whole(attrs: dict) -> bool:
+    """Arrays this package fills chunk by chunk, every chunk (the per-trial data and their
+    trial-major copies): a chunk missing there is damage, never the fill value."""
+    return TRIAL_FIELD in str(attrs.get(SOURCE, "")) or COPY_OF in attrs
+
+
 def first_nan_frame(clip: np.ndarray) -> int:
     """Frames of one clip (frames on the last axis) before its first frame holding a NaN."""
     if clip.dtype.kind not in "fc":

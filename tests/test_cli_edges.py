@@ -221,3 +221,18 @@ def test_info_names_chunks_and_shards(mouse):
     assert rows.split()[4:6] == ["(1,", "10)"] and rows.split()[6:8] == ["(40,", "10)"]  # chunk, then shard
     tiles = next(line for line in r.stdout.splitlines() if line.startswith("responses "))
     assert tiles.split()[6] == "-"  # not sharded
+
+
+def test_convert_all_is_quiet_when_port_8787_is_taken(mouse, tmp_path):
+    import socket
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(mouse[1], tmp_path / "in")
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass  # already taken by something else: the same situation
+        r = run_cli("convert-all", tmp_path / "in", tmp_path / "out", "--workers", "1", "--quiet")
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -25,7 +25,7 @@ from ..source.npy import parse_header
 from ..storage import check_creatable, first_missing, open_group
 from ..write.layout import blocks, to_file_order
 from .schema import manifest, read_root
-from .verify import VerifyReport, block_trials, row_bits
+from .verify import VerifyReport, block_trials, damaged, row_bits
 
 
 def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
@@ -98,6 +98,8 @@ def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Callab
 def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20, storage_options: dict | None = None) -> VerifyReport:
     """Re-check every stored array against the CRC-32 of the file it came from."""
     report = VerifyReport(limit=limit, against="their checksums recorded at conversion")
+    if damaged(report, dest, read_root(dest, storage_options), storage_options):
+        return report
     for name, make, crc in source_files(dest, progress, storage_options):
         report.files_checked += 1
         try:

@@ -19,6 +19,7 @@ from .. import contract
 from ..contract import SCHEMA_VERSION
 from ..errors import StoreError
 from ..storage import child, exists, read_bytes
+from .damage import metadata_problems
 
 
 @functools.cache
@@ -140,7 +141,8 @@ def validate(path: str | os.PathLike, storage_options: dict | None = None) -> di
 
     Raises `StoreError` with the first problems found, on one line.
     """
-    m = manifest(read_root(path, storage_options))
+    root = read_root(path, storage_options)
+    m = manifest(root)
     version = m["attributes"].get("schema_version", SCHEMA_VERSION)
     try:
         schema = load_schema(version)
@@ -152,6 +154,7 @@ def validate(path: str | os.PathLike, storage_options: dict | None = None) -> di
         for e in sorted(validator.iter_errors(m), key=lambda e: list(map(str, e.absolute_path)))
     ]
     problems += cross_check(m)
+    problems += metadata_problems(path, root, storage_options)
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise StoreError(f"{path}: does not match schema {version}: " + "; ".join(problems[:3]) + more)

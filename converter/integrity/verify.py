@@ -19,6 +19,7 @@ from ..source import open_source, read_array, read_trials, scan
 from ..source.npy import to_native
 from ..storage import child, exists, open_group
 from ..write import layout
+from . import damage
 from .schema import manifest, read_root
 
 
@@ -104,6 +105,15 @@ def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> 
     return problems
 
 
+def damaged(report: VerifyReport, dest, root: dict, storage_options: dict | None) -> bool:
+    """Add a line per damaged object of the store to ``report`` (`converter.integrity.damage`);
+    True when there was any: its values cannot be compared then."""
+    found = damage.problems(dest, root, storage_options)
+    for problem in found:
+        report.add(problem)
+    return bool(found)
+
+
 def _same_source(source, inv, attrs: dict) -> bool | None:
     """Whether the store's recorded fingerprint is this source's, from the CRC-32s a zip lists in
     its directory (no file read); None when the source lists none (a folder)."""
@@ -154,9 +164,12 @@ def verify(
         raise ValueError(f"workers must be at least 1, not {workers}")
     if not exists(child(dest, "zarr.json"), storage_options) and exists(child(src, "zarr.json"), storage_options):
         raise StoreError(f"{dest} is not a store but {src} is: arguments swapped? (verify SRC DEST)")
-    m = manifest(read_root(dest, storage_options))
+    root = read_root(dest, storage_options)
+    m = manifest(root)
     by_source = {a["attributes"][contract.SOURCE]: path for path, a in m["arrays"].items() if contract.SOURCE in a["attributes"]}
     report = VerifyReport(limit=limit)
+    if damaged(report, dest, root, storage_options):
+        return report
     source = open_source(src, storage_options)
     try:
         inv = scan(source)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numcodecs import Zstd, blosc
 
+from .. import contract
 from ..chunks import MISSING, checked, in_runs
 from ..storage import local_path, open_array
 
@@ -99,6 +100,7 @@ class ChunkReader:
         self.chunks = inner or self.outer  # the unit of decoding
         self.sharded = inner is not None
         self.fill_value = np.array(meta.get("fill_value") or 0).astype(self.dtype.newbyteorder("="))
+        self._whole = contract.written_whole(meta.get("attributes", {}))  # a missing chunk is damage there
         self._sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
         self._per_shard = tuple(o // c for o, c in zip(self.outer, self.chunks))
         self._indexes: dict[tuple[int, ...], np.ndarray | None] = {}
@@ -166,6 +168,12 @@ class ChunkReader:
             self._indexes[shard] = index
         return self._indexes[shard]
 
+    def _missing(self, where) -> None:
+        """A chunk never written: the fill value, except in an array written whole (damage)."""
+        if self._whole:
+            raise ValueError(f"{where}: damaged (missing: the store's per-trial data are written whole)")
+        return None
+
     def _payload(self, raw: bytes, idx: tuple[int, ...]) -> bytes:
         """The encoded bytes of a chunk without their CRC-32C, which must match."""
         return checked(raw, f"{self._key(idx)}" if not self.sharded else f"{self.path}: inner chunk {idx}") if self._crc else raw
@@ -178,14 +186,14 @@ class ChunkReader:
             try:
                 return self._payload(self._key(idx).read_bytes(), idx)
             except FileNotFoundError:
-                return None
+                return self._missing(self._key(idx))
         shard = tuple(i // n for i, n in zip(idx, self._per_shard))
         index = self._shard_index(shard)
         if index is None:
-            return None
+            return self._missing(self._key(shard))
         offset, nbytes = index[tuple(i % n for i, n in zip(idx, self._per_shard))]
         if offset == MISSING:
-            return None
+            return self._missing(f"{self._key(shard)}: inner chunk {idx}")
         fd = fds.get(shard)
         if fd is None:
             fd = fds[shard] = os.open(self._key(shard), os.O_RDONLY)
@@ -229,6 +237,7 @@ class ChunkReader:
                 for k in ks.tolist():
                     offset, nbytes = entries[k]
                     if offset == MISSING:
+                        self._missing(f"{self._key((int(shard_of[k]), *rest))}: inner chunk of row {int(rows[k])}")
                         out[k] = self.fill_value
                         continue
                     shard = int(shard_of[k])

@@ -62,7 +62,8 @@ def _client(scheduler: str | None, workers: int | None):
         return
     n = workers or os.cpu_count() or 1
     with _workers_ignore_ctrl_c():
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        # its HTTP server on a free loopback port: 8787 may be another cluster's, and a warning would say so
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                                silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
