@@ -149,3 +149,23 @@ def test_open_mouse_coordinates_equal_plain_xarray(make_store, clip_store):
         want = xr.open_zarr(store).coords.to_dataset().compute()
         xr.testing.assert_identical(ds.coords.to_dataset(), want)
         assert all(isinstance(c.variable._data, np.ndarray) or c.name in ds.indexes for c in ds.coords.values())
+
+
+@pytest.mark.parametrize("select", [
+    lambda ds: ds.sensorium.tier("test", "test"),
+    lambda ds: ds.sensorium.images([int(ds.image_id[0]), int(ds.image_id[0])]),
+    lambda ds: ds.sensorium.neurons(unit_ids=[int(ds.neuron[1]), int(ds.neuron[1])]),
+    lambda ds: ds.sensorium.neurons(area=["V1", "V1"]),
+], ids=["tier", "image_id", "unit id", "area"])
+def test_every_selection_refuses_a_label_given_twice(make_store, select):
+    ds = converter.open_mouse(make_store())
+    with pytest.raises(ValueError, match="given twice"):
+        select(ds)
+
+
+def test_every_selection_takes_one_value_or_a_list(make_store):
+    ds = converter.open_mouse(make_store())
+    image, unit = int(ds.image_id[0]), int(ds.neuron[1])
+    assert ds.sensorium.images(image).trial.values.tolist() == ds.sensorium.images([image]).trial.values.tolist()
+    assert ds.sensorium.neurons(unit_ids=unit).neuron.values.tolist() == [unit]
+    assert ds.sensorium.neurons(area="V1").sizes == ds.sensorium.neurons(area=["V1"]).sizes

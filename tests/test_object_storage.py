@@ -89,7 +89,7 @@ def test_plain_xarray_reads_a_store_in_s3(s3, make_dataset, make_store):
 
 def test_missing_locations_fail_in_one_line(s3, make_dataset, tmp_path):
     r = run_cli("info", "s3://data/nothing.zarr")
-    assert r.returncode == 2 and "s3://data/nothing.zarr: not a Zarr store" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "s3://data/nothing.zarr: does not exist" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("convert", "s3://data/nothing.zip", tmp_path / "m.zarr")
     assert r.returncode == 2 and "s3://data/nothing.zip: does not exist" in r.stderr
 
@@ -212,7 +212,7 @@ def test_object_storage_failures_are_one_line_naming_the_url(s3, make_dataset, t
         (["convert", src, "s3://data/y.zarr"], no_keys, "s3://data/y.zarr: Unable to locate credentials", 3),
         (["info", "s3://data/x.zarr", "--storage-option", "endpoint_url=http://127.0.0.1:9"],
          {**os.environ, "AWS_MAX_ATTEMPTS": "1"}, "s3://data/x.zarr: Could not connect to the endpoint URL", 3),
-        (["info", "s3://no-such-bucket/x.zarr"], None, "s3://no-such-bucket/x.zarr: not a Zarr store", 2),
+        (["info", "s3://no-such-bucket/x.zarr"], None, "s3://no-such-bucket/x.zarr: does not exist", 2),
         (["convert", src, "s3://no-such-bucket/y.zarr"], None, "s3://no-such-bucket/y.zarr: The specified bucket does not exist", 3),
     ]
     if importlib.util.find_spec("gcsfs") is None:

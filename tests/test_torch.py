@@ -144,3 +144,13 @@ def test_unknown_tiers_and_image_ids_are_errors(make_store):
     train_ids = MouseDataset(store, tier="train").image_ids
     with pytest.raises(ValueError, match=r"no trial shows image_ids \[123456789\]"):
         loaders([store], batch_size=4, tier="train", image_ids=[[int(train_ids[0]), 123456789]])
+
+
+def test_loaders_refuse_a_neuron_or_image_given_twice(make_store):
+    store = make_store("none")
+    unit = int(MouseDataset(store).unit_ids[0])
+    with pytest.raises(ValueError, match="neuron id .* given twice"):
+        loaders([store], batch_size=4, neuron_ids=[[unit, unit]])
+    image = int(MouseDataset(store, tier="train").image_ids[0])
+    with pytest.raises(ValueError, match="image_id .* given twice"):
+        loaders([store], batch_size=4, tier="train", image_ids=[[image, image]])

@@ -40,7 +40,7 @@ class SensoriumAccessor:
 
     def images(self, image_ids: Iterable[int] | int) -> xr.Dataset:
         """Every trial that showed one of ``image_ids`` (repeats included), in trial order."""
-        return self._ds.isel(trial=np.flatnonzero(np.isin(self._image_ids(), as_list(image_ids))))
+        return self._ds.isel(trial=np.flatnonzero(np.isin(self._image_ids(), labels(image_ids, what="image_id"))))
 
     def _image_ids(self) -> np.ndarray:
         if contract.IMAGE_ID not in self._ds.coords:
@@ -54,7 +54,7 @@ class SensoriumAccessor:
         if unit_ids is not None:
             if area is not None or layer is not None:
                 raise ValueError("select neurons either by unit_ids or by area/layer, not both")
-            return ds.sel(neuron=as_list(unit_ids))
+            return ds.sel(neuron=labels(unit_ids, what="unit id"))
         info = {k: ds[k].values for k in (contract.AREA, contract.LAYER) if k in ds.coords}
         return ds.isel(neuron=neurons_where(info, ds.sizes[contract.NEURON], area, layer))
 

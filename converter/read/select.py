@@ -47,5 +47,5 @@ def neurons_where(info: Mapping[str, np.ndarray], n_neurons: int, area=None, lay
             continue
         if name not in info:
             raise ValueError(f"cannot select neurons by {name}: this store has no {name} coordinate")
-        keep &= np.isin(np.asarray(info[name], dtype=object), as_list(wanted))
+        keep &= np.isin(np.asarray(info[name], dtype=object), labels(wanted, what=name))
     return np.flatnonzero(keep)

@@ -26,7 +26,7 @@ from ..storage import open_group
 from .dataset import checked_root, read_statistics
 from .engine import open_reader
 from .normalize import Normalizer, add_channels
-from .select import neurons_where, one_store_per_key
+from .select import labels, neurons_where, one_store_per_key
 
 DEFAULT_KEYS = contract.DATA_KEYS
 
@@ -265,7 +265,7 @@ def neuron_positions(ds: StoreDataset, areas, layers, neuron_ids) -> np.ndarray 
             raise ValueError("neuron_ids cannot be combined with areas or layers")
         pos = {int(u): k for k, u in enumerate(ds.unit_ids)}
         try:
-            return np.array([pos[int(u)] for u in neuron_ids], dtype=np.intp)
+            return np.array([pos[int(u)] for u in labels([int(u) for u in neuron_ids], what="neuron id")], dtype=np.intp)
         except KeyError as e:
             raise ValueError(f"{ds.store}: no neuron with unit id {e.args[0]}") from None
     if areas is None and layers is None:
@@ -335,7 +335,7 @@ def loaders(
         )
         one_store_per_key(seen, ds.data_key, store)
         ds.neurons = neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
-        ids = image_ids[k] if image_ids else None
+        ids = labels([int(i) for i in image_ids[k]], what="image_id") if image_ids else None
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)
         if tier is not None and tier not in set(ds.tiers.tolist()):
             raise ValueError(f"{store}: no tier {tier!r}; the store has {sorted(set(ds.tiers.tolist()))}")
