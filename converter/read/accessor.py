@@ -187,9 +187,9 @@ class Repeats:
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
-        order = np.argsort(ds[contract.IMAGE_ID].values, kind="stable")
-        self._ds = ds if np.all(order == np.arange(len(order))) else ds.isel(trial=order)
-        ids = self._ds[contract.IMAGE_ID].values
+        self._ds = ds  # read in stored order (contiguous); the rows of an image are found by ``_order``
+        self._order = np.argsort(ds[contract.IMAGE_ID].values, kind="stable")
+        ids = ds[contract.IMAGE_ID].values[self._order]
         self._starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], dtype=np.intp)
         self.image_ids = ids[self._starts]
 
@@ -210,7 +210,7 @@ class Repeats:
 
             def compute(var=var, axis=axis, dtype=dtype) -> np.ndarray:
                 x = np.moveaxis(np.asarray(var.values), axis, 0)
-                return np.moveaxis(group_reduce(x, self._starts, stat, ddof).astype(dtype, copy=False), 0, axis)
+                return np.moveaxis(group_reduce(x, self._starts, stat, ddof, self._order).astype(dtype, copy=False), 0, axis)
 
             dims = tuple(contract.IMAGE_ID if d == "trial" else d for d in var.dims)
             out[name] = xr.Variable(dims, indexing.LazilyIndexedArray(_Reduction(compute, shape, dtype)), var.attrs)
@@ -250,18 +250,30 @@ class _Reduction(BackendArray):
         return self._value[key]
 
 
-def group_reduce(x: np.ndarray, starts: np.ndarray, stat: str, ddof: int = 0) -> np.ndarray:
-    """``stat`` (mean, var, std or count) over runs of rows of ``x`` starting at ``starts``.
+def group_reduce(x: np.ndarray, starts: np.ndarray, stat: str, ddof: int = 0, order: np.ndarray | None = None) -> np.ndarray:
+    """``stat`` (mean, var, std or count) over runs of rows of ``x[order]`` starting at ``starts``
+    (``order`` default: the rows as they are; ``x`` itself is never reordered).
 
     One vectorised sum per run, in float64 (a loop over runs: NumPy's cumulative sums and
     ``reduceat`` along rows are ~40x slower per element here).  NaN is skipped; a run with no
     more than ``ddof`` values gives NaN.
     """
     x = np.asarray(x)
+    order = np.arange(len(x)) if order is None else np.asarray(order)
     out = np.empty((len(starts), *x.shape[1:]), dtype=np.int64 if stat == "count" else np.float64)
     nan = x.dtype.kind == "f" and bool(np.isnan(x.sum(dtype=np.float64)))  # a NaN (or inf - inf) somewhere
-    for g, (a, b) in enumerate(zip(starts.tolist(), [*starts[1:].tolist(), len(x)])):
-        rows = x[a:b].astype(np.float64)
+    sizes = np.diff(np.r_[starts, len(x)])
+    if not nan:  # runs of one row (every image shown once: most of a scan) in one step
+        one = sizes == 1
+        rows = x[order[starts[one]]]
+        out[one] = 1 if stat == "count" else rows if stat == "mean" else np.where(1 - ddof > 0, 0.0, np.nan)
+        starts, sizes, where = starts[~one], sizes[~one], np.flatnonzero(~one)
+    else:
+        where = np.arange(len(starts))
+    for g, a, b in zip(where.tolist(), starts.tolist(), (starts + sizes).tolist()):
+        at = order[a:b]
+        contiguous = at[-1] - at[0] == b - a - 1 and bool(np.all(np.diff(at) == 1))  # the store keeps repeats together
+        rows = (x[at[0] : at[-1] + 1] if contiguous else x[at]).astype(np.float64)
         n = (~np.isnan(rows)).sum(axis=0) if nan else b - a
         if stat == "count":
             out[g] = n

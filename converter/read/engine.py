@@ -174,7 +174,7 @@ class ChunkReader:
             raise ValueError(f"{where}: damaged (missing: the store's per-trial data are written whole)")
         return None
 
-    def _payload(self, raw: bytes, idx: tuple[int, ...]) -> bytes:
+    def _payload(self, raw: bytes, idx: tuple[int, ...]) -> bytes | memoryview:
         """The encoded bytes of a chunk without their CRC-32C, which must match."""
         return checked(raw, f"{self._key(idx)}" if not self.sharded else f"{self.path}: inner chunk {idx}") if self._crc else raw
 

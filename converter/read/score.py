@@ -23,13 +23,15 @@ def _dataset(store_or_dataset, storage_options: dict | None = None) -> xr.Datase
     return open_mouse(store_or_dataset, storage_options=storage_options)
 
 
-def _tier(ds: xr.Dataset, tier: str) -> xr.Dataset:
-    """The tier's trials in file order, refusing withheld responses (never scored as zeros)."""
+def _tier(ds: xr.Dataset, tier: str, file_order: bool = True) -> xr.Dataset:
+    """The tier's trials (in file order, or as stored: one contiguous read), refusing withheld
+    responses (never scored as zeros)."""
     name = ds.attrs.get("dataset", "this store")
     if contract.TIER not in ds.coords or tier not in set(ds[contract.TIER].values.tolist()):
         have = sorted(set(ds[contract.TIER].values.tolist())) if contract.TIER in ds.coords else []
         raise ValueError(f"{name}: no tier {tier!r} to score (it has {have})")
-    sel = ds.sensorium.tier(tier).sortby(contract.TRIAL)
+    sel = ds.sensorium.tier(tier)
+    sel = sel.sortby(contract.TRIAL) if file_order else sel
     withheld = int(sel.sensorium.withheld("responses").sum())
     if withheld:
         raise ValueError(f"{name}: the responses of tier {tier!r} are withheld ({withheld} of {sel.sizes[contract.TRIAL]} "
@@ -129,7 +131,7 @@ def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict |
     trials with identical videos, compared frame by frame (`oracle_clips`)."""
     ds = _dataset(store_or_dataset, storage_options)
     tier = _default_tier(ds, tier)
-    ds = _tier(ds, tier)
+    ds = _tier(ds, tier, file_order=False)  # the jackknife pairs each repeat with its own image's others: any order
     if ds.sensorium.is_video:
         values = oracle_clips(ds)
     else:
