@@ -42,6 +42,8 @@ def mouse(tmp_path_factory):
     folder = converter.make_sample(d / "src", trials=40, neurons=10, image_shape=(8, 16))
     zipped = converter.make_sample(d / "zips", trials=40, neurons=10, image_shape=(8, 16), as_zip=True)
     store = converter.convert(zipped, d / "m.zarr", progress=False)
+    r = converter.open_mouse(store).sensorium.standardize().responses
+    r.to_dataset(name="prediction").to_zarr(d / "pred.zarr", zarr_format=3, consolidated=False)  # perfect predictions
     return folder, zipped, store
 
 
@@ -138,16 +140,22 @@ def _commands(mouse, out: Path):
         "export --zip": (["export", store, out / "z", "--zip"], [("converter.integrity.export:file_bytes", 20)], [out / "z"]),
         "info": (["info", store], [("converter.read.dataset:tree_bytes", 2)], []),
         "validate": (["validate", store], [("converter.integrity.schema:cross_check", 1)], []),
+        "score": (["score", store, store.parent / "pred.zarr"], [("converter.read.score:score", 1)], []),
+        "show": (["show", store, "--out", out / "page.png", "--dpi", "30"], [("converter.read.plot:overview", 1)], [out / "page.png"]),
+        "convert-all": (["convert-all", zipped.parent, out / "all", "--workers", "1", "--quiet"],
+                        [("converter.write.convert:create_skeleton", 1)], []),
     }
 
 
 AFTER_THE_WORK = ("converter.cli:_report", 1)  # the work is done, its result not yet printed
-CTRL_C = [(cmd, point) for cmd in ("sample", "convert", "verify SRC DEST", "verify DEST", "export", "export --zip", "info", "validate")
-          for point in ("during", "after")]
+CTRL_C = [(cmd, point) for cmd in ("sample", "convert", "verify SRC DEST", "verify DEST", "export", "export --zip", "info", "validate",
+                                    "score", "show", "convert-all") for point in ("during", "after")]
 
 
 @pytest.mark.parametrize("cmd,point", CTRL_C, ids=[f"{c}-{p}" for c, p in CTRL_C])
 def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(mouse, tmp_path, cmd, point):
+    if cmd == "show":
+        pytest.importorskip("matplotlib")
     argv, during, gone = _commands(mouse, tmp_path)[cmd]
     for k, (target, nth) in enumerate(during if point == "during" else [AFTER_THE_WORK]):
         flag = tmp_path / f"flag{k}"
@@ -156,7 +164,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(mouse, tmp_path, cmd, poi
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)  # delivered while paused: in the work, or between the work and its report
         r = release(proc, flag)
-        said = RESUMES if cmd == "convert" and target.endswith("write_block") else "sensorium-zarr: interrupted\n"
+        said = RESUMES if (cmd, point) in (("convert", "during"), ("convert-all", "after"), ("convert-all", "during")) and not \
+            target.endswith(":plan") else "sensorium-zarr: interrupted\n"
         assert r.returncode == 130 and r.stderr == said, (target, r.returncode, r.stderr[-2000:])
         assert r.stdout.strip() == "", r.stdout  # no result claimed (no "OK", no path)
         for p in gone:  # nothing half-written that could pass for complete, and no empty folder
