@@ -133,18 +133,18 @@ def test_multi_worker_loading(clip_store):
 def test_every_start_method_seed_and_kind(make_store, clip_store, context, seed, kind):
     """Workers under every start method, with and without a seed, for both kinds of loader; with a
     seed, two runs give the same batches (a torch generator is never pickled into a worker)."""
-    def first_batches():
+    def epoch():
         if kind == "2022":
             dls = loaders([make_store()], batch_size=8, tier="train", seed=seed, num_workers=2, multiprocessing_context=context)
         else:
             dls = video_loaders([clip_store], 4, frames=10, tier="train", seed=seed, num_workers=2, multiprocessing_context=context)
-        return [b["responses"] for b, _ in zip(next(iter(dls["train"].values())), range(3))]
+        return [b["responses"] for b in next(iter(dls["train"].values()))]  # the whole epoch: workers shut down cleanly
 
-    a = first_batches()
-    assert len(a) == 3 and all(x.shape[0] > 0 for x in a)
+    a = epoch()
+    assert len(a) >= 2 and all(x.shape[0] > 0 for x in a)
     if seed is not None:
-        b = first_batches()
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        b = epoch()
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_two_stores_of_one_mouse_are_refused(make_store, clip_store, tmp_path):
