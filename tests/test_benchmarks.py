@@ -11,6 +11,8 @@ pytest.importorskip("torch")
 
 from benchmarks import run  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 def test_tiny_benchmark_run_writes_every_output(tmp_path):
     result = run.run("tiny", data=tmp_path / "data", out=tmp_path / "out")

@@ -68,6 +68,7 @@ def _convert_dest_cases(mouse, tmp: Path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_convert_refuses_every_dest_that_cannot_be_a_store_and_leaves_nothing(mouse, tmp_path, overwrite):
     folder, zipped, _ = mouse
@@ -152,6 +153,7 @@ CTRL_C = [(cmd, point) for cmd in ("sample", "convert", "verify SRC DEST", "veri
                                     "score", "show", "convert-all") for point in ("during", "after")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cmd,point", CTRL_C, ids=[f"{c}-{p}" for c, p in CTRL_C])
 def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(mouse, tmp_path, cmd, point):
     if cmd == "show":
@@ -232,6 +234,7 @@ def test_info_names_chunks_and_shards(mouse):
     assert tiles.split()[6] == "-"  # not sharded
 
 
+@pytest.mark.slow
 def test_convert_all_is_quiet_when_port_8787_is_taken(mouse, tmp_path):
     import socket
 

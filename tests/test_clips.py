@@ -127,6 +127,7 @@ def test_multi_worker_loading(clip_store):
     assert n == len(next(iter(out["train"].values())).sampler)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize("seed", [None, 1])
 @pytest.mark.parametrize("kind", ["2022", "2023"])

@@ -17,7 +17,7 @@ import pytest
 import converter
 
 OTHER = os.environ.get("SENSORIUM_ZARR_OTHER_PYTHON")
-pytestmark = pytest.mark.skipif(not OTHER, reason="SENSORIUM_ZARR_OTHER_PYTHON is not set (.ci/run sets it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not OTHER, reason="SENSORIUM_ZARR_OTHER_PYTHON is not set (.ci/run sets it)")]
 
 
 def in_other(code: str, *args) -> dict:

@@ -21,6 +21,8 @@ from converter.read.engine import open_reader
 
 from .conftest import run_cli
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def mouse(tmp_path_factory):

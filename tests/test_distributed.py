@@ -18,6 +18,8 @@ from .conftest import run_cli
 
 distributed = pytest.importorskip("distributed")
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):

@@ -24,6 +24,9 @@ from converter import cli
 from .conftest import run_cli, sigint_as_at_a_terminal
 from .test_robustness import chunk_files
 
+pytestmark = pytest.mark.slow
+
+
 ROOT = Path(__file__).resolve().parent.parent
 RESUMES = "sensorium-zarr: interrupted; the work done so far is kept: run the same command again to resume\n"
 

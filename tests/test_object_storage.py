@@ -21,6 +21,9 @@ from .conftest import run_cli
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
+pytestmark = pytest.mark.slow
+
+
 def test_convert_from_a_zip_and_a_folder_in_s3(s3, make_dataset, tmp_path):
     endpoint, fs = s3
     zip_path, folder = make_dataset("sensorium", True), make_dataset()

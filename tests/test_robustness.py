@@ -64,6 +64,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
     raise AssertionError("conversion neither reached the kill point nor finished")
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_points_then_resume(four_blocks, reference_store, tmp_path):
     dest = tmp_path / "m.zarr"
     state = tmp_path / "m.zarr.incomplete" / "state"

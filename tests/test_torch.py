@@ -113,6 +113,7 @@ def test_loaders_channels_neurons_and_images(make_dataset, make_store):
     assert got.shape == (5, 40) and bits(got[np.lexsort(got.T[::-1])]) == bits(want[np.lexsort(want.T[::-1])])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_multi_worker_loading(make_store, context):
     stores = [make_store("none"), make_store("sensorium+")]
