@@ -46,7 +46,8 @@ def sensorium_results(store, tmp_path, monkeypatch, clips=False) -> dict:
     return {a.name: a.sensorium(ds) for a in C.ANALYSES if a.clips == clips}
 
 
-def files_results(folder, clips=False) -> dict:
+def files_results(folder, tmp_path, monkeypatch, clips=False) -> dict:
+    monkeypatch.chdir(tmp_path)  # the NumPy loop writes analysis 8's NetCDF file here
     tree = C.FileTree(folder)
     return {a.name: a.files(tree) for a in C.ANALYSES if a.clips == clips}
 
@@ -110,18 +111,18 @@ def mouse(make_dataset, make_store):
     return make_dataset(**kw), make_store(**kw)
 
 
-def test_plain_xarray_in_a_process_without_converter_matches_the_files(mouse, tmp_path):
+def test_plain_xarray_in_a_process_without_converter_matches_the_files(mouse, tmp_path, monkeypatch):
     folder, store = mouse
-    check_2022(plain_results(store, tmp_path), files_results(folder))
+    check_2022(plain_results(store, tmp_path), files_results(folder, tmp_path, monkeypatch))
 
 
 def test_open_mouse_and_ds_sensorium_match_the_files(mouse, tmp_path, monkeypatch):
     folder, store = mouse
-    check_2022(sensorium_results(store, tmp_path, monkeypatch), files_results(folder))
+    check_2022(sensorium_results(store, tmp_path, monkeypatch), files_results(folder, tmp_path, monkeypatch))
 
 
 def test_the_2023_analysis_plain_and_through_open_mouse(clips, clip_store, tmp_path, monkeypatch):
-    want = files_results(clips, clips=True)
+    want = files_results(clips, tmp_path, monkeypatch, clips=True)
     check_2023(plain_results(clip_store, tmp_path, clips=True), want)
     check_2023(sensorium_results(clip_store, tmp_path, monkeypatch, clips=True), want)
 
