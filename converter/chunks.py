@@ -76,6 +76,25 @@ def compressed_size(values: np.ndarray, cname: str, clevel: int, shuffle: str) -
     return len(blosc.compress(np.ascontiguousarray(values), cname.encode(), clevel, SHUFFLE[shuffle]))
 
 
+def index_bytes(entries: int, crc: bool) -> int:
+    """Bytes of a shard's index at its end: 16 per inner chunk, and its CRC-32C."""
+    return 16 * entries + (4 if crc else 0)
+
+
+def shard_index(tail: bytes, size: int, entries: int, crc: bool, where: str) -> np.ndarray:
+    """The ``(entries, 2)`` index (offset, length) of a shard of ``size`` bytes, from its last
+    `index_bytes`; a `ValueError` naming ``where`` when the shard is shorter than its index, the
+    index's CRC-32C fails, or an entry points past the chunks (the shard was cut short)."""
+    n = index_bytes(entries, crc)
+    if size < n:
+        raise ValueError(f"{where}: damaged (truncated to {size} bytes: shorter than its index)")
+    index = np.frombuffer(checked(tail, where) if crc else tail, "<u8").reshape(entries, 2)
+    present = index[:, 0] != MISSING
+    if present.any() and int(index[present].sum(axis=1).max()) > size - n:
+        raise ValueError(f"{where}: damaged (its index points past the end of the file: truncated)")
+    return index
+
+
 def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...],
                   cname: str, clevel: int, shuffle: str, fill_value=0) -> list[tuple[tuple[int, ...], bytes]]:
     """``(chunk index, encoded bytes)`` for every chunk of an unsharded array that ``values`` covers.

@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .. import contract
-from ..chunks import MISSING, checked
+from ..chunks import MISSING, checked, index_bytes, shard_index
 from ..storage import filesystem
 
 
@@ -77,9 +77,9 @@ def chunk_problems(path, root: dict, storage_options: dict | None = None) -> lis
                     if whole:
                         problems.append(f"{where}: missing")
                     continue
-                problem = _check(data, layout)
+                problem = _check(data, layout, where)
                 if problem:
-                    problems.append(f"{where}: damaged ({problem})")
+                    problems.append(problem)
     return problems
 
 
@@ -100,30 +100,20 @@ def _layout(meta: dict) -> dict | None:
     return {"sep": sep, "grid": grid, "shard": None, "crc": [c.get("name") for c in codecs][-1:] == ["crc32c"]}
 
 
-def _check(data: bytes, layout: dict) -> str | None:
-    """What is wrong with one chunk or shard file, or None."""
+def _check(data: bytes, layout: dict, where: str) -> str | None:
+    """The one line that says what is wrong with one chunk or shard file, or None."""
     try:
         if layout["shard"] is None:
             if layout["crc"]:
-                checked(data, "")
+                checked(data, where)
             return None
-        index_bytes = 16 * layout["shard"] + (4 if layout["index_crc"] else 0)
-        if len(data) < index_bytes:
-            return f"truncated to {len(data)} bytes: shorter than its index"
-        raw = data[len(data) - index_bytes :]
-        if layout["index_crc"]:
-            raw = checked(raw, "")
-        index = np.frombuffer(raw, "<u8").reshape(-1, 2)
-        body = len(data) - index_bytes
-        for offset, nbytes in index.tolist():
-            if offset == int(MISSING):
-                continue
-            if offset + nbytes > body:
-                return "its index points past the end of the file: truncated"
-            if layout["crc"]:
-                checked(data[offset : offset + nbytes], "")
+        n = index_bytes(layout["shard"], layout["index_crc"])
+        index = shard_index(data[max(0, len(data) - n) :], len(data), layout["shard"], layout["index_crc"], where)
+        if layout["crc"]:
+            for offset, nbytes in index[index[:, 0] != MISSING].tolist():
+                checked(data[offset : offset + nbytes], f"{where}: inner chunk at byte {offset}")
     except ValueError as e:
-        return "its CRC-32C does not match" if "CRC-32C" in str(e) else str(e).lstrip(": ")
+        return str(e)
     return None
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from numcodecs import Zstd, blosc
 
 from .. import contract
-from ..chunks import MISSING, checked, in_runs
+from ..chunks import MISSING, checked, in_runs, index_bytes, shard_index
 from ..storage import local_path, open_array
 
 Selection = tuple  # one slice or 1-d integer array per axis (orthogonal indexing)
@@ -104,7 +104,7 @@ class ChunkReader:
         self._sep = (meta.get("chunk_key_encoding", {}).get("configuration") or {}).get("separator", "/")
         self._per_shard = tuple(o // c for o, c in zip(self.outer, self.chunks))
         self._indexes: dict[tuple[int, ...], np.ndarray | None] = {}
-        self._index_bytes = 16 * int(np.prod(self._per_shard)) + (4 if index_crc else 0)  # at a shard's end
+        self._index_bytes = index_bytes(int(np.prod(self._per_shard)), index_crc)  # at a shard's end
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, meta: dict | None = None) -> ChunkReader | None:
@@ -152,20 +152,13 @@ class ChunkReader:
             try:
                 with open(key, "rb") as f:
                     size = f.seek(0, os.SEEK_END)
-                    if size < self._index_bytes:
-                        raise ValueError(f"{key}: damaged (truncated to {size} bytes: shorter than its index)")
-                    f.seek(size - self._index_bytes)
-                    raw = f.read(self._index_bytes)
+                    f.seek(max(0, size - self._index_bytes))
+                    tail = f.read(self._index_bytes)
             except FileNotFoundError:
                 self._indexes[shard] = None
                 return None
-            if self._index_crc:
-                raw = checked(raw, f"{key} (shard index)")
-            index = np.frombuffer(raw, "<u8").reshape(*self._per_shard, 2)
-            present = index[..., 0] != MISSING
-            if present.any() and int((index[..., 0][present] + index[..., 1][present]).max()) > size - self._index_bytes:
-                raise ValueError(f"{key}: damaged (its index points past the end of the file: truncated)")
-            self._indexes[shard] = index
+            entries = int(np.prod(self._per_shard))
+            self._indexes[shard] = shard_index(tail, size, entries, self._index_crc, str(key)).reshape(*self._per_shard, 2)
         return self._indexes[shard]
 
     def _missing(self, where) -> None:
