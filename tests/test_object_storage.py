@@ -239,7 +239,8 @@ def test_both_states_keep_the_same_records(s3, tmp_path, kind):
     for name in (n for n in vars(ConversionState) if not n.startswith("_") or n in ("__enter__", "__exit__")):
         assert callable(getattr(state, name, None)), name
     assert not state.occupied() and not state.started()
-    r = BlockResult(range(0, 3), {"responses": np.array([1, 2, 3], np.uint32)}, {"responses": {b"header"}}, {"responses": 1})
+    r = BlockResult(range(0, 3), {"responses": np.array([1, 2, 3], np.uint32)}, {"responses": {b"header"}},
+                    {"responses_withheld": np.array([True, False, False]), "n_frames": np.array([5, 7, 9])})
     with state:
         assert state.started() and state.plan() is None and state.done_blocks() == {}
         state.start_over()
@@ -247,7 +248,8 @@ def test_both_states_keep_the_same_records(s3, tmp_path, kind):
         state.save_block(r)
         assert state.plan() == {"n_trials": 3}
         (got,) = state.done_blocks().values()
-        assert got.block == r.block and got.headers == r.headers and got.withheld == r.withheld
+        assert got.block == r.block and got.headers == r.headers and got.flags.keys() == r.flags.keys()
+        assert all(np.array_equal(got.flags[k], v) and got.flags[k].dtype == v.dtype for k, v in r.flags.items())
         assert (got.crc32["responses"] == r.crc32["responses"]).all()
         assert not state.finishing() and not state.occupied()  # records are not a store
         state.start_over()

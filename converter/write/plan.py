@@ -174,7 +174,7 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "n_neurons": p.n_neurons,
         "data_keys": list(inv.data_keys),
         "tier_counts": {str(n): int(c) for n, c in zip(names, counts)},
-        "withheld_trials": {k: sum(r.withheld[k] for r in results) for k in inv.data_keys},
+        "withheld_trials": {k: sum(int(r.flags[contract.withheld_name(k)].sum()) for r in results) for k in inv.data_keys},
         "schema": contract.SCHEMA,
         "schema_version": contract.DYNAMIC_SCHEMA_VERSION if p.dynamic else contract.SCHEMA_VERSION,
         **dynamic,

@@ -186,7 +186,6 @@ def _record(r: BlockResult) -> dict:
         "stop": r.block.stop,
         "crc32": {k: v.tolist() for k, v in r.crc32.items()},
         "headers": {k: [base64.b64encode(h).decode() for h in v] for k, v in r.headers.items()},
-        "withheld": r.withheld,
         "flags": {k: v.tolist() for k, v in r.flags.items()},
     }
 
@@ -196,7 +195,6 @@ def _result(d: dict) -> BlockResult:
         range(d["start"], d["stop"]),
         {k: np.asarray(v, dtype=np.uint32) for k, v in d["crc32"].items()},
         {k: {base64.b64decode(h) for h in v} for k, v in d["headers"].items()},
-        d["withheld"],
         {k: np.asarray(v, dtype=bool if k.endswith("_withheld") else np.int64) for k, v in d.get("flags", {}).items()},
     )
 

@@ -64,13 +64,12 @@ class MetaArray:
 
 @dataclass
 class BlockResult:
-    """What writing one block learned: checksums, headers seen, withheld trials, and the values of
-    the per-trial flags it found (``<key>_withheld``, ``n_frames``), written whole at the end."""
+    """What writing one block learned: checksums, headers seen, and the per-trial flags it found
+    (``<key>_withheld``, ``n_frames``), written whole at the end."""
 
     block: range
     crc32: dict[str, np.ndarray] = field(default_factory=dict)
     headers: dict[str, set[bytes]] = field(default_factory=dict)
-    withheld: dict[str, int] = field(default_factory=dict)
     flags: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -225,7 +224,6 @@ def write_block(
             result.flags[contract.N_FRAMES] = np.array([contract.first_nan_frame(clip) for clip in tb.values], dtype=np.int64)
         result.crc32[key] = tb.crc32
         result.headers[key] = tb.headers
-        result.withheld[key] = int(withheld.sum())
         del tb  # the next folder's trials are read only after this one's are released
     return result
 
