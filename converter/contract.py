@@ -13,12 +13,12 @@ import json
 import numpy as np
 
 SCHEMA = "sensorium-zarr"
-SCHEMA_VERSION = "2.2"
-# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.1.json.
-DYNAMIC_SCHEMA_VERSION = "dynamic-1.1"
-DYNAMIC_SCHEMA_VERSIONS = ("dynamic-1.0", DYNAMIC_SCHEMA_VERSION)
+SCHEMA_VERSION = "2.3"
+# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.2.json.
+DYNAMIC_SCHEMA_VERSION = "dynamic-1.2"
+DYNAMIC_SCHEMA_VERSIONS = ("dynamic-1.0", "dynamic-1.1", DYNAMIC_SCHEMA_VERSION)
 # Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", SCHEMA_VERSION, *DYNAMIC_SCHEMA_VERSIONS)
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", "2.2", SCHEMA_VERSION, *DYNAMIC_SCHEMA_VERSIONS)
 # Root attributes holding an object: JSON-encoded strings since schemas 2.2 and dynamic-1.1, so
 # that every attribute is of a type netCDF takes (``ds.to_netcdf`` on any opened store).
 JSON_ATTRS = ("tier_counts", "withheld_trials", "source_zip")
@@ -29,6 +29,7 @@ WITHOUT_FILES_GROUP = ("1.0", "2.0")
 DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 # Those of a Sensorium 2023 scan: a clip per trial, frames on the last axis of every file.
 VIDEOS = "videos"
+RESPONSES = "responses"
 DYNAMIC_DATA_KEYS = (VIDEOS, "responses", "behavior", "pupil_center")
 
 # The tiers of a Sensorium 2022 scan, in the order the store keeps them; any other tier follows.

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import Phase, settings
+
+# ``--hypothesis-profile=quick`` while working on a failure: no shrinking, which can take minutes here.
+settings.register_profile("quick", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 import converter
 

@@ -118,7 +118,7 @@ def test_root_attributes(make_dataset, make_store):
     assert attrs["n_trials"] == 60 and attrs["n_neurons"] == 40
     assert sum(json.loads(attrs["tier_counts"]).values()) == 60
     assert attrs["license"] == "CC BY-NC-ND 4.0" and "arXiv:2206.08666" in attrs["citation"]
-    assert attrs["schema_version"] == "2.2" and attrs["converter_version"] == converter.__version__
+    assert attrs["schema_version"] == converter.contract.SCHEMA_VERSION and attrs["converter_version"] == converter.__version__
     assert attrs["source_fingerprint"].startswith("sha256:")
     for k in ("animal_id", "session", "scan_idx", "created"):
         assert k in attrs

@@ -112,13 +112,46 @@ def test_coord_names(trials, neurons, keys, expected):
     assert layout.coord_names(trials, neurons, keys) == expected
 
 
-def test_meta_and_stat_dims():
+def test_meta_dims():
     assert layout.meta_dims("cell_motor_coordinates", "neuron", (5, 3)) == ("neuron", "xyz")
+    assert layout.meta_dims("cell_motor_coordinates", "neuron", (5, 2)) == ("neuron", "cell_motor_coordinates_dim_1")
     assert layout.meta_dims("thing", "trial", (5, 2, 4)) == ("trial", "thing_dim_1", "thing_dim_2")
-    resp = layout.plan_data_var("responses", 10, (7,), np.dtype("f4"))
-    assert layout.stat_dims("mean", (7,), resp) == ("neuron",)
-    assert layout.stat_dims("mean", (), None) == ()
-    assert layout.stat_dims("mean", (1, 144, 256), resp) == ("mean_dim_0", "mean_dim_1", "mean_dim_2")
+
+
+RESPONSES = layout.plan_data_var("responses", 10, (7,), np.dtype("f4"))
+IMAGES = layout.plan_data_var("images", 10, (1, 144, 256), np.dtype("f4"))
+CLIP_RESPONSES = layout.plan_data_var("responses", 10, (7, 300), np.dtype("f4"), clips=True)
+VIDEOS = layout.plan_data_var("videos", 10, (36, 64, 300), np.dtype("f4"), clips=True)
+
+
+@pytest.mark.parametrize(
+    "name, shape, data, dims",
+    [
+        # 1. the trial's own shape
+        ("responses/all/mean", (7,), RESPONSES, ("neuron",)),
+        ("images/all/mean", (1, 144, 256), IMAGES, ("channel", "height", "width")),
+        ("responses/all/std", (7, 300), CLIP_RESPONSES, ("neuron", "frame")),
+        # 2. the same rank, reduced axes kept with length 1
+        ("responses/all/std", (7, 1), CLIP_RESPONSES, ("neuron", "responses_frame_reduced")),
+        ("images/all/mean", (1, 1, 1), IMAGES, ("channel", "images_height_reduced", "images_width_reduced")),
+        ("videos/all/mean", (1, 1, 300), VIDEOS, ("videos_height_reduced", "videos_width_reduced", "frame")),
+        # 3. a clip's statistic reduced over trials and frames: (n_neurons,)
+        ("responses/all/std", (7,), CLIP_RESPONSES, ("neuron",)),
+        ("videos/all/mean", (36, 64), VIDEOS, ("height", "width")),
+        # 4. the trial's last axes, as numpy broadcasts them
+        ("images/all/mean", (144, 256), IMAGES, ("height", "width")),
+        ("videos/all/mean", (300,), VIDEOS, ("frame",)),
+        # a scalar
+        ("images/all/mean", (), IMAGES, ()),
+        ("images/all/mean", (), None, ()),
+        # 5. anything else, named after its own file so that no two statistics share a dim by accident
+        ("images/all/mean", (7,), IMAGES, ("images_all_mean_dim_0",)),
+        ("responses/all/max", (8,), RESPONSES, ("responses_all_max_dim_0",)),
+        ("behavior/Stimulus_Frame/std", (3,), None, ("behavior_Stimulus_Frame_std_dim_0",)),
+    ],
+)
+def test_stat_dims(name, shape, data, dims):
+    assert layout.stat_dims(f"statistics/{name}", shape, data) == dims
 
 
 @pytest.mark.parametrize(

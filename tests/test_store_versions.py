@@ -44,3 +44,17 @@ def test_every_root_attribute_is_a_netcdf_type(make_store, clip_store, tmp_path)
             assert isinstance(value, str | int | float | list), (name, value)
         ds.isel(trial=slice(0, 3)).drop_vars([v for v in ds.data_vars if v != "responses"]).to_netcdf(tmp_path / f"{k}.nc")
         assert contract.decode_attrs(ds.attrs)["tier_counts"] == converter.info(store)["tier_counts"]
+
+
+def test_stores_of_schema_2_2_and_dynamic_1_1_still_open_validate_verify_and_normalise(make_dataset, make_store, clip_store, clips, tmp_path):
+    """0.6 wrote these: the same layout, whose schemas fixed more dims than today's."""
+    for version, store, src in (("2.2", make_store(as_zip=True), make_dataset(as_zip=True)), ("dynamic-1.1", clip_store, clips)):
+        old = tmp_path / f"{version}.zarr"
+        shutil.copytree(store, old)
+        root = json.loads((old / "zarr.json").read_text())
+        root["attributes"]["schema_version"] = version
+        (old / "zarr.json").write_text(json.dumps(root))
+        assert converter.validate(old)["attributes"]["schema_version"] == version
+        assert converter.verify(src, old).ok and converter.self_check(old).ok
+        normalised = converter.open_mouse(old).sensorium.normalize()
+        assert normalised.responses.isel(trial=0).values.dtype == "float32"

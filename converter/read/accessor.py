@@ -15,6 +15,7 @@ from xarray.core import indexing
 
 from .. import contract
 from .normalize import Normalizer, standardize
+from .statistics import trial_statistics
 from .select import as_list, labels, neurons_where
 
 
@@ -44,8 +45,8 @@ class SensoriumAccessor:
 
     def _image_ids(self) -> np.ndarray:
         if contract.IMAGE_ID not in self._ds.coords:
-            raise ValueError("no image_id coordinate: Sensorium 2023 clips have no shared id "
-                             "(converter.oracle finds the repeats of a clip by its video)")
+            raise ValueError("no image_id coordinate: the source had no meta/trials/frame_image_id.npy (Sensorium 2023 "
+                             "clips have no shared id; converter.oracle finds the repeats of a clip by its video)")
         return self._ds[contract.IMAGE_ID].values
 
     def neurons(self, *, area=None, layer=None, unit_ids=None) -> xr.Dataset:
@@ -113,10 +114,10 @@ class SensoriumAccessor:
         return ds
 
     def normalizer(self, source: str = "all") -> Normalizer:
-        """The `Normalizer` of this store's ``statistics/<key>/<source>``."""
-        from .dataset import read_statistics
-
-        return Normalizer.from_statistics(read_statistics(self._store(), source, self._ds.encoding.get("storage_options")))
+        """The `Normalizer` of this store's ``statistics/<key>/<source>``, each statistic shaped to
+        broadcast against one trial of its key."""
+        keys = [k for k in self._ds.data_vars]
+        return Normalizer.from_statistics(trial_statistics(self._store(), source, self._ds.encoding.get("storage_options"), keys), source)
 
     def normalize(self, source: str = "all") -> xr.Dataset:
         """Data variables as ``NeuroNormalizer`` gives them, cast to float32 (lazy)."""
@@ -133,46 +134,57 @@ class SensoriumAccessor:
 
     def standardize(self, source: str = "all") -> xr.Dataset:
         """``responses / std``: the competition's standardised responses."""
-        from .dataset import read_statistics
-
-        std = read_statistics(self._store(), source, self._ds.encoding.get("storage_options"))["responses"]["std"]
+        stats = trial_statistics(self._store(), source, self._ds.encoding.get("storage_options"), ["responses"])
+        if "std" not in stats.get("responses", {}):
+            raise ValueError(f"statistics/responses/{source}/std: missing, and standardising needs it")
         ds = self._ds.copy()
-        ds["responses"] = standardize(ds["responses"], self._per_neuron(std))
+        ds["responses"] = standardize(ds["responses"], self._labelled("responses", stats["responses"]["std"]))
         return ds
 
     def _apply(self, norm: Normalizer, inverse: bool) -> xr.Dataset:
         ds = self._ds.copy()
+        video = "videos" in ds.data_vars
+        norm = norm.map(lambda key, c: self._labelled("videos" if key == "images" and video else key, c))
         f = norm.inverse if inverse else norm
         for key in ds.data_vars:
             x = ds[key]
-            if key == "responses" and norm.response_precision is not None:
-                # after a neuron selection, only the matching precisions apply
-                p = self._per_neuron(norm.response_precision)
-                y = x / p if inverse else x * p
-            else:
-                y = f(key, x)
-            ds[key] = y.astype(np.float32).assign_attrs(x.attrs)
+            ds[key] = f(key, x).astype(np.float32).assign_attrs(x.attrs)
         return ds
+
+    def _labelled(self, key: str, c: np.ndarray) -> xr.DataArray | np.ndarray:
+        """A constant shaped for one trial of ``key`` (`trial_statistics`) on this dataset's labels.
+
+        Its axes of the trial's length become dims with the store's labels, selected as this
+        dataset selects them (a subset of neurons, of frames); its length-1 axes broadcast.
+        """
+        if key not in self._ds.data_vars:
+            return c
+        var = self._ds[key]
+        dims = var.dims[1:]
+        full = self._full_sizes(key)
+        keep = [k for k, (n, m) in enumerate(zip(c.shape, full)) if not (n == 1 and m != 1)]
+        out = xr.DataArray(c.reshape([c.shape[k] for k in keep]), dims=[dims[k] for k in keep])
+        for d in out.dims:
+            if d in self._ds.indexes:
+                out = out.assign_coords({d: self._full_labels(d)}).sel({d: self._ds.indexes[d]})
+        return out
+
+    def _full_sizes(self, key: str) -> tuple[int, ...]:
+        from ..storage import open_array
+
+        return open_array(self._store(), key, self._ds.encoding.get("storage_options")).shape[1:]
+
+    def _full_labels(self, dim: str) -> np.ndarray:
+        """The labels of ``dim`` across the whole store (this dataset may hold a selection)."""
+        from ..storage import open_array
+
+        return open_array(self._store(), dim, self._ds.encoding.get("storage_options"))[...]
 
     def _store(self) -> str:
         store = self._ds.encoding.get("source")
         if store is None:
             raise ValueError("this dataset does not know its store; open it with converter.open_mouse")
         return store
-
-    def _per_neuron(self, values: np.ndarray) -> xr.DataArray:
-        """A per-neuron statistic (``(neuron,)``, or a clip's ``(neuron, 1)``) for the selected neurons."""
-        flat = np.asarray(values).reshape(len(values), -1)[:, 0]
-        return xr.DataArray(flat[self._neuron_positions()], dims=(contract.NEURON,))
-
-    def _neuron_positions(self) -> np.ndarray:
-        """Positions of this dataset's neurons on the store's full neuron axis."""
-        import pandas as pd
-
-        from ..storage import open_array
-
-        full = pd.Index(open_array(self._store(), "neuron", self._ds.encoding.get("storage_options"))[...])
-        return full.get_indexer(self._ds.indexes["neuron"])
 
 
 class Repeats:

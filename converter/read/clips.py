@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, SubsetRandomSampler
 
 from .. import contract
 from ..storage import open_group
-from .dataset import checked_root, read_statistics
+from .dataset import checked_root
 from .normalize import Normalizer
+from .statistics import trial_statistics
 from .select import one_store_per_key
 from .torch import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
 
@@ -96,8 +97,8 @@ class ClipDataset(StoreDataset):
         self.trial_ids, self.tiers, self.n_frames = labels[self.trials], tiers[self.trials], n_frames[self.trials]
         self.unit_ids = group[contract.NEURON][...] if contract.NEURON in group else None
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
-        stats = read_statistics(self.store, stats_source, storage_options) if normalize else {}
-        self.normalizer = Normalizer.from_statistics({k: v for k, v in stats.items() if k not in set(exclude)}) if normalize else None
+        keys = [k for k in attrs["data_keys"] if k not in set(exclude)]
+        self.normalizer = Normalizer.from_statistics(trial_statistics(self.store, stats_source, storage_options, keys), stats_source) if normalize else None
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
         self.seed = seed
         self._generator: tuple[int | None, torch.Generator] | None = None  # made in each process that draws

@@ -15,6 +15,7 @@ from ..integrity.schema import manifest, read_root
 from ..storage import child, exists, listing, local_path, location, open_group, tree_bytes, zarr_kwargs
 from ..write.layout import BLOCK_TRIALS
 from .engine import cost, open_reader, read_coordinates
+from .statistics import read_statistics  # noqa: F401  (its home before 0.7)
 
 def checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
     """The root metadata of a store this version reads; `StoreError` for anything else."""
@@ -124,18 +125,6 @@ def open_mouse(
     ds.encoding["source"] = str(path)  # lets ds.sensorium find the statistics
     ds.encoding["storage_options"] = storage_options
     return ds
-
-
-def read_statistics(path: str | os.PathLike, source: str = "all", storage_options: dict | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """``{key: {stat: array}}`` from ``statistics/<key>/<source>/`` of a store, as stored."""
-    group = open_group(path, storage_options)
-    if contract.STATISTICS_GROUP not in group:
-        return {}
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key, per_key in group[contract.STATISTICS_GROUP].groups():
-        if source in per_key:
-            out[key] = {name: arr[...] for name, arr in per_key[source].arrays()}
-    return out
 
 
 def _store_paths(paths_or_folder, storage_options: dict | None = None) -> list:

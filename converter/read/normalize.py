@@ -21,6 +21,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The statistics `Normalizer` needs of each key, as ``NeuroNormalizer`` reads them.
+NEEDED = {"images": ("mean", "std"), "videos": ("mean", "std"), "responses": ("std",), "behavior": ("std",),
+          "pupil_center": ("mean", "std")}
+
+
+def align(values: np.ndarray, dims: tuple[str, ...], key: str, trial_dims: tuple[str, ...],
+          trial_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """A statistic reshaped to broadcast against one trial of ``key`` (and a batch of trials).
+
+    ``dims`` place its axes on the trial's (``converter.write.layout.stat_dims``): a dim the
+    trial has keeps its length, ``<key>_<dim>_reduced`` and a missing dim become length 1.
+    A statistic whose dims say nothing (older stores) broadcasts as numpy aligns it, from the
+    last axis.  Anything else is a `ValueError` naming the statistic.
+    """
+    values = np.asarray(values)
+    place = {d: k for k, d in enumerate(trial_dims)}
+    place.update({f"{key}_{d}_reduced": k for k, d in enumerate(trial_dims)})
+    at = [place.get(d) for d in dims]
+    if len(dims) == values.ndim and None not in at and at == sorted(set(at)):
+        shape = [1] * len(trial_dims)
+        for k, n in zip(at, values.shape):
+            shape[k] = n
+        if all(n in (m, 1) for n, m in zip(shape, trial_shape)):
+            return values.reshape(shape)
+    try:
+        if np.broadcast_shapes(values.shape, tuple(trial_shape)) == tuple(trial_shape):
+            return values
+    except ValueError:
+        pass
+    raise ValueError(f"{name}: shape {values.shape} does not broadcast against one trial of {key} {tuple(trial_shape)}")
+
+
 @dataclass(frozen=True)
 class Normalizer:
     """The per-key constants of ``NeuroNormalizer``, from one statistics source."""
@@ -33,8 +65,17 @@ class Normalizer:
     pupil_std: np.ndarray | None = None
 
     @classmethod
-    def from_statistics(cls, stats: Mapping[str, Mapping[str, np.ndarray]]) -> Normalizer:
-        """Build from ``{key: {"mean": ..., "std": ...}}`` (the arrays as stored)."""
+    def from_statistics(cls, stats: Mapping[str, Mapping[str, np.ndarray]], source: str = "all") -> Normalizer:
+        """Build from ``{key: {"mean": ..., "std": ...}}``, each broadcastable against one trial.
+
+        A key with statistics but without one that ``NeuroNormalizer`` needs is a `ValueError`
+        naming it (``statistics/<key>/<source>/<stat>``).
+        """
+        for key, have in stats.items():
+            missing = [s for s in NEEDED.get(key, ()) if s not in have]
+            if missing:
+                raise ValueError(f"statistics/{key}/{source}/{missing[0]}: missing, and normalising {key} needs it "
+                                 f"(exclude {key!r} to leave it as stored)")
         kw: dict[str, np.ndarray] = {}
         for key in ("images", "videos"):
             if key in stats:
@@ -53,6 +94,12 @@ class Normalizer:
             kw["pupil_mean"] = np.array(stats["pupil_center"]["mean"])
             kw["pupil_std"] = np.array(stats["pupil_center"]["std"])
         return cls(**kw)
+
+    def map(self, f) -> Normalizer:
+        """The same normaliser with each constant replaced by ``f(key, constant)`` (e.g. as a DataArray)."""
+        keys = {"images_mean": "images", "images_std": "images", "response_precision": "responses",
+                "behavior_precision": "behavior", "pupil_mean": "pupil_center", "pupil_std": "pupil_center"}
+        return Normalizer(**{name: None if getattr(self, name) is None else f(key, getattr(self, name)) for name, key in keys.items()})
 
     def __call__(self, key: str, x):
         """Normalise the values of ``key`` (numpy or xarray; trailing dims per trial)."""

@@ -110,7 +110,7 @@ def _images(fig, cell, ds: xr.Dataset) -> np.ndarray:
     for k, t in enumerate(picks):
         ax = fig.add_subplot(grid[0, k])
         row = ds.sel(trial=t)
-        title = f"image {row[contract.IMAGE_ID].item()}\n{row[contract.TIER].item()}"
+        title = f"{f'image {row[contract.IMAGE_ID].item()}' if contract.IMAGE_ID in row.coords else f'trial {t}'}\n{row[contract.TIER].item()}"
         if images is None or hidden[k]:
             _say(ax, "withheld", title)
             continue
@@ -177,13 +177,13 @@ def _reliability(ax, ds: xr.Dataset) -> None:
     tiers = _text(ds[contract.TIER].values)
     for t in REPEATED_TIERS:
         trials = ds[contract.TRIAL].values[tiers == t]
-        if len(trials) and not ds.sensorium.withheld("responses").sel(trial=trials).any() and "responses" in ds:
+        if len(trials) and contract.IMAGE_ID in ds.coords and "responses" in ds and not ds.sensorium.withheld("responses").sel(trial=trials).any():
             sel = ds.sel(trial=trials)
             values = metrics.oracle_jackknife(np.asarray(sel["responses"].values, np.float64), sel[contract.IMAGE_ID].values)
             if np.isfinite(values).any():
                 _histogram(ax, values, f"{title}, {t} repeats", "oracle correlation (jackknife)")
                 return
-    _say(ax, "no repeats with responses\n(withheld, or no test tier)", title)
+    _say(ax, "no repeats with responses\n(withheld, no test tier, or no image ids)", title)
 
 
 def _behavior(ax, ds: xr.Dataset) -> None:

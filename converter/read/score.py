@@ -95,6 +95,7 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
         ds = _tier(ds, tier)
         pred = _aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
         return score_clips(ds, pred, tier)
+    ds.sensorium._image_ids()  # the metrics average over an image's repeats: refuse early without ids
     ds = _tier(ds, tier).sensorium.standardize()
     trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
     pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")
@@ -131,13 +132,15 @@ def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict |
     trials with identical videos, compared frame by frame (`oracle_clips`)."""
     ds = _dataset(store_or_dataset, storage_options)
     tier = _default_tier(ds, tier)
+    if not ds.sensorium.is_video:
+        ds.sensorium._image_ids()  # repeats are trials of one image: refuse without ids
     ds = _tier(ds, tier, file_order=False)  # the jackknife pairs each repeat with its own image's others: any order
     if ds.sensorium.is_video:
         values = oracle_clips(ds)
     else:
         values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
     return xr.DataArray(values, coords={contract.NEURON: ds[contract.NEURON].values}, dims=(contract.NEURON,),
-                        name="oracle_correlation", attrs={"tier": tier, "mean": float(np.nanmean(values)) if len(values) else float("nan")})
+                        name="oracle_correlation", attrs={"tier": tier, "mean": float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")})
 
 
 def read_predictions(path: str | os.PathLike, store_or_dataset=None, storage_options: dict | None = None) -> xr.DataArray:

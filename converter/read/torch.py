@@ -23,9 +23,10 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 
 from .. import contract
 from ..storage import open_group
-from .dataset import checked_root, read_statistics
+from .dataset import checked_root
 from .engine import open_reader
 from .normalize import Normalizer, add_channels
+from .statistics import trial_statistics
 from .select import labels, neurons_where, one_store_per_key
 
 DEFAULT_KEYS = contract.DATA_KEYS
@@ -194,11 +195,11 @@ class MouseDataset(StoreDataset):
         self.trials = positions  # stored position of each item; items in file order
         self.trial_ids = labels[positions]  # the file number of each item
         self.tiers = tiers[positions]
-        self.image_ids = group[contract.IMAGE_ID][...][positions]
+        self.image_ids = group[contract.IMAGE_ID][...][positions] if contract.IMAGE_ID in group else None
         self.unit_ids = group[contract.NEURON][...] if contract.NEURON in group else None
         self.neuron_info = {k: np.asarray(group[k][...], dtype=object) for k in (contract.AREA, contract.LAYER) if k in group}
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
-        self.normalizer = Normalizer.from_statistics(read_statistics(self.store, stats_source, storage_options)) if normalize else None
+        self.normalizer = Normalizer.from_statistics(trial_statistics(self.store, stats_source, storage_options, self.keys), stats_source) if normalize else None
         self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
         for flag, key in ((behavior_channels, "behavior"), (pupil_channels, "pupil_center")):
             if flag and key not in attrs["data_keys"]:
@@ -336,6 +337,8 @@ def loaders(
         one_store_per_key(seen, ds.data_key, store)
         ds.neurons = neuron_positions(ds, areas, layers, neuron_ids[k] if neuron_ids else None)
         ids = labels([int(i) for i in image_ids[k]], what="image_id") if image_ids else None
+        if ids is not None and ds.image_ids is None:
+            raise ValueError(f"{store}: no image_id coordinate to select images by (the source had no meta/trials/frame_image_id.npy)")
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)
         if tier is not None and tier not in set(ds.tiers.tolist()):
             raise ValueError(f"{store}: no tier {tier!r}; the store has {sorted(set(ds.tiers.tolist()))}")

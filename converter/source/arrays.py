@@ -10,7 +10,7 @@ import numpy as np
 from ..contract import trial_file
 from ..errors import SourceError
 from .files import Source
-from .npy import NpyHeader, array_from_header, parse_header
+from .npy import NpyHeader, array_from_header, parse_header, size_problem
 
 
 def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:
@@ -19,6 +19,37 @@ def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:
     path = source.where(rel)
     h = parse_header(buf, path)
     return array_from_header(buf, h, path), source.crc32(rel, buf), bytes(buf[: h.offset])
+
+
+def trial_header(source: Source, key: str, n_trials: int) -> NpyHeader:
+    """The one header every ``data/<key>/<i>.npy`` has, checked from the first bytes of each file.
+
+    Raises `SourceError` naming the first file whose shape or dtype differs from trial 0's, or
+    whose size does not match what its header declares, before a single trial is read whole.
+    """
+    rels = [trial_file(key, i) for i in range(n_trials)]
+    heads = source.heads(rels)
+    expect = _header(source, rels[0], *heads[0])
+    prefix = heads[0][0][: expect.offset]
+    for rel, (head, size) in zip(rels, heads):
+        h = expect if head[: expect.offset] == prefix else _header(source, rel, head, size)
+        if h.shape != expect.shape or h.dtype != expect.dtype:
+            raise SourceError(source.where(rel), f"shape {h.shape} dtype {h.dtype.str} differs from {rels[0]}'s "
+                                                 f"shape {expect.shape} dtype {expect.dtype.str}")
+        problem = size_problem(h, size)
+        if problem:
+            raise SourceError(source.where(rel), problem)
+    return expect
+
+
+def _header(source: Source, rel: str, head: bytes, size: int) -> NpyHeader:
+    """Parse a header from a file's first bytes (reading it whole if the header is longer)."""
+    try:
+        return parse_header(head, source.where(rel))
+    except SourceError:
+        if len(head) >= size:
+            raise
+        return parse_header(source.read(rel), source.where(rel))
 
 
 @dataclass

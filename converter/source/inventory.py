@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..contract import DATA_KEYS, DYNAMIC_DATA_KEYS, VIDEOS, trial_file
+from ..contract import DATA_KEYS, DYNAMIC_DATA_KEYS, RESPONSES, UNIT_IDS, VIDEOS, trial_file
 from ..errors import SourceError
 from .files import Source
 
@@ -122,9 +122,10 @@ def scan(source: Source) -> Inventory:
     for f in sorted(tree["meta"]):
         if f not in ("trials", "neurons", "statistics"):
             other += _files_under(tree, f"meta/{f}")
-    for required in ("tiers",) if VIDEOS in keys else ("tiers", "frame_image_id"):
-        if required not in trial_meta:
-            raise SourceError(source.where(f"meta/trials/{required}.npy"), "missing")
+    if "tiers" not in trial_meta:
+        raise SourceError(source.where("meta/trials/tiers.npy"), "missing")
+    if RESPONSES in keys and UNIT_IDS not in neuron_meta:  # the store names neurons by their unit ids
+        raise SourceError(source.where(f"meta/neurons/{UNIT_IDS}.npy"), "missing (data/responses needs the unit id of each neuron)")
     return Inventory(source.name, n_trials, tuple(keys), trial_meta, neuron_meta, tuple(stats),
                      tuple(sorted(other)), tuple(source.skipped))
 

@@ -81,13 +81,21 @@ def array_from_bytes(buf: bytes | memoryview, path: str) -> np.ndarray:
     return array_from_header(buf, h, path)
 
 
+def size_problem(h: NpyHeader, size: int) -> str:
+    """What is wrong with a file of ``size`` bytes whose header is ``h`` ("" if nothing)."""
+    have = size - h.offset
+    if have < h.nbytes:
+        return f"truncated: header declares {h.nbytes} data bytes, file has {have}"
+    if have > h.nbytes:
+        return f"{have - h.nbytes} unexpected bytes after the array data"
+    return ""
+
+
 def array_from_header(buf: bytes | memoryview, h: NpyHeader, path: str) -> np.ndarray:
     """Decode the data part of ``buf`` as declared by ``h``."""
-    have = len(buf) - h.offset
-    if have < h.nbytes:
-        raise SourceError(path, f"truncated: header declares {h.nbytes} data bytes, file has {have}")
-    if have > h.nbytes:
-        raise SourceError(path, f"{have - h.nbytes} unexpected bytes after the array data")
+    problem = size_problem(h, len(buf))
+    if problem:
+        raise SourceError(path, problem)
     flat = np.frombuffer(buf, dtype=h.dtype, count=h.count, offset=h.offset)
     return flat.reshape(h.shape, order="F" if h.fortran_order else "C")
 

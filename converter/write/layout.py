@@ -254,14 +254,33 @@ def meta_dims(name: str, base: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(dims)
 
 
-def stat_dims(stat: str, shape: tuple[int, ...], data: DataVar | None) -> tuple[str, ...]:
-    """Dims of ``statistics/<key>/<source>/<stat>``: the data's per-trial dims when shapes agree."""
-    if data is not None and shape == data.per_trial_shape:
-        return data.dims[1:]
-    if data is not None and FRAME in data.dims and len(shape) == len(data.per_trial_shape):
-        # a clip's statistic keeps the axes it was not reduced over: (neuron, 1) for responses
-        return tuple(d if n == m else f"{data.key}_{d}_reduced" for d, n, m in zip(data.dims[1:], shape, data.per_trial_shape))
-    return tuple(f"{stat}_dim_{k}" for k in range(len(shape)))
+def stat_dims(name: str, shape: tuple[int, ...], data: DataVar | None) -> tuple[str, ...]:
+    """Dims of ``statistics/<key>/<source>/<stat>`` (``name``): where its axes sit on one trial of ``<key>``.
+
+    The loaders apply a statistic to one trial by broadcasting, and these rules say how,
+    first match wins:
+
+    1. the trial's own shape: the trial's dims;
+    2. the same rank, each axis the trial's or 1 (reduced, kept): the trial's dims, a reduced
+       one named ``<key>_<dim>_reduced``;
+    3. a clip's shape without its frame axis (reduced over trials and frames, ``(n_neurons,)``
+       for responses): the trial's dims but ``frame``;
+    4. the trial's last axes (numpy broadcasting): those dims;
+    5. anything else is recorded as found, with dims named after the file:
+       ``<key>_<source>_<stat>_dim_<k>``.
+    """
+    if data is not None:
+        dims, trial = data.dims[1:], data.per_trial_shape
+        if shape == trial:
+            return dims
+        if shape and len(shape) == len(trial) and all(n in (m, 1) for n, m in zip(shape, trial)):
+            return tuple(d if n == m else f"{data.key}_{d}_reduced" for d, n, m in zip(dims, shape, trial))
+        if dims and dims[-1] == FRAME and shape == trial[:-1]:
+            return dims[:-1]
+        if 0 < len(shape) < len(trial) and shape == trial[len(trial) - len(shape):]:
+            return dims[len(dims) - len(shape):]
+    stem = name.removeprefix("statistics/").replace("/", "_")
+    return tuple(f"{stem}_dim_{k}" for k in range(len(shape)))
 
 
 def identity(name: str, animal_id: np.ndarray | None, session: np.ndarray | None, scan_idx: np.ndarray | None) -> dict[str, object]:

@@ -19,8 +19,8 @@ from ..storage import name as storage_name
 from .._version import __version__
 from ..chunks import compressed_size
 from ..errors import SourceError, StoreError
-from ..source import Inventory, Source, ZipSource, read_array, read_trials, scan
-from ..source.npy import NpyHeader, parse_header
+from ..source import Inventory, Source, ZipSource, read_array, read_trials, scan, trial_header
+from ..source.npy import NpyHeader
 from . import layout
 from .store import BlockResult, MetaArray
 
@@ -78,7 +78,7 @@ class Plan:
 def _meta_array(source: Source, rel: str, name: str, base: str | None, length: int | None, data: layout.DataVar | None = None) -> MetaArray:
     values, crc, header = read_array(source, rel)
     if base is None:  # statistics
-        dims = layout.stat_dims(name.rsplit("/", 1)[1], values.shape, data)
+        dims = layout.stat_dims(name, values.shape, data)
     else:
         if values.ndim == 0 or (length is not None and values.shape[0] != length):
             got = "a 0-d array" if values.ndim == 0 else f"{values.shape[0]} rows"
@@ -90,10 +90,7 @@ def _meta_array(source: Source, rel: str, name: str, base: str | None, length: i
 def plan(source: Source) -> Plan:
     """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
     inv = scan(source)
-    expect = {}
-    for key in inv.data_keys:
-        rel = inv.trial_path(key, 0)
-        expect[key] = parse_header(source.read(rel), source.where(rel))
+    expect = {key: trial_header(source, key, inv.n_trials) for key in inv.data_keys}
     if inv.dynamic:
         _check_clips(source, inv, expect)
     block = layout.block_trials(sum(int(np.prod(h.shape, dtype=np.int64)) * h.dtype.itemsize for h in expect.values()))
@@ -113,6 +110,9 @@ def plan(source: Source) -> Plan:
         if m.name == contract.NEURON:
             if m.values.ndim != 1:
                 raise SourceError(source.where(m.rel), f"expected a 1-d array of unit ids, found shape {m.values.shape}")
+            ids, counts = np.unique(m.values, return_counts=True)
+            if (counts > 1).any():  # the store names neurons by unit id: each must name one
+                raise SourceError(source.where(m.rel), f"unit id {ids[counts > 1][0]!r} appears {counts.max()} times; unit ids must be unique")
             neuron_coord = m
         else:
             meta.append(m)
@@ -144,9 +144,8 @@ def _check_clips(source: Source, inv: Inventory, expect: dict[str, NpyHeader]) -
     """A 2023 scan's files end in one frame axis: the clip's frames, the same number in every folder."""
     video = expect[contract.VIDEOS]
     rel = inv.trial_path(contract.VIDEOS, 0)
-    if len(video.shape) != 3 or video.dtype.kind != "f":
-        raise SourceError(source.where(rel), f"expected a (height, width, frames) floating-point clip, found shape "
-                                             f"{video.shape} of {video.dtype}")
+    if not video.shape:
+        raise SourceError(source.where(rel), "a 0-d array: a clip needs a frame axis (its last)")
     for key, h in expect.items():
         if not h.shape or h.shape[-1] != video.shape[-1]:
             raise SourceError(source.where(inv.trial_path(key, 0)), f"has shape {h.shape}: its last axis should be the "

@@ -1,0 +1,182 @@
+"""Every consistent variant of the published layouts converts; every inconsistent one is refused.
+
+The datasets come from `tests.variants`, written with ``np.save`` alone: shapes, ranks, dtypes,
+byte orders, channels, meta files, statistics and tiers that this project's sample never makes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import converter
+from converter.write import executors
+
+from .variants import Scan, invalid_scans, valid_scans, write_scan
+
+# A dozen examples each keep the suite quick; VARIANT_EXAMPLES=500 searches harder.
+FAST = settings(max_examples=int(os.environ.get("VARIANT_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# What NeuroNormalizer reads of each key's statistics (neuralpredictors 0.3.0), written out here.
+NEEDS = {"images": {"mean", "std"}, "videos": {"mean", "std"}, "responses": {"std"}, "behavior": {"std"},
+         "pupil_center": {"mean", "std"}}
+
+
+def _check_readers(store: Path, scan: Scan) -> None:
+    """Open, normalise and standardise: each works on the variant, or refuses it in one line."""
+    ds = converter.open_mouse(store)
+    assert ds.sizes["trial"] == scan.n_trials
+    assert sorted(ds.trial.values.tolist()) == list(range(scan.n_trials))
+    np.testing.assert_array_equal(ds.neuron.values, scan.arrays["meta/neurons/unit_ids.npy"])
+    found: dict[str, set[str]] = {}
+    for rel in scan.arrays:
+        if rel.startswith("meta/statistics/") and rel.split("/")[3] == "all":
+            found.setdefault(rel.split("/")[2], set()).add(rel.split("/")[4][:-4])
+    _check_scoring(store, ds, scan)
+    _check_training(store, scan, normalize=not any(not NEEDS[k] <= have for k, have in found.items() if k in NEEDS))
+    from converter.plot import overview
+
+    overview(ds).savefig(io.BytesIO(), dpi=20)
+    if any(not NEEDS[k] <= have for k, have in found.items() if k in NEEDS):
+        with pytest.raises(ValueError) as e:
+            ds.sensorium.normalize()
+        assert "\n" not in str(e.value) and "statistics/" in str(e.value)
+        return
+    normalised = ds.sensorium.normalize().compute()
+    stats = converter.read_statistics(store)
+    for key in normalised.data_vars:
+        assert normalised[key].dtype == np.float32 and normalised[key].shape == ds[key].shape
+        if key in stats and key in ("images", "videos", "pupil_center"):
+            # (x - mean) / std, with the statistic broadcast over one trial as the loaders do
+            first = int(ds.trial[0])
+            x = scan.arrays[f"data/{key}/{first}.npy"]
+            mean = stats[key]["mean"].reshape(_broadcast_shape(stats[key]["mean"].shape, x.shape, scan.dynamic))
+            std = stats[key]["std"].reshape(_broadcast_shape(stats[key]["std"].shape, x.shape, scan.dynamic))
+            want = ((x.astype(x.dtype.newbyteorder("=")) - mean) / std).astype(np.float32)
+            np.testing.assert_array_equal(normalised[key].values[0], want)
+    if "std" in found.get("responses", ()):
+        standardised = ds.sensorium.standardize().responses.values
+        std = stats["responses"]["std"]
+        r = scan.arrays[f"data/responses/{int(ds.trial[0])}.npy"]
+        np.testing.assert_array_equal(standardised[0], r / std.reshape(_broadcast_shape(std.shape, r.shape, scan.dynamic)))
+
+
+def _refused(f, *reasons: str):
+    """``f()``, or None where it refuses in one line for one of ``reasons``."""
+    try:
+        return f()
+    except ValueError as e:
+        assert "\n" not in str(e) and any(r in str(e) for r in reasons), str(e)
+        return None
+
+
+def _check_scoring(store: Path, ds, scan: Scan) -> None:
+    """The competition's metrics and the oracle, scored on the responses themselves."""
+    tier = "oracle" if scan.dynamic else "test"
+    have_ids = scan.dynamic or "meta/trials/frame_image_id.npy" in scan.arrays
+    reasons = ("no tier", "withheld", "no trial has frames") + (() if have_ids else ("image_id",))
+    oracle = _refused(lambda: converter.oracle(store), *reasons)
+    if oracle is not None:
+        assert oracle.sizes["neuron"] == ds.sizes["neuron"]
+    has_std = "meta/statistics/responses/all/std.npy" in scan.arrays
+    predictions = ds.responses.load()
+    result = _refused(lambda: converter.score(store, predictions, tier), *reasons, *(() if has_std else ("statistics/responses",)))
+    if result is not None:
+        assert result.sizes["neuron"] == ds.sizes["neuron"]
+
+
+def _check_training(store: Path, scan: Scan, normalize: bool) -> None:
+    """One item of the PyTorch dataset of the scan's kind, with every data folder."""
+    if importlib.util.find_spec("torch") is None:
+        return
+    keys = tuple(dict.fromkeys(rel.split("/")[1] for rel in scan.arrays if rel.startswith("data/")))
+    if scan.dynamic:
+        from converter.torch import ClipDataset
+
+        item = ClipDataset(store, keys=keys, frames=1, normalize=normalize)[0]
+    else:
+        from converter.torch import MouseDataset
+
+        item = MouseDataset(store, keys=keys, normalize=normalize)[0]
+    assert all(bool(v.isfinite().any()) or v.numel() == 0 or scan.dynamic for v in item.values() if hasattr(v, "isfinite"))
+
+
+def _broadcast_shape(stat: tuple[int, ...], trial: tuple[int, ...], clips: bool) -> tuple[int, ...]:
+    """Where a statistic's axes sit on one trial's axes (the reference: written out by hand)."""
+    if stat == trial or len(stat) == len(trial) or not stat:
+        return stat
+    if clips and stat == trial[:-1]:
+        return (*stat, 1)
+    return stat  # trailing axes: numpy aligns them
+
+
+@FAST
+@given(scan=valid_scans(), as_zip=st.booleans())
+def test_every_consistent_variant_converts_verifies_and_exports(scan: Scan, as_zip: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = write_scan(scan, tmp, as_zip)
+        store = converter.convert(src, tmp / "s.zarr", executor=1, progress=False)
+        converter.validate(store)
+        report = converter.verify(src, store)
+        assert report.ok, report.mismatches
+        assert converter.self_check(store).ok
+        out = converter.export(store, tmp / "out")
+        assert _files(out) == _files(tmp / scan.name)
+        _check_readers(store, scan)
+
+
+@FAST
+@given(scan=invalid_scans(), as_zip=st.booleans())
+def test_every_inconsistent_variant_is_refused_before_any_block(scan: Scan, as_zip: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(executors, "write_block", wraps=executors.write_block) as blocks:
+        tmp = Path(tmp)
+        src = write_scan(scan, tmp, as_zip)
+        shutil.rmtree(tmp / scan.name) if as_zip else None
+        with pytest.raises(converter.SourceError) as e:
+            converter.convert(src, tmp / "s.zarr", executor=1, progress=False)
+        message = str(e.value)
+        assert "\n" not in message and scan.broken in message, message
+        assert sorted(p.name for p in tmp.iterdir()) == [src.name]  # nothing left behind
+        assert blocks.call_count == 0  # refused before the first block of trials was written
+
+
+@pytest.mark.parametrize(
+    "shape, dims, aligned",
+    [
+        ((7,), ("neuron",), (7, 1)),  # a clip's (n_neurons,) statistic, per neuron across frames
+        ((7, 1), ("neuron", "responses_frame_reduced"), (7, 1)),
+        ((7, 300), ("neuron", "frame"), (7, 300)),
+        ((300,), ("frame",), (1, 300)),
+        ((), (), (1, 1)),
+        ((1, 300), ("responses_dim_0", "responses_dim_1"), (1, 300)),  # no rule placed it: numpy's broadcasting
+    ],
+)
+def test_statistics_are_placed_on_a_trials_axes(shape, dims, aligned):
+    from converter.read.normalize import align
+
+    values = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    out = align(values, dims, "responses", ("neuron", "frame"), (7, 300), "statistics/responses/all/std")
+    assert out.shape == aligned and np.array_equal(out.ravel(), values.ravel())
+
+
+def test_a_statistic_that_fits_no_trial_is_refused_in_one_line():
+    from converter.read.normalize import align
+
+    with pytest.raises(ValueError, match=r"^statistics/responses/all/std: shape \(8,\) does not broadcast against one trial of responses \(7, 300\)$"):
+        align(np.ones(8), ("responses_all_std_dim_0",), "responses", ("neuron", "frame"), (7, 300), "statistics/responses/all/std")
