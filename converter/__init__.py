@@ -1,20 +1,22 @@
-"""sensorium-zarr: each Sensorium 2022 scan as one chunked, lossless Zarr v3 store.
+"""sensorium-zarr: each Sensorium scan as one chunked, lossless Zarr v3 store.
 
 The package by role: `converter.source` reads datasets, `converter.write` makes stores,
 `converter.read` opens them, `converter.integrity` checks them; `converter.contract` holds
-the names they share.  The public API is re-exported here.
+the names they share.  The public API is re-exported here, each name imported on first use,
+so that ``import converter`` and the command line start fast.
+
+``ds.sensorium`` is registered on xarray's Dataset as soon as any reader is used (`open_mouse`
+and the rest), on ``import converter.read``, or here already if xarray is imported first.
 """
+
+import sys
 
 from . import _startup
 
 _startup.begin()
+from ._lazy import exports  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .errors import SourceError, StorageError, StoreError  # noqa: E402
-from .integrity import VerifyReport, export, self_check, validate, verify  # noqa: E402
-from .read import Normalizer, info, open_mice, open_mouse, read_statistics, standardize  # noqa: E402  (registers ds.sensorium)
-from .read.score import oracle, score  # noqa: E402
-from .sample import make_sample  # noqa: E402
-from .write import MouseResult, convert, convert_all  # noqa: E402
 
 __all__ = [
     "MouseResult",
@@ -39,13 +41,18 @@ __all__ = [
     "validate",
     "verify",
 ]
-
-
-def __getattr__(name: str):
-    """``converter.plot`` and ``converter.torch`` after a plain ``import converter``: imported on
-    first use, since they need optional packages (matplotlib, PyTorch) and take time to load."""
-    if name in ("plot", "torch"):
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = exports(__name__, {
+    "MouseResult": ".write.batch:MouseResult", "convert": ".write.convert:convert", "convert_all": ".write.batch:convert_all",
+    "VerifyReport": ".integrity.verify:VerifyReport", "export": ".integrity.export:export",
+    "self_check": ".integrity.export:self_check", "validate": ".integrity.schema:validate", "verify": ".integrity.verify:verify",
+    "Normalizer": ".read.normalize:Normalizer", "standardize": ".read.normalize:standardize", "info": ".read.dataset:info",
+    "open_mice": ".read.dataset:open_mice", "open_mouse": ".read.dataset:open_mouse",
+    "read_statistics": ".read.statistics:read_statistics", "oracle": ".read.score:oracle", "score": ".read.score:score",
+    "make_sample": ".sample:make_sample",
+    # they need optional packages (matplotlib, PyTorch)
+    "plot": ".plot", "torch": ".torch",
+    # the subpackages and modules, as attributes, as when they were imported here
+    **{m: f".{m}" for m in ("chunks", "contract", "integrity", "progress", "read", "sample", "source", "storage", "write")},
+})
+if "xarray" in sys.modules:  # xarray is loaded already: ds.sensorium costs nothing more
+    from . import read  # noqa: E402,F401

@@ -89,11 +89,19 @@ class _Interrupts:
 _interrupts = _Interrupts()
 
 
+class _OutputClosed(BrokenPipeError):
+    """The reader of our output closed it (``| head``): it has all it wanted."""
+
+
 def _report(*lines: str) -> None:
     """Print a command's result: only once its work is done and no Ctrl-C came."""
     _interrupts.settle()
-    for line in lines:
-        print(line)
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _OutputClosed() from None
 
 
 def _progress(args) -> bool | None:
@@ -387,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                                                if resumes else ""), file=sys.stderr)
         _leave(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        if not _stdout_closed():
+    except BrokenPipeError as e:
+        if not isinstance(e, _OutputClosed) and not _stdout_closed():
             print(f"sensorium-zarr: error: {', '.join(_urls(args)) or 'a connection'}: broken pipe", file=sys.stderr)
             return EXIT_STORAGE
         _leave(EXIT_OK)  # the reader of our output (| head) has all it wanted

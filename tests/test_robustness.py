@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -244,3 +246,46 @@ def test_store_round_trip_of_any_per_trial_shape_dtype_and_order(make_dataset, t
     out = converter.export(dest, tmp_path_factory.mktemp("ex"))
     assert sha(out) == sha(folder)
     shutil.rmtree(folder)
+
+
+@pytest.mark.slow
+def test_memory_does_not_depend_on_the_size_of_other_files(make_dataset, tmp_path):
+    """A zip of a few MB whose other files unpack to 1.5 GiB converts, verifies and exports with
+    the same peak memory as without them: they are streamed in pieces, never held whole."""
+    src = make_dataset("none", True)
+    big = tmp_path / src.name
+    shutil.copy(src, big)
+    with zipfile.ZipFile(big, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        top = zf.namelist()[0].split("/")[0]
+        with zf.open(f"{top}/data/responses/padding.bin", "w", force_zip64=True) as f:
+            zeros = bytes(1 << 24)
+            for _ in range(96):  # 1.5 GiB
+                f.write(zeros)
+    assert big.stat().st_size < 20e6
+
+    def peak_rss(*commands: list[str]) -> float:
+        """Peak memory (MB) of the commands, each run as the CLI in a process of its own."""
+        code = ("import resource, subprocess, sys, json\n"
+                "for c in json.loads(sys.argv[1]):\n"
+                "    subprocess.run([sys.executable, '-m', 'converter.cli', *c], check=True)\n"
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+        r = subprocess.run([sys.executable, "-c", code, json.dumps([list(map(str, c)) for c in commands])],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return float(r.stdout.strip().splitlines()[-1])
+
+    def work(zip_path, name):
+        dest = tmp_path / f"{name}.zarr"
+        return [["convert", zip_path, dest, "--quiet"], ["verify", zip_path, dest, "--quiet"],
+                ["export", dest, tmp_path / f"{name}-out", "--zip", "--quiet"]]
+
+    baseline = peak_rss(*work(src, "plain"))
+    with_padding = peak_rss(*work(big, "padded"))
+    print(f"peak RSS: {baseline:.0f} MB without, {with_padding:.0f} MB with 1.5 GiB of other files")
+    assert with_padding < baseline + 200, (baseline, with_padding)  # 1.5 GiB held at once would show
+    with zipfile.ZipFile(tmp_path / "padded-out" / big.name) as zf:
+        info = zf.getinfo(f"{top}/data/responses/padding.bin")
+        crc = 0
+        for _ in range(96):
+            crc = zlib.crc32(zeros, crc)
+        assert info.file_size == 96 << 24 and info.CRC == crc

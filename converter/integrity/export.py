@@ -43,8 +43,16 @@ def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
     return header + arr.tobytes(order="F" if h.fortran_order else "C")
 
 
-def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_options: dict | None = None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
-    """``(path, bytes of the file, its recorded CRC-32)`` for every source ``.npy`` of a store."""
+# Pieces in which the kept non-array files are read back: memory never depends on their sizes.
+PIECE = 1 << 20
+Pieces = Callable[[], Iterator[bytes]]
+
+
+def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_options: dict | None = None) -> Iterator[tuple[str, Pieces, int]]:
+    """``(path, its bytes in pieces, its recorded CRC-32)`` for every source file a store keeps.
+
+    ``.npy`` files come back as one piece; other files in pieces of `PIECE` bytes.
+    """
     m = manifest(read_root(dest, storage_options))
     group = open_group(dest, storage_options)
     trial = group[contract.TRIAL][...]  # the file number stored at each position
@@ -58,8 +66,9 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
             continue
         attrs = a["attributes"]
         by_trial = (a["dims"] or [None])[0] == contract.TRIAL  # rows stored in trial order, written in file order
-        yield src, (lambda path=path, attrs=attrs, src=src, by_trial=by_trial: file_bytes(
-            to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs[contract.NPY_HEADER]), src)), attrs[contract.SOURCE_CRC32]
+        yield src, (lambda path=path, attrs=attrs, src=src, by_trial=by_trial: iter([file_bytes(
+            to_file_order(group[path][...], trial) if by_trial else group[path][...], base64.b64decode(attrs[contract.NPY_HEADER]), src)])), \
+            attrs[contract.SOURCE_CRC32]
     yield from other_files(group, m["attributes"].get("schema_version"))
     n = len(trial) * len(per_trial)
     with Progress(n, "rebuild", progress) as bar:
@@ -74,12 +83,12 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
                 rows = arr[b.start : b.stop]
                 for j, pos in enumerate(b):
                     name = src.replace(contract.TRIAL_FIELD, str(int(trial[pos])))
-                    yield name, (lambda rows=rows, j=j, name=name: file_bytes(rows[j], header, name)), int(crcs[pos])
+                    yield name, (lambda rows=rows, j=j, name=name: iter([file_bytes(rows[j], header, name)])), int(crcs[pos])
                 bar(len(b))
 
 
-def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Callable[[], bytes], int]]:
-    """``(path, bytes, recorded CRC-32)`` of each non-array file kept in group ``files``.
+def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Pieces, int]]:
+    """``(path, its bytes in pieces, recorded CRC-32)`` of each non-array file kept in group ``files``.
 
     Stores of schema 1.0 and 2.0 did not keep them: none.  From 2.1 on, a store without
     the group is damaged (`StoreError`).
@@ -92,7 +101,8 @@ def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Callab
     data = files["bytes"]
     for path, start, size, crc in zip(files["path"][...].tolist(), files["offset"][...].tolist(),
                                       files["size"][...].tolist(), files["crc32"][...].tolist()):
-        yield str(path), (lambda start=int(start), size=int(size): data[start : start + size].tobytes()), int(crc)
+        yield str(path), (lambda start=int(start), size=int(size): (data[a : min(a + PIECE, start + size)].tobytes()
+                                                                     for a in range(start, start + size, PIECE))), int(crc)
 
 
 def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20, storage_options: dict | None = None) -> VerifyReport:
@@ -103,7 +113,9 @@ def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: 
     for name, make, crc in source_files(dest, progress, storage_options):
         report.files_checked += 1
         try:
-            got = zlib.crc32(make())
+            got = 0
+            for piece in make():
+                got = zlib.crc32(piece, got)
         except StoreError as e:
             report.add(str(e))
             continue
@@ -144,6 +156,26 @@ def _add_folders(zf: zipfile.ZipFile, done: set[str], member: str) -> None:
             zf.writestr(folder, b"")
 
 
+def _write(pieces: Iterator[bytes], zf: zipfile.ZipFile | None, member: str, path: Path) -> int:
+    """Write one file from its pieces, as a zip member or on disk; return its CRC-32."""
+    first = next(pieces, b"")
+    second = next(pieces, None)
+    if zf is not None and second is None:
+        zf.writestr(member, first)  # an array: one piece
+        return zlib.crc32(first)
+    crc = 0
+    if zf is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with (zf.open(member, "w", force_zip64=True) if zf is not None else open(path, "wb")) as f:
+        for piece in (first, *(() if second is None else (second,))):
+            f.write(piece)
+            crc = zlib.crc32(piece, crc)
+        for piece in pieces:
+            f.write(piece)
+            crc = zlib.crc32(piece, crc)
+    return crc
+
+
 def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = False, progress: bool | None = None,
            storage_options: dict | None = None) -> Path:
     """Rebuild the original dataset folder (or its zip) from a store, every file byte for byte.
@@ -170,17 +202,10 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
     folders: set[str] = set()
     try:
         for rel, make, crc in source_files(dest, progress, storage_options):
-            data = make()
-            if zlib.crc32(data) != crc:
+            if zf is not None and zip_layout["directory_entries"]:
+                _add_folders(zf, folders, f"{top}{rel}")
+            if _write(make(), zf, f"{top}{rel}", partial / rel) != crc:
                 raise StoreError(f"{dest}: {rel} does not rebuild to the source file (CRC-32 mismatch); run verify")
-            if zf is not None:
-                if zip_layout["directory_entries"]:
-                    _add_folders(zf, folders, f"{top}{rel}")
-                zf.writestr(f"{top}{rel}", data)
-            else:
-                p = partial / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(data)
     except BaseException:
         if zf is not None:
             zf.close()

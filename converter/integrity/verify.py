@@ -100,9 +100,18 @@ def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> 
     for rel in files:
         if rel not in stored:
             problems.append(f"{rel}: not in the store")
-        elif stored[rel]() != source.read(rel):
+        elif not _same_bytes(stored[rel](), source, rel):
             problems.append(f"{rel}: bytes differ between the source and the store")
     return problems
+
+
+def _same_bytes(pieces, source, rel: str) -> bool:
+    """The stored pieces of a file against the source file, read alongside them in pieces."""
+    with source.open(rel) as f:
+        for piece in pieces:
+            if f.read(len(piece)) != piece:
+                return False
+        return f.read(1) == b""
 
 
 def damaged(report: VerifyReport, dest, root: dict, storage_options: dict | None) -> bool:

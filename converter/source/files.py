@@ -38,7 +38,8 @@ def _walk(root: Path, skipped: list[str] | None = None):
 
 # Bytes `Source.heads` reads of each file: a .npy header is 128 bytes unless its shape is long.
 HEAD_BYTES = 256
-# No file of a Sensorium scan comes near this; a zip entry declaring more is refused.
+# No array of a Sensorium scan comes near this; a .npy zip entry declaring more is refused (arrays are
+# read whole; other files are streamed in pieces, whatever their size).
 MAX_MEMBER_BYTES = 2**31
 
 
@@ -64,6 +65,14 @@ class Source:
             data = self.read(rel)
             out.append((bytes(data[:n]), len(data)))
         return out
+
+    def open(self, rel: str):
+        """A binary file object reading ``rel`` in pieces (for files too large to hold at once)."""
+        raise NotImplementedError
+
+    def size(self, rel: str) -> int:
+        """Bytes of ``rel``, without reading it."""
+        raise NotImplementedError
 
     def crc32(self, rel: str, data: bytes) -> int:
         """CRC-32 of a file just read; a zip already knows it (and has checked it)."""
@@ -102,6 +111,18 @@ class FolderSource(Source):
         try:
             with open(self.root / rel, "rb") as f:
                 return f.read()
+        except OSError as e:
+            raise SourceError(self.where(rel), e.strerror or str(e)) from None
+
+    def open(self, rel: str):
+        try:
+            return open(self.root / rel, "rb")
+        except OSError as e:
+            raise SourceError(self.where(rel), e.strerror or str(e)) from None
+
+    def size(self, rel: str) -> int:
+        try:
+            return (self.root / rel).stat().st_size
         except OSError as e:
             raise SourceError(self.where(rel), e.strerror or str(e)) from None
 
@@ -189,6 +210,16 @@ class RemoteFolderSource(Source):
         except FileNotFoundError:
             raise SourceError(self.where(rel), "missing") from None
 
+    def open(self, rel: str):
+        if rel not in self._listing:
+            raise SourceError(self.where(rel), "missing")
+        return self._fs.open(f"{self._root}/{rel}", "rb")
+
+    def size(self, rel: str) -> int:
+        if rel not in self._listing:
+            raise SourceError(self.where(rel), "missing")
+        return int(self._listing[rel].get("size") or 0)
+
     def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
         missing = next((rel for rel in rels if rel not in self._listing), None)
         if missing is not None:
@@ -253,7 +284,7 @@ class ZipSource(Source):
                 continue
             if name in members:
                 raise SourceError(f"{self.location}:{name}", "duplicate entry in zip")
-            if info.file_size > MAX_MEMBER_BYTES:
+            if info.file_size > MAX_MEMBER_BYTES and name.lower().endswith(".npy"):
                 raise SourceError(f"{self.location}:{name}", f"declares {info.file_size} bytes uncompressed; refusing (a zip bomb or a damaged directory)")
             members[name] = info
         tops = {n.split("/", 1)[0] for n in members}
@@ -275,6 +306,20 @@ class ZipSource(Source):
             return self._zf.read(info)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
+
+    def open(self, rel: str):
+        """The member, decompressed as it is read; zipfile checks its CRC-32 at the end."""
+        if rel not in self._members:
+            raise SourceError(self.where(rel), "missing")
+        try:
+            return self._zf.open(self._members[rel])
+        except (zipfile.BadZipFile, zlib.error, OSError) as e:
+            raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
+
+    def size(self, rel: str) -> int:
+        if rel not in self._members:
+            raise SourceError(self.where(rel), "missing")
+        return self._members[rel].file_size
 
     def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
         infos = []

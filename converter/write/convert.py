@@ -50,8 +50,7 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     if state.plan() != record:
         state.start_over()
         create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so, n_frames=p.n_frames)
-        write_files(store, [(rel, data, source.crc32(rel, data)) for rel in p.inventory.other_files
-                            for data in (source.read(rel),)], so)
+        write_files(store, source, p.inventory.other_files, so)
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]

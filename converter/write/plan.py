@@ -195,11 +195,19 @@ def estimate_bytes(source: Source, p: Plan, sample: int = 16) -> int:
 
     A few trials of each data folder, spread over the scan, are compressed as the store
     compresses them and scaled to every trial (twice for a variable kept in two layouts);
-    meta arrays and other files count uncompressed.
+    so is the first MiB of every other file, scaled to its declared size.  Meta arrays count
+    uncompressed.
     """
+    from numcodecs import Zstd
+
     n = p.n_trials
     picks = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(np.int64)).tolist()
     total = sum(m.values.nbytes for m in [*p.meta, *p.statistics])
+    for rel in p.inventory.other_files:
+        size = source.size(rel)
+        with source.open(rel) as f:
+            head = f.read(1 << 20)
+        total += len(Zstd().encode(head)) * size // max(1, len(head))
     for key, v in p.data_vars.items():
         values = read_trials(source, key, picks, p.expect[key]).values
         packed = compressed_size(values, v.codec.cname, v.codec.clevel, v.codec.shuffle)

@@ -12,6 +12,8 @@ import base64
 import json
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ SMALL = {"compressors": [ZstdCodec(), Crc32cCodec()]}
 
 from .. import contract
 from ..chunks import encode_chunks, encode_shard
+from ..errors import SourceError
 from ..source import Source, read_trials
 from ..source.npy import NpyHeader
 from ..storage import child, filesystem, open_array, open_group, read_bytes, renames, write_bytes, zarr_kwargs
@@ -169,29 +172,60 @@ def create_skeleton(
 _FILE_CHUNK = 1 << 20
 
 
-def write_files(path, files: list[tuple[str, bytes, int]], storage_options: dict | None = None) -> None:
-    """Keep every other file of the source (``(path, bytes, CRC-32)``) in group ``files``.
+def write_files(path, source: Source, rels: tuple[str, ...], storage_options: dict | None = None) -> None:
+    """Keep every other file of the source (``rels``) in group ``files``, streamed in pieces.
 
     ``files/bytes`` holds their bytes one after another, in the order of ``files/path``;
-    ``files/offset`` and ``files/size`` cut it back into files.
+    ``files/offset`` and ``files/size`` cut it back into files.  Each file is read in pieces
+    of one chunk and written chunk by chunk, so memory does not depend on the files' sizes.
     """
-    sizes = np.array([len(b) for _, b, _ in files], dtype=np.uint64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if files else sizes
-    data = np.frombuffer(b"".join(b for _, b, _ in files), dtype=np.uint8)
+    sizes = np.array([source.size(rel) for rel in rels], dtype=np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if len(rels) else sizes
+    total = int(sizes.sum())
     where = "file of the source that is not an array (config.json, change.log, ...)"
     ds = xr.Dataset(
         {
-            "bytes": xr.Variable(("byte",), data, {"derived": "the bytes of every file in files/path, one after another"}),
+            "bytes": xr.Variable(("byte",), da.zeros(total, dtype=np.uint8, chunks=_FILE_CHUNK),
+                                 {"derived": "the bytes of every file in files/path, one after another"}),
             "offset": xr.Variable(("file",), offsets, {"derived": "where each file starts in files/bytes"}),
             "size": xr.Variable(("file",), sizes, {"derived": "bytes of each file"}),
-            "crc32": xr.Variable(("file",), np.array([c for *_, c in files], dtype=np.uint32), {"derived": "CRC-32 of each file"}),
+            "crc32": xr.Variable(("file",), da.zeros(len(rels), dtype=np.uint32, chunks=-1), {"derived": "CRC-32 of each file"}),
         },
-        coords={"path": xr.Variable(("file",), np.array([f for f, *_ in files], dtype=np.dtypes.StringDType()),
+        coords={"path": xr.Variable(("file",), np.array(list(rels), dtype=np.dtypes.StringDType()),
                                     {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
     encoding = {name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
     ds.to_zarr(path, group=contract.FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
-               **zarr_kwargs(path, storage_options))
+               compute=False, **zarr_kwargs(path, storage_options))
+    data = open_array(path, f"{contract.FILES_GROUP}/bytes", storage_options, mode="r+")
+    crcs = np.zeros(len(rels), dtype=np.uint32)
+    chunk = bytearray()
+    written = 0
+    for k, rel in enumerate(rels):
+        crc, n = 0, 0
+        with source.open(rel) as f:
+            while piece := _read_piece(source, rel, f, _FILE_CHUNK - len(chunk)):
+                crc, n = zlib.crc32(piece, crc), n + len(piece)
+                chunk += piece
+                if len(chunk) == _FILE_CHUNK:
+                    data[written : written + _FILE_CHUNK] = np.frombuffer(chunk, dtype=np.uint8)
+                    written += _FILE_CHUNK
+                    chunk = bytearray()
+        if n != int(sizes[k]):
+            raise SourceError(source.where(rel), f"changed while being read ({n} bytes, {int(sizes[k])} expected)")
+        crcs[k] = crc
+    if chunk:
+        data[written : written + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+    if len(rels):
+        open_array(path, f"{contract.FILES_GROUP}/crc32", storage_options, mode="r+")[...] = crcs
+
+
+def _read_piece(source: Source, rel: str, f, n: int) -> bytes:
+    """Up to ``n`` bytes of an open source file; a damaged zip member is a `SourceError` naming it."""
+    try:
+        return f.read(n)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise SourceError(source.where(rel), f"damaged zip entry ({e})") from None
 
 
 def write_block(
