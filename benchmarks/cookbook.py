@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     run(args.size, args.data, args.out)
     md = (args.out / f"cookbook-{args.size}.md").read_text()
     if args.update_readme:
-        R.replace_between(R.HERE.parent / "README.md", "cookbook-results", md)
+        R.replace_between(R.HERE.parent / "docs" / "how-to/analyse.md", "cookbook-results", md)
     print(md)
     return 0
 

@@ -7,7 +7,7 @@ A real S3 API, moto's server, runs on loopback in a child process; the store and
 response files are uploaded to it, and every read goes through s3fs over HTTP.  Loopback has
 no network latency, so a request costs less here than in a real bucket: the gap between few
 large and many small requests is the least it will be.  Results go to
-``benchmarks/results/remote-<size>.{md,json}``; ``--update-readme`` copies them into README.md.
+``benchmarks/results/remote-<size>.{md,json}``; ``--update-readme`` copies them into docs/how-to/object-storage.md.
 Method (a) is the file tree in the bucket (one GET and ``np.load`` per file, as a loop over a
 mounted bucket does), (c) the store through `converter.open_mouse`, which picks a layout by
 `converter.read.engine.cost`; the two layouts are also read on their own.
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     run(args.size, args.data, args.out)
     md = (args.out / f"remote-{args.size}.md").read_text()
     if args.update_readme:
-        replace_between(HERE.parent / "README.md", "remote-results", md)
+        replace_between(HERE.parent / "docs" / "how-to/object-storage.md", "remote-results", md)
     print(md)
     return 0
 

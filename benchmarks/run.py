@@ -272,16 +272,20 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     return result
 
 
-def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
-    """Put the targets and the float32 tables of a results file between the README's markers."""
+def update_readme(md: str, readme: Path = HERE.parent / "docs" / "performance.md") -> None:
+    """Put the targets and the float32 tables of a results file between the markers of the
+    documentation's performance page, and its chart beside it."""
     targets = md[md.index("## Targets"):md.index("\n## ", md.index("## Targets") + 1)]
     first = md.index("\n## ", md.index("## Targets") + 1) + 1
     tables = md[first:md.index("\n## ", first + 1)] if "\n## " in md[first + 1:] else md[first:]
     header = md.splitlines()[2].replace("Machine:", "Latest full-size run. Machine:")
     title, body = tables.strip().split("\n", 1)
     block = "\n".join([header, "", targets.replace("## Targets", "").strip(), "",
-                       "#### " + title.removeprefix("## ") + " (uint8: see the results file)", "", body.strip()]) + "\n"
+                       "### " + title.removeprefix("## ") + " (uint8: see the results file)", "", body.strip()]) + "\n"
     replace_between(readme, "results", block)
+    chart_file = HERE / "results" / "results-full.png"
+    if chart_file.exists():
+        shutil.copyfile(chart_file, readme.parent / "performance-full.png")
 
 
 def replace_between(readme: Path, marker: str, block: str) -> None:
@@ -291,7 +295,7 @@ def replace_between(readme: Path, marker: str, block: str) -> None:
     readme.write_text(text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):])
 
 
-def parser(doc: str, sizes: dict, readme: str = "copy the results into README.md") -> argparse.ArgumentParser:
+def parser(doc: str, sizes: dict, readme: str = "copy the results into the documentation (docs/)") -> argparse.ArgumentParser:
     """The options every benchmark command takes."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--size", choices=list(sizes), default="full")
@@ -302,7 +306,7 @@ def parser(doc: str, sizes: dict, readme: str = "copy the results into README.md
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser(__doc__, SIZES, "copy the targets and float32 tables into README.md").parse_args(argv)
+    args = parser(__doc__, SIZES, "copy the targets and float32 tables into docs/performance.md").parse_args(argv)
     result = run(args.size, args.data, args.out)
     if args.update_readme:
         update_readme((args.out / f"results-{args.size}.md").read_text())

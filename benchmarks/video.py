@@ -6,7 +6,7 @@
 A full-size synthetic mouse (about 8.6 GB of ``.npy`` files) and one a quarter its size are
 generated into ``benchmarks/data/`` (git-ignored) when absent.  Results go to
 ``benchmarks/results/video-<size>.{md,json}``; ``--update-readme`` copies the targets into
-README.md.  Method (a) is the file tree read as ``MovieFileTreeDataset`` reads it (one
+docs/how-to/sensorium-2023.md.  Method (a) is the file tree read as ``MovieFileTreeDataset`` reads it (one
 ``np.load`` per file), (c) this store.
 """
 
@@ -241,8 +241,8 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     return result
 
 
-def update_readme(md: str, readme: Path = HERE.parent / "README.md") -> None:
-    """Put a results file between the README's video markers."""
+def update_readme(md: str, readme: Path = HERE.parent / "docs" / "how-to/sensorium-2023.md") -> None:
+    """Put a results file between the video markers of docs/how-to/sensorium-2023.md."""
     replace_between(readme, "video-results", md)
 
 

@@ -210,8 +210,8 @@ def test_every_option_of_the_parser_is_in_the_readme_synopsis():
 
     from converter.cli import build_parser
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    synopsis = readme.split("## Command line", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "reference" / "command-line.md").read_text()
+    synopsis = readme.split("# Command line", 1)[1].split("```text", 1)[1].split("```", 1)[0]
     documented: dict[str, set[str]] = {}
     for line in re.split(r"\n(?=sensorium-zarr )", synopsis.strip()):
         words = line.split()

@@ -3,7 +3,7 @@
 A real ``sensorium-zarr`` process runs with one function wrapped (tests/faults.py): at
 its n-th call the process kills itself with SIGKILL, or pauses until the test lets it go.
 Every case must end in one of two states: DEST complete and verifying, or DEST absent
-with (at most) a resumable ``DEST.incomplete``.  The README's reliability table lists
+with (at most) a resumable ``DEST.incomplete``.  The reliability page (docs/reliability.md) lists
 these cases.
 """
 
