@@ -181,7 +181,7 @@ def _export(args) -> int:
 
 
 def _validate(args) -> int:
-    from .integrity.schema import read_root, validate
+    from .schema import read_root, validate
 
     read_root(_loc(args.dest), _options(args))  # a missing store is bad input (2), not a failed check
     try:

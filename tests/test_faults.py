@@ -83,7 +83,7 @@ CONVERT_PHASES = [  # (phase, wrapped function, nth call, positional argument th
     ("block 2", "converter.write.executors:write_block", 2, "", ("new", "overwrite")),
     ("checksums", "converter.write.convert:write_checksums", 1, "", ("new", "overwrite")),
     ("final metadata", "converter.write.state:finalize", 1, "", ("new", "overwrite")),
-    ("validation", "converter.integrity.schema:validate", 1, "", ("new", "overwrite")),
+    ("validation", "converter.schema:validate", 1, "", ("new", "overwrite")),
     ("old store aside", "os:replace", 1, "0=DEST", ("overwrite",)),
     ("rename", "os:replace", 1, "1=DEST", ("new", "overwrite")),
     ("cleanup", "converter.write.state:LocalState.discard", 1, "", ("new", "overwrite")),

@@ -13,7 +13,7 @@ import os
 import shutil
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,8 @@ from ..progress import Progress
 from ..source.npy import parse_header
 from ..storage import check_creatable, first_missing, open_group
 from ..write.layout import blocks, to_file_order
-from .schema import manifest, read_root
-from .verify import VerifyReport, block_trials, damaged, row_bits
+from ..schema import manifest, read_root
+from .report import Pieces, VerifyReport, block_trials, damaged, other_files, row_bits  # noqa: F401
 
 
 def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
@@ -41,11 +41,6 @@ def file_bytes(values: np.ndarray, header: bytes, name: str) -> bytes:
     if arr.shape != h.shape:
         raise StoreError(f"{name}: stored shape {arr.shape} does not match the recorded header's {h.shape}")
     return header + arr.tobytes(order="F" if h.fortran_order else "C")
-
-
-# Pieces in which the kept non-array files are read back: memory never depends on their sizes.
-PIECE = 1 << 20
-Pieces = Callable[[], Iterator[bytes]]
 
 
 def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_options: dict | None = None) -> Iterator[tuple[str, Pieces, int]]:
@@ -85,24 +80,6 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
                     name = src.replace(contract.TRIAL_FIELD, str(int(trial[pos])))
                     yield name, (lambda rows=rows, j=j, name=name: iter([file_bytes(rows[j], header, name)])), int(crcs[pos])
                 bar(len(b))
-
-
-def other_files(group, schema_version: str | None) -> Iterator[tuple[str, Pieces, int]]:
-    """``(path, its bytes in pieces, recorded CRC-32)`` of each non-array file kept in group ``files``.
-
-    Stores of schema 1.0 and 2.0 did not keep them: none.  From 2.1 on, a store without
-    the group is damaged (`StoreError`).
-    """
-    if contract.FILES_GROUP not in group:
-        if schema_version in contract.WITHOUT_FILES_GROUP:
-            return
-        raise StoreError(f"{contract.FILES_GROUP}/: missing (the source's files that are not arrays)")
-    files = group[contract.FILES_GROUP]
-    data = files["bytes"]
-    for path, start, size, crc in zip(files["path"][...].tolist(), files["offset"][...].tolist(),
-                                      files["size"][...].tolist(), files["crc32"][...].tolist()):
-        yield str(path), (lambda start=int(start), size=int(size): (data[a : min(a + PIECE, start + size)].tobytes()
-                                                                     for a in range(start, start + size, PIECE))), int(crc)
 
 
 def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: int = 20, storage_options: dict | None = None) -> VerifyReport:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,42 +15,10 @@ from .. import contract
 from ..errors import StoreError
 from ..progress import Progress
 from ..source import open_source, read_array, read_trials, scan
-from ..source.npy import to_native
 from ..storage import child, exists, open_group
 from ..write import layout
-from . import damage
-from .schema import manifest, read_root
-
-
-@dataclass
-class VerifyReport:
-    """The outcome of `verify`: ``ok`` only when every source array matched."""
-
-    files_checked: int = 0
-    mismatches: list[str] = field(default_factory=list)
-    limit: int = 20
-    against: str = "the store bit for bit"
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-    def add(self, problem: str) -> None:
-        if len(self.mismatches) < self.limit:
-            self.mismatches.append(problem)
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"OK: {self.files_checked} source files match {self.against}"
-        lines = [f"MISMATCH: {len(self.mismatches)} problem(s) in {self.files_checked} files checked (first {self.limit} shown)"]
-        return "\n".join(lines + [f"  {m}" for m in self.mismatches])
-
-
-def row_bits(a: np.ndarray) -> np.ndarray:
-    """The bytes of each element, native order, as a (n, itemsize * rest) uint8 view."""
-    a = to_native(a)
-    n = a.shape[0] if a.ndim else 1
-    return a.reshape(n, -1).view(np.uint8).reshape(n, -1)
+from .report import VerifyReport, block_trials, damaged, other_files, row_bits  # noqa: F401  (public here)
+from ..schema import manifest, read_root
 
 
 def _text_equal(stored: np.ndarray, src: np.ndarray) -> bool:
@@ -90,8 +57,6 @@ def compare(name: str, stored: np.ndarray, src: np.ndarray, recorded_dtype: str,
 
 def _compare_other_files(source, files: tuple[str, ...], group, attrs: dict) -> list[str]:
     """How the source's non-array files differ from those kept in the store's ``files`` group."""
-    from .export import other_files
-
     try:
         stored = {path: make for path, make, _ in other_files(group, attrs.get("schema_version"))}
     except StoreError as e:
@@ -114,15 +79,6 @@ def _same_bytes(pieces, source, rel: str) -> bool:
         return f.read(1) == b""
 
 
-def damaged(report: VerifyReport, dest, root: dict, storage_options: dict | None) -> bool:
-    """Add a line per damaged object of the store to ``report`` (`converter.integrity.damage`);
-    True when there was any: its values cannot be compared then."""
-    found = damage.problems(dest, root, storage_options)
-    for problem in found:
-        report.add(problem)
-    return bool(found)
-
-
 def _same_source(source, inv, attrs: dict) -> bool | None:
     """Whether the store's recorded fingerprint is this source's, from the CRC-32s a zip lists in
     its directory (no file read); None when the source lists none (a folder)."""
@@ -135,15 +91,6 @@ def _same_source(source, inv, attrs: dict) -> bool | None:
     if not all(f in crcs for f in files):
         return None
     return contract.fingerprint({f: crcs[f] for f in files}) == attrs[contract.SOURCE_FINGERPRINT]
-
-
-def block_trials(group, keys: list[str]) -> int:
-    """Trials per write block of a store: what one read of every data variable may hold in memory."""
-    for key in keys:
-        if key in group:
-            a = group[key]
-            return (a.shards or a.chunks)[0]  # a data variable's write unit is one block of trials
-    return layout.BLOCK_TRIALS
 
 
 def _check_n_frames(stored: np.ndarray, clips: np.ndarray, files: np.ndarray) -> str:

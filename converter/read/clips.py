@@ -23,7 +23,7 @@ from .dataset import checked_root
 from .normalize import Normalizer
 from .statistics import trial_statistics
 from .select import one_store_per_key
-from .torch import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
+from .batches import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
 
 
 # A variable this small (behavior, pupil center: ~2 MB for a full mouse) is read whole on first

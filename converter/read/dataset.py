@@ -11,7 +11,7 @@ from xarray.core import indexing
 
 from .. import contract
 from ..errors import StoreError
-from ..integrity.schema import manifest, read_root
+from ..schema import manifest, read_root
 from ..storage import child, exists, listing, local_path, location, open_group, tree_bytes, zarr_kwargs
 from ..write.layout import BLOCK_TRIALS
 from .engine import cost, open_reader, read_coordinates

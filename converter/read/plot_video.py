@@ -13,7 +13,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from .. import contract
-from .plot import _histogram, _neuron_order, _positions, _say, _stacked, _text, _tiers
+from .plot_parts import _histogram, _neuron_order, _positions, _say, _stacked, _text, _tiers
 from .score_clips import SKIP_FRAMES, oracle_clips
 
 N_FRAMES_SHOWN = 5

@@ -14,8 +14,7 @@ import numpy as np
 
 try:
     import torch
-    from torch.utils.data import DataLoader, Dataset, Sampler, SubsetRandomSampler
-    from torch.utils.data import default_collate
+    from torch.utils.data import DataLoader, SubsetRandomSampler
 except ImportError as e:  # pragma: no cover - exercised in a subprocess without torch
     raise ImportError(
         "converter.torch needs PyTorch, which is not installed: pip install 'sensorium-zarr[torch]'"
@@ -24,110 +23,11 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 from .. import contract
 from ..storage import open_group
 from .dataset import checked_root
-from .engine import open_reader
 from .normalize import Normalizer, add_channels
 from .statistics import trial_statistics
-from .select import labels, neurons_where, one_store_per_key
-
-DEFAULT_KEYS = contract.DATA_KEYS
-
-
-class Trial(dict):
-    """One trial, or a batch of them: ``item.images`` and ``item["images"]`` alike."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class _Batch(Sequence):
-    """The items of one `MouseDataset.__getitems__` call: views of one batch, made on demand."""
-
-    def __init__(self, batch: Trial, n: int) -> None:
-        self.batch, self._n = batch, n
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, j):
-        if isinstance(j, slice):
-            return [self[i] for i in range(*j.indices(self._n))]
-        if not -self._n <= j < self._n:
-            raise IndexError(j)
-        return Trial({k: v[j] for k, v in self.batch.items()})
-
-
-def collate(items):
-    """Collate for `DataLoader`: a batch read at once is returned as is, without a copy."""
-    if isinstance(items, _Batch):
-        return items.batch
-    return default_collate(items)
-
-
-class SubsetSequentialSampler(Sampler[int]):
-    """The given indices, in order (neuralpredictors' sampler of the same name)."""
-
-    def __init__(self, indices: Sequence[int]) -> None:
-        self.indices = indices
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def tier_mask(store, tiers: np.ndarray, tier: str | Sequence[str] | None) -> np.ndarray:
-    """Which stored trials belong to ``tier`` (one name or several; ``None``: all); a tier the
-    store does not have is a `ValueError` that lists the ones it has."""
-    if tier is None:
-        return np.ones(len(tiers), bool)
-    wanted = [tier] if isinstance(tier, str) else list(tier)
-    unknown = sorted(set(wanted) - set(tiers.tolist()))
-    if unknown:
-        raise ValueError(f"{store}: no tier {unknown[0]!r}; the store has {sorted(set(tiers.tolist()))}")
-    return np.isin(tiers, wanted)
-
-
-class StoreDataset(Dataset):
-    """What `MouseDataset` and `converter.torch.ClipDataset` share: one reader per variable and
-    process, pickling without them, and items and batches made by the subclass's ``batch``.
-
-    Subclasses set ``store``, ``storage_options``, ``trials`` (the stored position of each
-    item), ``_meta`` (the consolidated metadata), ``_readers``, ``_memory`` and ``_pid``.
-    """
-
-    def __len__(self) -> int:
-        return len(self.trials)
-
-    def __getstate__(self) -> dict:
-        # open arrays and in-memory copies stay behind; each worker opens its own
-        return {**self.__dict__, "_memory": {}, "_readers": {}, "_pid": None}
-
-    def _reader(self, key: str):
-        if self._pid != os.getpid():  # a zarr event loop (stores at URLs) must not cross a fork
-            self._readers, self._pid = {}, os.getpid()
-        if key not in self._readers:
-            copy = contract.row_copy_path(key)  # whole trials, and windows of one, read fastest from the trial-major copy
-            name = copy if copy in self._meta else key
-            self._readers[key] = open_reader(self.store, name, self.storage_options, self._meta.get(name))
-        return self._readers[key]
-
-    def batch(self, indices: Sequence[int]) -> Trial:
-        raise NotImplementedError
-
-    def __getitem__(self, i: int) -> Trial:
-        b = self.batch([i])
-        return Trial({k: torch.from_numpy(np.ascontiguousarray(v[0])) for k, v in b.items()})
-
-    def __getitems__(self, indices: Sequence[int]) -> _Batch:
-        b = Trial({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch(indices).items()})
-        return _Batch(b, len(indices))
-
+from .select import labels, one_store_per_key
+from .batches import DEFAULT_KEYS, StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask  # noqa: F401  (public here)
+from .clips import video_loaders
 
 class MouseDataset(StoreDataset):
     """The trials of one store as a PyTorch dataset.
@@ -259,21 +159,6 @@ class MouseDataset(StoreDataset):
         return out
 
 
-def neuron_positions(ds: StoreDataset, areas, layers, neuron_ids) -> np.ndarray | None:
-    """Neuron positions as ``static_loader`` selects them: ids in the order given, else area/layer."""
-    if neuron_ids is not None:
-        if areas is not None or layers is not None:
-            raise ValueError("neuron_ids cannot be combined with areas or layers")
-        pos = {int(u): k for k, u in enumerate(ds.unit_ids)}
-        try:
-            return np.array([pos[int(u)] for u in labels([int(u) for u in neuron_ids], what="neuron id")], dtype=np.intp)
-        except KeyError as e:
-            raise ValueError(f"{ds.store}: no neuron with unit id {e.args[0]}") from None
-    if areas is None and layers is None:
-        return None
-    return neurons_where(ds.neuron_info, len(ds.unit_ids), areas, layers)
-
-
 def loaders(
     stores: Sequence[str | os.PathLike],
     *,
@@ -306,8 +191,6 @@ def loaders(
     keyword arguments as there); the image-only options must then keep their defaults.
     """
     if stores and contract.is_dynamic(checked_root(stores[0], dataloader_kwargs.get("storage_options"))["attributes"]):
-        from .clips import video_loaders
-
         image_only = {"add_behavior_as_channels": add_behavior_as_channels is not True, "include_eye_position": include_eye_position,
                       "add_eye_pos_as_channels": add_eye_pos_as_channels, "areas": areas is not None, "layers": layers is not None,
                       "image_ids": image_ids is not None, "in_memory": in_memory}

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SourceError, StorageError, StoreError
-from ..integrity.schema import validate
+from ..schema import validate
 from ..progress import Progress
 from ..source import open_source
 from ..storage import Location, check_creatable, child, exists, filesystem, listing, make_folder, name, tree_bytes

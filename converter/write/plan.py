@@ -235,7 +235,7 @@ def made_from(dest, source: Source, p: Plan, storage_options: dict | None = None
     The same source means the same identity (path, names, sizes, times), or for a zip, the
     same fingerprint (from the CRC-32s in its directory: the same content anywhere).
     """
-    from ..integrity.schema import validate
+    from ..schema import validate
 
     try:
         attrs = validate(dest, storage_options)["attributes"]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..storage import Location, filesystem, renames, write_bytes
-from ..integrity import schema
+from .. import schema
 from .store import BlockResult, finalize
 
 

@@ -1,4 +1,5 @@
-"""Checking a store against ``schemas/store-<version>.json``.
+"""Checking a store against ``schemas/store-<version>.json``: below the writers and the readers,
+which both need it.
 
 The check reads only the root ``zarr.json`` (consolidated metadata), turns it into a
 plain manifest, validates that with JSON Schema, then checks the cross-array rules the
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import jsonschema
 
-from .. import contract
-from ..contract import SCHEMA_VERSION
-from ..errors import StoreError
-from ..storage import child, exists, read_bytes
+from . import contract
+from .contract import SCHEMA_VERSION
+from .errors import StoreError
+from .storage import child, exists, read_bytes
 from .damage import metadata_problems
 
 
@@ -26,7 +27,7 @@ from .damage import metadata_problems
 def load_schema(version: str = SCHEMA_VERSION) -> dict:
     """The JSON Schema of store layout ``version``."""
     name = f"store-{version}.json"
-    checkout = Path(__file__).resolve().parents[2] / "schemas" / name  # a checkout: schemas/ beside converter/
+    checkout = Path(__file__).resolve().parents[1] / "schemas" / name  # a checkout: schemas/ beside converter/
     if checkout.exists():
         return json.loads(checkout.read_text())
     return json.loads(resources.files("converter.schemas").joinpath(name).read_text())

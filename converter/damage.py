@@ -21,9 +21,9 @@ import os
 
 import numpy as np
 
-from .. import contract
-from ..chunks import MISSING, checked, index_bytes, shard_index
-from ..storage import filesystem
+from . import contract
+from .chunks import MISSING, checked, index_bytes, shard_index
+from .storage import filesystem
 
 
 def metadata_problems(path, root: dict, storage_options: dict | None = None) -> list[str]:
