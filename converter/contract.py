@@ -66,9 +66,6 @@ CHECKSUMS_GROUP = "checksums/data"  # one CRC-32 per source file of each data fo
 STATISTICS_GROUP = "statistics"
 
 
-def is_dynamic(attrs: dict) -> bool:
-    """True for the root attributes of a Sensorium 2023 (video) store."""
-    return attrs.get("schema_version") in DYNAMIC_SCHEMA_VERSIONS
 
 
 def encode_attrs(attrs: dict) -> dict:

@@ -19,6 +19,7 @@ import jsonschema
 from . import contract
 from .contract import SCHEMA_VERSION
 from .errors import StoreError
+from .kinds import kind_of
 from .storage import child, exists, read_bytes
 from .damage import metadata_problems
 
@@ -99,8 +100,8 @@ def cross_check(m: dict) -> list[str]:
     problems = []
     attrs, arrays = contract.decode_attrs(m["attributes"]), m["arrays"]
     sizes = {contract.TRIAL: attrs.get("n_trials"), contract.NEURON: attrs.get("n_neurons")}
-    dynamic = contract.is_dynamic(attrs)
-    if dynamic:
+    frames = kind_of(attrs).frames
+    if frames:
         sizes[contract.FRAME] = attrs.get("n_frames_padded")
     for key in attrs.get("data_keys", []):
         a = arrays.get(key)
@@ -109,7 +110,7 @@ def cross_check(m: dict) -> list[str]:
             continue
         if not a["dims"] or a["dims"][0] != contract.TRIAL:
             problems.append(f"{key}: first dimension is not {contract.TRIAL!r}")
-        if dynamic and (a["dims"] or [None])[-1] != contract.FRAME:
+        if frames and (a["dims"] or [None])[-1] != contract.FRAME:
             problems.append(f"{key}: last dimension is not {contract.FRAME!r}")
         if a["attributes"].get(contract.SOURCE) != contract.data_source(key):
             problems.append(f"{key}: attribute source is not {contract.data_source(key)!r}")

@@ -99,3 +99,20 @@ def test_the_checker_sees_a_loop_and_an_upward_import():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _layer("converter.write.plan") > _layer("converter.schema")
     assert _layer("converter.integrity.verify") > _layer("converter.write.plan")
+
+
+def test_every_kind_of_scan_names_parts_that_exist():
+    """What each kind names by string (dataset, loaders, scorer, oracle, overview) imports and exists."""
+    import importlib.util
+
+    from converter.kinds import KINDS, kind_of, kind_of_source
+
+    roles = {"dataset", "loaders", "score", "oracle", "overview"}
+    for kind in KINDS:
+        assert set(kind.parts) == roles, kind.name
+        for role in roles:
+            needs = {"dataset": "torch", "loaders": "torch", "overview": "matplotlib"}.get(role)
+            if needs is None or importlib.util.find_spec(needs) is not None:
+                assert callable(kind.part(role)), (kind.name, role)
+        assert kind_of({"schema_version": kind.schema_version}) is kind
+        assert kind_of_source((*kind.data_keys[1:], kind.stimulus)) is kind

@@ -117,7 +117,7 @@ def test_video_loaders_like_the_official_one(clip_store):
     assert set(b) == {"videos", "responses"} and b["videos"].shape[1] == 1 and b["responses"].shape[1] == 2
     via = loaders([clip_store], batch_size=4, frames=15, tier="train", seed=0)
     assert set(via) == {"train"}
-    with pytest.raises(ValueError, match="image stores only"):
+    with pytest.raises(ValueError, match="applies to image scans only"):
         loaders([clip_store], batch_size=4, image_ids=[[1]])
 
 

@@ -13,6 +13,7 @@ import xarray as xr
 
 import converter
 from converter import contract
+from converter.kinds import VIDEO
 from converter.write import layout
 
 from .conftest import CLIP_KEYS as KEYS
@@ -189,16 +190,16 @@ def test_layout_decisions_for_a_full_size_scan():
     assert block * sum(int(np.prod(s)) * n for s, n in per_trial.values()) <= layout.BLOCK_TARGET_BYTES
     assert block >= 16
     assert layout.block_trials(144 * 256 * 4 + 7776 * 4 + 20) == layout.BLOCK_TRIALS  # a 2022 scan keeps its blocks
-    resp = layout.plan_data_var("responses", 720, (7900, 300), np.dtype("<f4"), block, clips=True)
+    resp = layout.plan_data_var("responses", 720, (7900, 300), np.dtype("<f4"), block, kind=VIDEO)
     assert resp.dims == ("trial", "neuron", "frame") and resp.shards is None
     assert resp.chunks[0] == block and resp.chunks[2] == 300
     assert np.prod(resp.chunks) * 4 <= layout.CLIP_TILE_BYTES
     copy = layout.row_copy(resp)
     assert copy.chunks == (1, 7900, layout.FRAME_CHUNK) and copy.shards == (block, 7900, 300)
-    video = layout.plan_data_var("videos", 720, (36, 64, 313), np.dtype("<f4"), block, clips=True)
+    video = layout.plan_data_var("videos", 720, (36, 64, 313), np.dtype("<f4"), block, kind=VIDEO)
     assert video.chunks == (1, 36, 64, layout.FRAME_CHUNK) and video.shards == (block, 36, 64, 320)  # rounded up
-    assert layout.data_dims("behavior", (2, 300), clips=True) == ("trial", "behavior_variable", "frame")
-    assert layout.data_dims("other", (5, 300), clips=True) == ("trial", "other_dim_0", "frame")
+    assert layout.data_dims("behavior", (2, 300), kind=VIDEO) == ("trial", "behavior_variable", "frame")
+    assert layout.data_dims("other", (5, 300), kind=VIDEO) == ("trial", "other_dim_0", "frame")
 
 
 def test_valid_masks_the_padding(clips, clip_store):
@@ -214,7 +215,7 @@ def test_valid_masks_the_padding(clips, clip_store):
     masked = test.sensorium.valid().responses.values
     for x, n in zip(masked, test.n_frames.values.tolist()):
         assert np.isnan(x[:, n:]).all() and (x[:, :n] == 0).all()
-    with pytest.raises(ValueError, match="not a Sensorium 2023"):
+    with pytest.raises(ValueError, match="no n_frames coordinate"):
         ds.drop_vars("n_frames").sensorium.valid()
 
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from converter.kinds import VIDEO
 from converter.write import layout
 
 
@@ -120,8 +121,8 @@ def test_meta_dims():
 
 RESPONSES = layout.plan_data_var("responses", 10, (7,), np.dtype("f4"))
 IMAGES = layout.plan_data_var("images", 10, (1, 144, 256), np.dtype("f4"))
-CLIP_RESPONSES = layout.plan_data_var("responses", 10, (7, 300), np.dtype("f4"), clips=True)
-VIDEOS = layout.plan_data_var("videos", 10, (36, 64, 300), np.dtype("f4"), clips=True)
+CLIP_RESPONSES = layout.plan_data_var("responses", 10, (7, 300), np.dtype("f4"), kind=VIDEO)
+VIDEO_CLIPS = layout.plan_data_var("videos", 10, (36, 64, 300), np.dtype("f4"), kind=VIDEO)
 
 
 @pytest.mark.parametrize(
@@ -134,13 +135,13 @@ VIDEOS = layout.plan_data_var("videos", 10, (36, 64, 300), np.dtype("f4"), clips
         # 2. the same rank, reduced axes kept with length 1
         ("responses/all/std", (7, 1), CLIP_RESPONSES, ("neuron", "responses_frame_reduced")),
         ("images/all/mean", (1, 1, 1), IMAGES, ("channel", "images_height_reduced", "images_width_reduced")),
-        ("videos/all/mean", (1, 1, 300), VIDEOS, ("videos_height_reduced", "videos_width_reduced", "frame")),
+        ("videos/all/mean", (1, 1, 300), VIDEO_CLIPS, ("videos_height_reduced", "videos_width_reduced", "frame")),
         # 3. a clip's statistic reduced over trials and frames: (n_neurons,)
         ("responses/all/std", (7,), CLIP_RESPONSES, ("neuron",)),
-        ("videos/all/mean", (36, 64), VIDEOS, ("height", "width")),
+        ("videos/all/mean", (36, 64), VIDEO_CLIPS, ("height", "width")),
         # 4. the trial's last axes, as numpy broadcasts them
         ("images/all/mean", (144, 256), IMAGES, ("height", "width")),
-        ("videos/all/mean", (300,), VIDEOS, ("frame",)),
+        ("videos/all/mean", (300,), VIDEO_CLIPS, ("frame",)),
         # a scalar
         ("images/all/mean", (), IMAGES, ()),
         ("images/all/mean", (), None, ()),

@@ -14,6 +14,7 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from .. import contract
+from ..kinds import ScanKind, kind_of, kind_of_source
 from .normalize import Normalizer, standardize
 from .statistics import trial_statistics
 from .select import as_list, labels, neurons_where
@@ -60,9 +61,14 @@ class SensoriumAccessor:
         return ds.isel(neuron=neurons_where(info, ds.sizes[contract.NEURON], area, layer))
 
     @property
+    def kind(self) -> ScanKind:
+        """The kind of scan (`converter.kinds`): from the store's schema version, kept by every selection."""
+        return kind_of(self._ds.attrs) if "schema_version" in self._ds.attrs else kind_of_source(self._ds.data_vars)
+
+    @property
     def is_video(self) -> bool:
-        """True for a Sensorium 2023 (video) store, or a selection of one: it has ``n_frames``."""
-        return contract.N_FRAMES in self._ds.coords
+        """True for a Sensorium 2023 (video) store, or a selection of one (``kind.frames``)."""
+        return self.kind.frames
 
     def withheld(self, key: str = "responses") -> xr.DataArray:
         """Per trial, True where ``key`` is withheld (all zero in the release); all False where
@@ -79,8 +85,8 @@ class SensoriumAccessor:
         Select trials first; a store opened with ``dask=True`` stays lazy.
         """
         ds = self._ds
-        if not self.is_video:
-            raise ValueError("no n_frames coordinate: not a Sensorium 2023 (video) store")
+        if contract.N_FRAMES not in ds.coords:
+            raise ValueError("no n_frames coordinate: not a video scan (Sensorium 2023), or n_frames was dropped")
         keep = ds[contract.FRAME] < ds[contract.N_FRAMES]
         return ds.assign({name: v.where(keep) for name, v in ds.data_vars.items() if contract.FRAME in v.dims})
 

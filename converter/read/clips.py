@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, SubsetRandomSampler
 
 from .. import contract
+from ..kinds import kind_of
 from ..storage import open_group
 from .dataset import checked_root
 from .normalize import Normalizer
@@ -76,8 +77,9 @@ class ClipDataset(StoreDataset):
         self.store, self.storage_options = str(store), storage_options
         root = checked_root(store, storage_options)
         attrs = root["attributes"]
-        if not contract.is_dynamic(attrs):
-            raise ValueError(f"{store}: a Sensorium 2022 (image) store: use converter.torch.MouseDataset")
+        kind = kind_of(attrs)
+        if not isinstance(self, kind.part("dataset")):
+            raise ValueError(f"{store}: a {kind.name} scan: use converter.torch.{kind.part('dataset').__name__}")
         if frames < 1 or offset < -1:
             raise ValueError(f"need frames >= 1 and offset >= -1 (got {frames}, {offset})")
         self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}

@@ -11,6 +11,7 @@ from xarray.core import indexing
 
 from .. import contract
 from ..errors import StoreError
+from ..kinds import kind_of
 from ..schema import manifest, read_root
 from ..storage import child, exists, listing, local_path, location, open_group, tree_bytes, zarr_kwargs
 from ..write.layout import BLOCK_TRIALS
@@ -185,7 +186,8 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         "n_neurons": attrs.get("n_neurons"),
         "tier_counts": attrs["tier_counts"],
         "withheld_trials": attrs["withheld_trials"],
-        **({"frames": _frames(path, attrs, storage_options)} if contract.is_dynamic(attrs) else {}),
+        "kind": kind_of(attrs).name,
+        **({"frames": _frames(path, attrs, storage_options)} if kind_of(attrs).frames else {}),
         "dims": dims,
         "arrays": arrays,
         "disk_bytes": disk_total,

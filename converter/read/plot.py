@@ -21,8 +21,6 @@ try:
 except ImportError as e:  # pragma: no cover - exercised in a subprocess without matplotlib
     raise ImportError("converter.plot needs matplotlib, which is not installed: pip install 'sensorium-zarr[plot]'") from e
 
-from .plot_video import video_overview  # noqa: E402  (after the check that matplotlib is there)
-
 
 def figure_path(out) -> Path:
     """Where ``show --out OUT`` writes: OUT, with ``.png`` added when it has no suffix.
@@ -143,14 +141,17 @@ def _behavior(ax, ds: xr.Dataset) -> None:
 
 
 def overview(ds: xr.Dataset) -> Figure:
-    """One page about one scan: tiers, stimuli, responses, neuron positions, reliability, behavior.
+    """One page about one scan, the page of its kind (`converter.kinds`): for an image scan
+    `image_overview`, for a video scan `converter.read.plot_video.video_overview`.
 
     ``ds`` is a dataset opened with `converter.open_mouse` (lazy: only what is drawn is read).
-    Withheld data is drawn as withheld, never as zeros.  A Sensorium 2023 store gets
-    `converter.read.plot_video.video_overview`.
+    Withheld data is drawn as withheld, never as zeros.
     """
-    if ds.sensorium.is_video:
-        return video_overview(ds)
+    return ds.sensorium.kind.part("overview")(ds)
+
+
+def image_overview(ds: xr.Dataset) -> Figure:
+    """The page of an image scan: tiers, stimuli, responses, neuron positions, reliability, behavior."""
     fig = Figure(figsize=(15, 10), layout="constrained")
     grid = fig.add_gridspec(3, 3, height_ratios=[1, 1.25, 1])
     _tiers(fig.add_subplot(grid[0, 0]), ds)

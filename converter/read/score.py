@@ -14,56 +14,13 @@ import xarray as xr
 from .. import contract
 from . import metrics
 from .dataset import open_mouse
-from .score_clips import oracle_clips, score_clips
+from .score_parts import aligned, summary, tier_trials
 
 
 def _dataset(store_or_dataset, storage_options: dict | None = None) -> xr.Dataset:
     if isinstance(store_or_dataset, xr.Dataset):
         return store_or_dataset
     return open_mouse(store_or_dataset, storage_options=storage_options)
-
-
-def _tier(ds: xr.Dataset, tier: str, file_order: bool = True) -> xr.Dataset:
-    """The tier's trials (in file order, or as stored: one contiguous read), refusing withheld
-    responses (never scored as zeros)."""
-    name = ds.attrs.get("dataset", "this store")
-    if contract.TIER not in ds.coords or tier not in set(ds[contract.TIER].values.tolist()):
-        have = sorted(set(ds[contract.TIER].values.tolist())) if contract.TIER in ds.coords else []
-        raise ValueError(f"{name}: no tier {tier!r} to score (it has {have})")
-    sel = ds.sensorium.tier(tier)
-    sel = sel.sortby(contract.TRIAL) if file_order else sel
-    withheld = int(sel.sensorium.withheld("responses").sum())
-    if withheld:
-        raise ValueError(f"{name}: the responses of tier {tier!r} are withheld ({withheld} of {sel.sizes[contract.TRIAL]} "
-                         "trials all zero); they cannot be scored here, only by the competition")
-    return sel
-
-
-def _aligned(predictions: xr.DataArray, trials: np.ndarray, neurons: np.ndarray, name: str,
-             frames: int | None = None) -> np.ndarray:
-    """``predictions`` as a ``(trial, neuron)`` array in the order of ``trials`` and ``neurons``;
-    with ``frames``, a ``(trial, neuron, frame)`` one whose frame axis has that length."""
-    dims = (contract.TRIAL, contract.NEURON) + ((contract.FRAME,) if frames is not None else ())
-    if predictions.ndim != len(dims) or set(predictions.dims) != set(dims):
-        raise ValueError(f"predictions: expected dims {dims}, found {predictions.dims}")
-    if frames is not None and predictions.sizes[contract.FRAME] != frames:
-        raise ValueError(f"predictions: {predictions.sizes[contract.FRAME]} frames per trial, the store's clips have "
-                         f"{frames} (padding included)")
-    for dim, wanted in ((contract.TRIAL, trials), (contract.NEURON, neurons)):
-        if dim not in predictions.coords:
-            raise ValueError(f"predictions: no {dim} labels (a {dim!r} coordinate of file numbers or unit ids)")
-        have = predictions.indexes[dim]
-        if not have.is_unique:
-            raise ValueError(f"predictions: {dim} labels repeat")
-        missing = [v for v in wanted.tolist() if v not in have]
-        if missing:
-            raise ValueError(f"predictions: no prediction for {len(missing)} {dim}s of {name} (first: {missing[0]})")
-    out = predictions.sel({contract.TRIAL: trials, contract.NEURON: neurons}).transpose(*dims)
-    return np.asarray(out.values, dtype=np.float64)
-
-
-def _default_tier(ds: xr.Dataset, tier: str | None) -> str:
-    return tier or ("oracle" if ds.sensorium.is_video else "test")
 
 
 def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, *,
@@ -90,15 +47,16 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
         competition's metric, `score_clips`.
     """
     ds = _dataset(store_or_dataset, storage_options)
-    tier = _default_tier(ds, tier)
-    if ds.sensorium.is_video:
-        ds = _tier(ds, tier)
-        pred = _aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
-        return score_clips(ds, pred, tier)
+    kind = ds.sensorium.kind
+    return kind.part("score")(ds, predictions, tier or kind.default_tier)
+
+
+def score_images(ds: xr.Dataset, predictions: xr.DataArray, tier: str) -> xr.Dataset:
+    """`score` for an image scan: the Sensorium 2022 metrics."""
     ds.sensorium._image_ids()  # the metrics average over an image's repeats: refuse early without ids
-    ds = _tier(ds, tier).sensorium.standardize()
+    ds = tier_trials(ds, tier).sensorium.standardize()
     trials, neurons = ds[contract.TRIAL].values, ds[contract.NEURON].values
-    pred = _aligned(predictions, trials, neurons, f"tier {tier!r}")
+    pred = aligned(predictions, trials, neurons, f"tier {tier!r}")
     metrics.check_finite(pred, trials, neurons)
     resp = np.asarray(ds["responses"].values, dtype=np.float64)
     ids = ds[contract.IMAGE_ID].values
@@ -131,16 +89,16 @@ def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict |
     the mean over neurons.  In a Sensorium 2023 store (default tier ``oracle``) repeats are the
     trials with identical videos, compared frame by frame (`oracle_clips`)."""
     ds = _dataset(store_or_dataset, storage_options)
-    tier = _default_tier(ds, tier)
-    if not ds.sensorium.is_video:
-        ds.sensorium._image_ids()  # repeats are trials of one image: refuse without ids
-    ds = _tier(ds, tier, file_order=False)  # the jackknife pairs each repeat with its own image's others: any order
-    if ds.sensorium.is_video:
-        values = oracle_clips(ds)
-    else:
-        values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
-    return xr.DataArray(values, coords={contract.NEURON: ds[contract.NEURON].values}, dims=(contract.NEURON,),
-                        name="oracle_correlation", attrs={"tier": tier, "mean": float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")})
+    kind = ds.sensorium.kind
+    return kind.part("oracle")(ds, tier or kind.default_tier)
+
+
+def oracle_images(ds: xr.Dataset, tier: str) -> xr.DataArray:
+    """`oracle` for an image scan: every repeat of an image against the mean of its others."""
+    ds.sensorium._image_ids()  # repeats are trials of one image: refuse without ids
+    ds = tier_trials(ds, tier, file_order=False)  # the jackknife pairs each repeat with its own image's others: any order
+    values = metrics.oracle_jackknife(np.asarray(ds["responses"].values, dtype=np.float64), ds[contract.IMAGE_ID].values)
+    return summary(values, ds, tier)
 
 
 def read_predictions(path: str | os.PathLike, store_or_dataset=None, storage_options: dict | None = None) -> xr.DataArray:

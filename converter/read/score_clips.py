@@ -15,6 +15,7 @@ import xarray as xr
 
 from .. import contract
 from . import metrics
+from .score_parts import aligned, summary, tier_trials
 
 SKIP_FRAMES = 50
 
@@ -22,6 +23,19 @@ SKIP_FRAMES = 50
 def _frames(ds: xr.Dataset, values: np.ndarray, skip: int) -> np.ndarray:
     """``(trial, neuron, frame)`` values as ``(frames, neuron)``: each trial's frames ``skip`` .. ``n_frames``."""
     return np.concatenate([v[:, skip:n].T for v, n in zip(values, ds[contract.N_FRAMES].values.tolist())])
+
+
+def score_video(ds: xr.Dataset, predictions: xr.DataArray, tier: str) -> xr.Dataset:
+    """`converter.score` for a video scan: predictions ``(trial, neuron, frame)`` aligned by label, then `score_clips`."""
+    ds = tier_trials(ds, tier)
+    pred = aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
+    return score_clips(ds, pred, tier)
+
+
+def oracle_video(ds: xr.Dataset, tier: str) -> xr.DataArray:
+    """`converter.oracle` for a video scan: repeats are the trials with identical videos (`oracle_clips`)."""
+    ds = tier_trials(ds, tier, file_order=False)
+    return summary(oracle_clips(ds), ds, tier)
 
 
 def score_clips(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:

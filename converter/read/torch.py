@@ -21,13 +21,13 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
     ) from e
 
 from .. import contract
+from ..kinds import kind_of
 from ..storage import open_group
 from .dataset import checked_root
 from .normalize import Normalizer, add_channels
 from .statistics import trial_statistics
 from .select import labels, one_store_per_key
 from .batches import DEFAULT_KEYS, StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask  # noqa: F401  (public here)
-from .clips import video_loaders
 
 class MouseDataset(StoreDataset):
     """The trials of one store as a PyTorch dataset.
@@ -79,8 +79,9 @@ class MouseDataset(StoreDataset):
         self.storage_options = storage_options
         root = checked_root(store, storage_options)
         attrs = root["attributes"]
-        if contract.is_dynamic(attrs):
-            raise ValueError(f"{store}: a Sensorium 2023 (video) store: use converter.torch.ClipDataset")
+        kind = kind_of(attrs)
+        if not isinstance(self, kind.part("dataset")):
+            raise ValueError(f"{store}: a {kind.name} scan: use converter.torch.{kind.part('dataset').__name__}")
         self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
         self.data_key = attrs["data_key"]
         self.keys = tuple(keys)
@@ -190,14 +191,15 @@ def loaders(
     Sensorium 2023 stores get `converter.torch.video_loaders` (clips of ``frames`` frames,
     keyword arguments as there); the image-only options must then keep their defaults.
     """
-    if stores and contract.is_dynamic(checked_root(stores[0], dataloader_kwargs.get("storage_options"))["attributes"]):
+    kind = kind_of(checked_root(stores[0], dataloader_kwargs.get("storage_options"))["attributes"]) if stores else None
+    if kind is not None and kind.part("loaders") is not loaders:
         image_only = {"add_behavior_as_channels": add_behavior_as_channels is not True, "include_eye_position": include_eye_position,
                       "add_eye_pos_as_channels": add_eye_pos_as_channels, "areas": areas is not None, "layers": layers is not None,
                       "image_ids": image_ids is not None, "in_memory": in_memory}
         given = [k for k, v in image_only.items() if v]
         if given:
-            raise ValueError(f"{stores[0]}: a Sensorium 2023 (video) store; {given[0]} applies to image stores only")
-        return video_loaders(stores, batch_size, tier=tier, normalize=normalize, include_behavior=include_behavior,
+            raise ValueError(f"{stores[0]}: a {kind.name} scan; {given[0]} applies to image scans only")
+        return kind.part("loaders")(stores, batch_size, tier=tier, normalize=normalize, include_behavior=include_behavior,
                              neuron_ids=neuron_ids, seed=seed, **dataloader_kwargs)
     keys = ["images", "responses"]
     if include_behavior:

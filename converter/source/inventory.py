@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..contract import DATA_KEYS, DYNAMIC_DATA_KEYS, RESPONSES, UNIT_IDS, VIDEOS, trial_file
+from ..contract import RESPONSES, UNIT_IDS, trial_file
+from ..kinds import ScanKind, kind_of_source
 from ..errors import SourceError
 from .files import Source
 
@@ -26,9 +27,9 @@ class Inventory:
     ignored: tuple[str, ...] = field(default=())  # passed over: stores inside the source, __MACOSX/
 
     @property
-    def dynamic(self) -> bool:
-        """A Sensorium 2023 scan: a clip per trial (``data/videos``) rather than an image."""
-        return VIDEOS in self.data_keys
+    def kind(self) -> ScanKind:
+        """The kind of scan, decided by its data folders (`converter.kinds`)."""
+        return kind_of_source(self.data_keys)
 
     def trial_path(self, key: str, i: int) -> str:
         return trial_file(key, i)
@@ -85,7 +86,7 @@ def scan(source: Source) -> Inventory:
             keys.append(entry)
         else:
             other.append(f"data/{entry}")
-    known = DYNAMIC_DATA_KEYS if VIDEOS in keys else DATA_KEYS
+    known = kind_of_source(keys).data_keys
     keys.sort(key=lambda k: (known.index(k) if k in known else len(known), k))
     if not keys:
         raise SourceError(source.where("data"), "no data folders")

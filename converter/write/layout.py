@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contract import (DYNAMIC_TIERS, FRAME, FRAME_TIME, IMAGE_ID, N_FRAMES, NEURON, TIER, TIERS, TRIAL, TRIAL_RENAMES,
-                        UNIT_IDS, row_copy_path, withheld_name)
+from ..contract import FRAME, FRAME_TIME, IMAGE_ID, N_FRAMES, NEURON, TIER, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
+from ..kinds import IMAGE, KINDS, ScanKind, all_tiers
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
@@ -38,20 +38,6 @@ FRAME_CHUNK = 20
 # all trials then decodes a few tens of MB rather than every response.
 CLIP_TILE_BYTES = 2 * 2**20
 
-PER_TRIAL_DIMS = {
-    ("images", 3): ("channel", "height", "width"),
-    ("images", 2): ("height", "width"),
-    ("responses", 1): ("neuron",),
-    ("behavior", 1): ("behavior_variable",),
-    ("pupil_center", 1): ("pupil_axis",),
-}
-# Sensorium 2023: every file of a trial ends in its frame axis.
-CLIP_DIMS = {
-    ("videos", 3): ("height", "width", FRAME),
-    ("responses", 2): (NEURON, FRAME),
-    ("behavior", 2): ("behavior_variable", FRAME),
-    ("pupil_center", 2): ("pupil_axis", FRAME),
-}
 # Label coordinates for per-trial dims whose meaning the data description gives.
 LABELS = {
     ("behavior_variable", 3): ("pupil_dilation", "pupil_dilation_derivative", "running_speed"),
@@ -97,15 +83,15 @@ class DataVar:
         return withheld_name(self.key)
 
 
-def data_dims(key: str, per_trial_shape: tuple[int, ...], clips: bool = False) -> tuple[str, ...]:
-    """Dimension names of a data variable: ``trial`` first, then known or generic names.
+def data_dims(key: str, per_trial_shape: tuple[int, ...], kind: ScanKind = IMAGE) -> tuple[str, ...]:
+    """Dimension names of a data variable: ``trial`` first, then the kind's names or generic ones.
 
-    In a Sensorium 2023 scan (``clips``) the last axis of every file is ``frame``.
+    In a kind whose files end in a frame axis (`ScanKind.frames`) the last axis is ``frame``.
     """
-    known = (CLIP_DIMS if clips else PER_TRIAL_DIMS).get((key, len(per_trial_shape)))
+    known = kind.dims.get((key, len(per_trial_shape)))
     if known is None:
         known = tuple(f"{key}_dim_{k}" for k in range(len(per_trial_shape)))
-        if clips and known:
+        if kind.frames and known:
             known = (*known[:-1], FRAME)
     return (TRIAL, *known)
 
@@ -146,7 +132,7 @@ def _shard(block: int, inner: tuple[int, ...], whole: tuple[int, ...]) -> tuple[
 
 
 def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], source_dtype: np.dtype,
-                  block: int = BLOCK_TRIALS, clips: bool = False) -> DataVar:
+                  block: int = BLOCK_TRIALS, kind: ScanKind = IMAGE) -> DataVar:
     """Decide dims, chunks, shards and codec for one data folder.
 
     ``(trial, neuron[, frame])`` arrays are tiled (one neuron across all trials is a few
@@ -154,7 +140,7 @@ def plan_data_var(key: str, n_trials: int, per_trial_shape: tuple[int, ...], sou
     write block with one trial (of a clip: `FRAME_CHUNK` frames) per inner chunk; small ones
     are chunked by write block.
     """
-    dims = data_dims(key, per_trial_shape, clips)
+    dims = data_dims(key, per_trial_shape, kind)
     native = source_dtype.newbyteorder("=")
     shape = (n_trials, *per_trial_shape)
     whole = tuple(max(1, s) for s in per_trial_shape)
@@ -194,7 +180,7 @@ def write_chunks(v: DataVar) -> tuple[int, ...]:
 
 
 # Tiers in the order the store keeps them; any other tier follows, alphabetically.
-TIER_ORDER = tuple(dict.fromkeys((*TIERS, *DYNAMIC_TIERS)))
+TIER_ORDER = all_tiers()
 
 
 def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
@@ -231,7 +217,7 @@ def coord_names(trial_meta: tuple[str, ...], neuron_meta: tuple[str, ...], data_
     always name the renamed trial files, which every reader relies on.
     """
     reserved = {TRIAL, NEURON, FRAME, FRAME_TIME, N_FRAMES, *data_keys, *(withheld_name(k) for k in data_keys)}
-    reserved |= {d for table in (PER_TRIAL_DIMS, CLIP_DIMS) for dims in table.values() for d in dims}
+    reserved |= {d for kind in KINDS for dims in kind.dims.values() for d in dims}
     trial_names = {f: TRIAL_RENAMES.get(f, f) for f in trial_meta}
     neuron_names = {f: f for f in neuron_meta}
     clash = set(trial_names.values()) & set(neuron_names.values())

@@ -19,6 +19,7 @@ from ..storage import name as storage_name
 from .._version import __version__
 from ..chunks import compressed_size
 from ..errors import SourceError, StoreError
+from ..kinds import ScanKind
 from ..source import Inventory, Source, ZipSource, read_array, read_trials, scan, trial_header
 from ..source.npy import NpyHeader
 from . import layout
@@ -26,17 +27,6 @@ from .store import BlockResult, MetaArray
 
 LICENSE = "CC BY-NC-ND 4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
-CITATION = (
-    "Willeke, K. F., Fahey, P. G., Bashiri, M., Pede, L., Burg, M. F., Blessing, C., Cadena, S. A., "
-    "Ding, Z., Lurz, K.-K., Ponder, K., Muhammad, T., Patel, S. S., Ecker, A. S., Tolias, A. S., "
-    "Sinz, F. H. (2022). The Sensorium competition on predicting large-scale mouse primary visual "
-    "cortex activity. arXiv:2206.08666."
-)
-CITATION_2023 = (
-    "Turishcheva, P., Fahey, P. G., Hansel, L., Froebe, R., Ponder, K., Vystrčilová, M., Willeke, K. F., "
-    "Bashiri, M., Wang, E., Ding, Z., Tolias, A. S., Sinz, F. H., Ecker, A. S. (2023). The Dynamic Sensorium "
-    "competition for predicting large-scale mouse visual cortex activity from videos. arXiv:2305.19654."
-)
 
 
 @dataclass
@@ -55,13 +45,13 @@ class Plan:
     block: int = layout.BLOCK_TRIALS  # trials per write block (`layout.block_trials`)
 
     @property
-    def dynamic(self) -> bool:
-        return self.inventory.dynamic
+    def kind(self) -> ScanKind:
+        return self.inventory.kind
 
     @property
     def n_frames(self) -> int | None:
-        """Frames per (padded) clip of a Sensorium 2023 scan; None for a 2022 scan."""
-        return self.data_vars[contract.VIDEOS].shape[-1] if self.dynamic else None
+        """Frames per (padded) clip, when the kind's files end in a frame axis; else None."""
+        return self.data_vars[self.kind.stimulus].shape[-1] if self.kind.frames else None
 
     @property
     def n_trials(self) -> int:
@@ -91,10 +81,10 @@ def plan(source: Source) -> Plan:
     """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
     inv = scan(source)
     expect = {key: trial_header(source, key, inv.n_trials) for key in inv.data_keys}
-    if inv.dynamic:
+    if inv.kind.frames:
         _check_clips(source, inv, expect)
     block = layout.block_trials(sum(int(np.prod(h.shape, dtype=np.int64)) * h.dtype.itemsize for h in expect.values()))
-    data_vars = {key: layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype, block, inv.dynamic) for key, h in expect.items()}
+    data_vars = {key: layout.plan_data_var(key, inv.n_trials, h.shape, h.dtype, block, inv.kind) for key, h in expect.items()}
     resp = data_vars.get("responses")
     n_neurons = resp.shape[1] if resp is not None and resp.dims[1] == contract.NEURON else None
     names = layout.coord_names(inv.trial_meta, inv.neuron_meta, inv.data_keys)
@@ -131,8 +121,8 @@ def plan(source: Source) -> Plan:
                 labels[dim] = layout.LABELS[(dim, size)]
     by_name = {m.name: m.values for m in meta}
     tiers, ids = by_name.get(contract.TIER), by_name.get(contract.IMAGE_ID)
-    if inv.dynamic and tiers is not None and tiers.ndim == 1:
-        order = layout.trial_order(tiers, np.zeros(inv.n_trials, dtype=np.int64))  # clips have no shared id
+    if not inv.kind.shared_stimulus_id and tiers is not None and tiers.ndim == 1:
+        order = layout.trial_order(tiers, np.zeros(inv.n_trials, dtype=np.int64))  # no id shared by repeats
     elif tiers is not None and ids is not None and tiers.ndim == ids.ndim == 1:
         order = layout.trial_order(tiers, ids)
     else:
@@ -141,9 +131,9 @@ def plan(source: Source) -> Plan:
 
 
 def _check_clips(source: Source, inv: Inventory, expect: dict[str, NpyHeader]) -> None:
-    """A 2023 scan's files end in one frame axis: the clip's frames, the same number in every folder."""
-    video = expect[contract.VIDEOS]
-    rel = inv.trial_path(contract.VIDEOS, 0)
+    """Every file ends in one frame axis: the clip's frames, the same number in every folder."""
+    video = expect[inv.kind.stimulus]
+    rel = inv.trial_path(inv.kind.stimulus, 0)
     if not video.shape:
         raise SourceError(source.where(rel), "a 0-d array: a clip needs a frame axis (its last)")
     for key, h in expect.items():
@@ -164,9 +154,9 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
     tier = p.coordinate(contract.TIER).stored_values()
     by_rel = {m.rel: m.values for m in p.meta}
     names, counts = np.unique(tier.astype(str), return_counts=True)
-    dynamic = {"n_frames_padded": p.n_frames, "frame_rate_hz": contract.FRAME_RATE_HZ} if p.dynamic else {}
+    frames = {"n_frames_padded": p.n_frames, "frame_rate_hz": contract.FRAME_RATE_HZ} if p.kind.frames else {}
     return contract.encode_attrs({
-        "title": f"Sensorium {2023 if p.dynamic else 2022} mouse visual cortex data: one scan",
+        "title": p.kind.title,
         "dataset": inv.name,
         **layout.identity(inv.name, *(by_rel.get(f"meta/trials/{f}.npy") for f in ("animal_id", "session", "scan_idx"))),
         "n_trials": inv.n_trials,
@@ -175,8 +165,8 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "tier_counts": {str(n): int(c) for n, c in zip(names, counts)},
         "withheld_trials": {k: sum(int(r.flags[contract.withheld_name(k)].sum()) for r in results) for k in inv.data_keys},
         "schema": contract.SCHEMA,
-        "schema_version": contract.DYNAMIC_SCHEMA_VERSION if p.dynamic else contract.SCHEMA_VERSION,
-        **dynamic,
+        "schema_version": p.kind.schema_version,
+        **frames,
         "converter_version": __version__,
         "source_name": storage_name(source.location),
         "source_fingerprint": contract.fingerprint(crcs),
@@ -186,7 +176,7 @@ def root_attrs(source: Source, p: Plan, results: list[BlockResult]) -> dict:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "license": LICENSE,
         "license_url": LICENSE_URL,
-        "citation": CITATION_2023 if p.dynamic else CITATION,
+        "citation": p.kind.citation,
     })
 
 
@@ -219,7 +209,7 @@ def plan_record(source: Source, p: Plan) -> dict:
     """What a resumed conversion must find unchanged to reuse the work already done."""
     record = {
         "converter_version": __version__,
-        "schema_version": contract.DYNAMIC_SCHEMA_VERSION if p.dynamic else contract.SCHEMA_VERSION,
+        "schema_version": p.kind.schema_version,
         "source": source.canonical,
         "source_identity": source.identity(),
         "n_trials": p.n_trials,
