@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from unittest import mock
 
@@ -180,3 +181,23 @@ def test_a_statistic_that_fits_no_trial_is_refused_in_one_line():
 
     with pytest.raises(ValueError, match=r"^statistics/responses/all/std: shape \(8,\) does not broadcast against one trial of responses \(7, 300\)$"):
         align(np.ones(8), ("responses_all_std_dim_0",), "responses", ("neuron", "frame"), (7, 300), "statistics/responses/all/std")
+
+
+def test_a_trial_read_straight_into_its_row_is_checked_like_any_other(tmp_path):
+    """Trials of a folder are read into their rows with one system call; a file whose header no
+    longer matches (same size, other byte order) still fails, naming it, and values are exact."""
+    from converter.source import open_source, read_trials, trial_header
+
+    folder = tmp_path / "scan"
+    (folder / "data" / "responses").mkdir(parents=True)
+    values = np.random.default_rng(0).normal(size=(5, 7)).astype("<f4")
+    for i, row in enumerate(values):
+        np.save(folder / f"data/responses/{i}.npy", row)
+    source = open_source(folder)
+    expect = trial_header(source, "responses", 5)
+    block = read_trials(source, "responses", range(5), expect)
+    assert np.array_equal(block.values, values) and block.values.dtype == np.dtype("<f4")
+    assert block.crc32.tolist() == [zlib.crc32((folder / f"data/responses/{i}.npy").read_bytes()) for i in range(5)]
+    np.save(folder / "data/responses/3.npy", values[3].astype(">f4"))  # written after the headers were checked
+    with pytest.raises(converter.SourceError, match="data/responses/3.npy: shape .* dtype >f4 differs"):
+        read_trials(source, "responses", range(5), expect)

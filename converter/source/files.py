@@ -120,6 +120,20 @@ class FolderSource(Source):
         except OSError as e:
             raise SourceError(self.where(rel), e.strerror or str(e)) from None
 
+    def read_into(self, rel: str, head: bytearray, data: memoryview) -> tuple[int, int]:
+        """Read the file into ``head`` then ``data`` with one system call; (bytes read, file size)."""
+        try:
+            if not hasattr(os, "preadv"):  # Windows, older macOS
+                with open(self.root / rel, "rb", buffering=0) as f:
+                    return (f.readinto(head) or 0) + (f.readinto(data) or 0), os.fstat(f.fileno()).st_size
+            fd = os.open(self.root / rel, os.O_RDONLY)
+            try:
+                return os.preadv(fd, [head, data], 0), os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise SourceError(self.where(rel), e.strerror or str(e)) from None
+
     def size(self, rel: str) -> int:
         try:
             return (self.root / rel).stat().st_size
