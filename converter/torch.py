@@ -3,5 +3,6 @@
 
 from .read.torch import MouseDataset, SubsetSequentialSampler, Trial, collate, loaders  # first: says how to install torch
 from .read.clips import ClipDataset, video_loaders  # noqa: I001
+from .read.device import DeviceLoader, MiceCycler
 
-__all__ = ["ClipDataset", "MouseDataset", "SubsetSequentialSampler", "Trial", "collate", "loaders", "video_loaders"]
+__all__ = ["ClipDataset", "DeviceLoader", "MiceCycler", "MouseDataset", "SubsetSequentialSampler", "Trial", "collate", "loaders", "video_loaders"]

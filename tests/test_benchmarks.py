@@ -70,3 +70,13 @@ def test_tiny_remote_benchmark_run(tmp_path):
     assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", "open_mouse (tiles)"}  # a run reads the tiles
     assert all(r["seconds"] > 0 for r in rows)
     assert "| a run of 200 trials (the overview's panel) |" in (tmp_path / "out/remote-tiny.md").read_text()
+
+
+def test_tiny_training_benchmark_run(tmp_path):
+    from benchmarks import training
+
+    rows = training.run("tiny", tmp_path / "data", tmp_path / "out", model=False)
+    loaders = {r["loader"] for r in rows}
+    assert {"file tree", "loaders", "DeviceLoader resident", "DeviceLoader streaming, 3 mice"} <= loaders
+    assert all(r["trials_per_s"] > 0 and 0 <= r["waiting"] <= 1 and r["peak_mb"] > 0 for r in rows)
+    assert "| DeviceLoader resident |" in (tmp_path / "out" / "training-tiny.md").read_text()

@@ -1,0 +1,188 @@
+"""Feeding a model: the file tree, today's ``loaders`` and the device loaders, side by side.
+
+``python -m benchmarks.training`` (``--size tiny`` runs the same code in seconds) measures, for
+one full-size mouse's train tier (batches of 128, normalised) and for three mice cycled as
+neuralpredictors' ``LongCycler`` does:
+
+- a file-tree ``DataLoader`` (one ``np.load`` per file, as ``FileTreeDataset``), for
+  ``num_workers`` 0, 2, 4, ... up to the cores;
+- ``converter.torch.loaders`` for the same worker counts;
+- ``DeviceLoader`` resident and streaming, on CUDA where there is one, else on the CPU;
+
+each alone (``--model``: also with the reference model of `benchmarks.model`).  For each: trials/s,
+the fraction of the time the consumer waited for data, the time to the first batch, and the peak
+memory of the process tree.  Results go to ``benchmarks/results/training-<size>.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import converter
+from converter.torch import DeviceLoader, MiceCycler, MouseDataset, loaders
+
+from .run import HERE, dataset, machine
+
+SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 30}, "tiny": {"trials": 300, "neurons": 40, "batches": 4}}
+KEYS = ("images", "responses", "behavior", "pupil_center")
+BATCH = 128
+
+
+class FileTree(Dataset):
+    """What ``FileTreeDataset`` + ``NeuroNormalizer`` do: one ``np.load`` per file per item."""
+
+    def __init__(self, folder: Path, store: Path) -> None:
+        self.folder = folder
+        ref = MouseDataset(store, tier="train", keys=KEYS, normalize=True)
+        self.items, self.normalizer = ref.trial_ids, ref.normalizer
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        n = int(self.items[i])
+        return {k: torch.from_numpy(self.normalizer(k, np.load(self.folder / f"data/{k}/{n}.npy")).astype(np.float32)) for k in KEYS}
+
+
+class Peak:
+    """Peak resident memory of this process and its children, sampled every 50 ms."""
+
+    def __enter__(self):
+        self.peak, self._stop = 0, threading.Event()
+        me = psutil.Process()
+
+        def sample():
+            while not self._stop.is_set():
+                total = 0
+                for p in [me, *me.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+                time.sleep(0.05)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def consume(make, n: int, device: torch.device, step=None) -> dict:
+    """Make the loader and take ``n`` batches: time to the first (making the loader included),
+    trials/s after it, and the fraction of that time spent waiting for data."""
+    start = time.perf_counter()
+    batches = make()
+    it = iter(batches)
+    waited, trials, first = 0.0, 0, None
+    for k in range(n + 1):
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(batches)
+            batch = next(it)
+        if isinstance(batch, tuple):  # (data_key, batch) from a cycler
+            batch = batch[1]
+        images = batch["images"].to(device, non_blocking=True)
+        responses = batch["responses"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        got = time.perf_counter()
+        if first is None:
+            first, t0 = got - start, got
+            continue
+        waited += got - t
+        trials += len(images)
+        if step is not None:
+            step(images, responses)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    total = time.perf_counter() - t0
+    return {"trials_per_s": trials / total, "waiting": waited / total, "first_batch_s": first}
+
+
+def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
+    s = SIZES[size]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    work = data / "work" / f"training-{size}"
+    work.mkdir(parents=True, exist_ok=True)
+    folders, stores = [], []
+    for seed in range(3):
+        folder = dataset(data, s["trials"], s["neurons"], "float32", seed=seed)
+        folders.append(folder)
+        stores.append(converter.convert(folder, work / f"{folder.name}.zarr", progress=False))
+    cores = os.cpu_count() or 1
+    workers = sorted({0, *range(2, cores + 1, 2)}) if cores > 1 else [0]
+    ctx = {"multiprocessing_context": "fork"} if sys.platform.startswith("linux") else {}
+    rows = []
+    for with_model in ([False, True] if model else [False]):
+        step = None
+        if with_model:
+            step = __import__("benchmarks.model", fromlist=["trainer"]).trainer(1, s["neurons"], device)
+        n = s["batches"] if not with_model else max(2, s["batches"] // 5)
+
+        def record(name, make, w=None):
+            with Peak() as peak:
+                result = consume(make, n, device, step)
+            rows.append({"loader": name, "num_workers": w, "mice": 1 if "3 mice" not in name else 3, "model": with_model,
+                         "device": device.type, **result, "peak_mb": peak.peak / 2**20})
+            print(rows[-1], file=sys.stderr)
+
+        for w in workers:
+            kw = {"num_workers": w, "pin_memory": device.type == "cuda", **(ctx if w else {}), **({"persistent_workers": True} if w else {})}
+            record("file tree", lambda: DataLoader(FileTree(folders[0], stores[0]), batch_size=BATCH, shuffle=True, **kw), w)
+            record("loaders", lambda: next(iter(loaders([stores[0]], batch_size=BATCH, tier="train", include_behavior=True, add_behavior_as_channels=False,
+                                                        include_eye_position=True, seed=0, **kw)["train"].values())), w)
+        for mode in ("resident", "streaming"):
+            record(f"DeviceLoader {mode}", lambda: DeviceLoader(stores[0], batch_size=BATCH, device=device, mode=mode, keys=KEYS))
+            record(f"DeviceLoader {mode}, 3 mice", lambda: MiceCycler({str(k): DeviceLoader(st, batch_size=BATCH, device=device, mode=mode, keys=KEYS)
+                                                                       for k, st in enumerate(stores)}, seed=0))
+    info = {**machine(), "torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+    result = {"size": size, "machine": info, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"training-{size}.json").write_text(json.dumps(result, indent=1))
+    (out / f"training-{size}.md").write_text(markdown(result))
+    return rows
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# Training throughput ({result['size']} size)", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores; device {m['device']}; torch {m['torch']}, sensorium-zarr {m['converter']}. "
+             "Train tier, batches of 128, normalised, warm page cache.", "",
+             "| loader | num_workers | mice | model | trials/s | waiting for data | first batch (s) | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['loader']} | {'' if r['num_workers'] is None else r['num_workers']} | {r['mice']} | "
+                     f"{'yes' if r['model'] else 'no'} | {r['trials_per_s']:.0f} | {r['waiting']:.0%} | {r['first_batch_s']:.2f} | {r['peak_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=list(SIZES), default="full")
+    p.add_argument("--data", type=Path, default=HERE / "data")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--model", action="store_true", help="also measure with the reference model training")
+    a = p.parse_args(argv)
+    run(a.size, a.data, a.out, a.model)
+    print((a.out / f"training-{a.size}.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
