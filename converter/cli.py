@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     global _interrupts
     _interrupts = _Interrupts()
+    _preload(args.command)
     try:
         _startup.end()
         with _interrupts:
@@ -412,6 +413,26 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug of ours: its traceback is what a report needs
         print(f"sensorium-zarr: error: {', '.join(_urls(args)) or 'object storage'}: {e}", file=sys.stderr)
         return EXIT_STORAGE
+
+
+# What each command imports before its work begins: imported while a Ctrl-C still ends the process at
+# once (`converter._startup`), since nothing is written yet and an interrupt inside an import can
+# otherwise be swallowed by the import machinery ("Exception ignored ...").
+_COMMAND_MODULES = {
+    "sample": (".sample",), "convert": (".write.convert",), "convert-all": (".write.batch",),
+    "verify": (".integrity.verify", ".integrity.export"), "export": (".integrity.export",), "validate": (".schema",),
+    "info": (".read.dataset",), "score": (".read.dataset", ".read.score"), "show": (".read.dataset", ".read.plot"),
+}
+
+
+def _preload(command: str) -> None:
+    import importlib
+
+    for module in _COMMAND_MODULES.get(command, ()):
+        try:
+            importlib.import_module(module, __package__)
+        except ImportError:
+            pass  # an optional package: the command says how to install it
 
 
 def _nothing_to_resume(args) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import converter
+from converter import cli
 
 from .conftest import run_cli
 from .test_faults import RESUMES, ROOT, release, start, wait_paused
@@ -248,3 +249,16 @@ def test_convert_all_is_quiet_when_port_8787_is_taken(mouse, tmp_path):
             pass  # already taken by something else: the same situation
         r = run_cli("convert-all", tmp_path / "in", tmp_path / "out", "--workers", "1", "--quiet")
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_every_command_imports_its_modules_while_ctrl_c_still_ends_it_at_once():
+    """What a command imports before its work begins is imported under the start-up handler
+    (cli._COMMAND_MODULES): a command missing there would take Ctrl-C inside its imports."""
+    import argparse
+    import importlib.util
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(cli._COMMAND_MODULES) == set(sub.choices)
+    for modules in cli._COMMAND_MODULES.values():
+        for m in modules:
+            assert importlib.util.find_spec(m, "converter") is not None, m

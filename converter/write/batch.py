@@ -62,9 +62,11 @@ def _client(scheduler: str | None, workers: int | None):
         return
     n = workers or os.cpu_count() or 1
     with _workers_ignore_ctrl_c():
-        # its HTTP server on a free loopback port: 8787 may be another cluster's, and a warning would say so
+        # its HTTP server on a free loopback port: 8787 may be another cluster's, and a warning would say so.
+        # Its own logs stay quiet: what fails in a mouse comes back as that mouse's result, and a worker
+        # that outlives its scheduler after a Ctrl-C would log the lost heartbeat as an error.
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
 
