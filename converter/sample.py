@@ -127,6 +127,15 @@ class _Out:
         os.replace(self.path, self.target)
         return self.target
 
+    @staticmethod
+    def discard_partial(target: Path) -> None:
+        """Remove this process's partial file or folder for ``target``, whatever state it is in."""
+        path = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
     def discard(self) -> None:
         if self.zf is not None:
             self.zf.close()
@@ -197,19 +206,23 @@ def make_sample(
         raise StoreError(f"{target}: already exists (use --overwrite to replace it)")
     check_creatable(target)
     created = first_missing(dest)  # removed again if the sample is not finished
-    dest.mkdir(parents=True, exist_ok=True)
-    out = _Out(target, name, as_zip)
+    out = None
     try:
+        dest.mkdir(parents=True, exist_ok=True)
+        out = _Out(target, name, as_zip)  # inside: a Ctrl-C just after it made its partial file still cleans up
         if dynamic:
             write_video_sample(out.save, rng, trials, neurons, frames, seed, video_shape, progress)
         else:
             _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress, images)
+        return out.finish(overwrite)
     except BaseException:
-        out.discard()
+        if out is not None:
+            out.discard()
+        else:
+            _Out.discard_partial(target)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    return out.finish(overwrite)
 
 
 def _write(out: _Out, rng, tiers, image_ids, trials: int, neurons: int, competition: str, seed: int, image_dtype: str,
