@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -28,8 +29,9 @@ def _resolves(dotted: str) -> bool:
     for k in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:k]))
-        except ModuleNotFoundError as e:
-            if e.name in ("torch", "matplotlib"):  # an optional extra that is not installed here
+        except ImportError as e:
+            missing = [m for m in ("torch", "matplotlib") if importlib.util.find_spec(m) is None]
+            if any(m in str(e) for m in missing):  # needs an optional extra that is not installed here
                 return True
             continue
         for attr in parts[k:]:
