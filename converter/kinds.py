@@ -129,3 +129,9 @@ def kind_of(attrs: dict) -> ScanKind:
 def all_tiers() -> tuple[str, ...]:
     """Every tier any kind names, in the order stores keep them."""
     return tuple(dict.fromkeys(t for k in KINDS for t in k.tiers))
+
+
+def tier_order(name: str) -> tuple[int, str]:
+    """Sort key of a tier: the tiers of `all_tiers` in their order, then any other, alphabetically."""
+    known = all_tiers()
+    return (known.index(name) if name in known else len(known), name)

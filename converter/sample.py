@@ -94,7 +94,7 @@ class _Out:
     def __init__(self, target: Path, name: str, as_zip: bool) -> None:
         self.top = name
         self.target = target
-        self.path = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        self.path = self.partial(target)
         if as_zip:
             self.zf: zipfile.ZipFile | None = zipfile.ZipFile(self.path, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
             self._dirs: set[str] = set()
@@ -128,9 +128,14 @@ class _Out:
         return self.target
 
     @staticmethod
+    def partial(target: Path) -> Path:
+        """Where this process writes ``target`` until it is whole."""
+        return target.with_name(f".{target.name}.{os.getpid()}.partial")
+
+    @staticmethod
     def discard_partial(target: Path) -> None:
         """Remove this process's partial file or folder for ``target``, whatever state it is in."""
-        path = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        path = _Out.partial(target)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:

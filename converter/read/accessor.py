@@ -160,25 +160,18 @@ class SensoriumAccessor:
     def _labelled(self, key: str, c: np.ndarray) -> xr.DataArray | np.ndarray:
         """A constant shaped for one trial of ``key`` (`trial_statistics`) on this dataset's labels.
 
-        Its axes of the trial's length become dims with the store's labels, selected as this
-        dataset selects them (a subset of neurons, of frames); its length-1 axes broadcast.
+        Its axes of length 1 broadcast; the others become dims with the store's labels, selected as
+        this dataset selects them (a subset of neurons, of frames).
         """
         if key not in self._ds.data_vars:
             return c
-        var = self._ds[key]
-        dims = var.dims[1:]
-        full = self._full_sizes(key)
-        keep = [k for k, (n, m) in enumerate(zip(c.shape, full)) if not (n == 1 and m != 1)]
+        dims = self._ds[key].dims[1:]
+        keep = [k for k, n in enumerate(c.shape) if n != 1]
         out = xr.DataArray(c.reshape([c.shape[k] for k in keep]), dims=[dims[k] for k in keep])
         for d in out.dims:
             if d in self._ds.indexes:
                 out = out.assign_coords({d: self._full_labels(d)}).sel({d: self._ds.indexes[d]})
         return out
-
-    def _full_sizes(self, key: str) -> tuple[int, ...]:
-        from ..storage import open_array
-
-        return open_array(self._store(), key, self._ds.encoding.get("storage_options")).shape[1:]
 
     def _full_labels(self, dim: str) -> np.ndarray:
         """The labels of ``dim`` across the whole store (this dataset may hold a selection)."""

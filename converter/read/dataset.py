@@ -174,6 +174,7 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         arrays[name] = {"dims": a["dims"], "shape": a["shape"], "dtype": a["dtype"], "chunks": inner or a["chunks"],
                         "shards": a["chunks"] if inner else None, "disk_bytes": disk, "memory_bytes": memory}
     attrs = contract.decode_attrs(m["attributes"])
+    kind = kind_of(attrs)
     disk_total = tree_bytes(path, storage_options)
     memory_total = sum(a["memory_bytes"] or 0 for a in arrays.values())
     dims: dict[str, int] = {}
@@ -186,8 +187,8 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         "n_neurons": attrs.get("n_neurons"),
         "tier_counts": attrs["tier_counts"],
         "withheld_trials": attrs["withheld_trials"],
-        "kind": kind_of(attrs).name,
-        **({"frames": _frames(path, attrs, storage_options)} if kind_of(attrs).frames else {}),
+        "kind": kind.name,
+        **({"frames": _frames(path, attrs, storage_options)} if kind.frames else {}),
         "dims": dims,
         "arrays": arrays,
         "disk_bytes": disk_total,

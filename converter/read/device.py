@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from .batches import Trial  # first: says how to install torch
+from .normalize import OPERATIONS
 from .torch import MouseDataset
 
 import torch  # noqa: E402,I001
@@ -42,31 +43,24 @@ def _free_bytes(device: torch.device) -> int:
 
 
 class _OnDevice:
-    """`Normalizer` constants as device tensors, applied in the dtypes numpy would use."""
+    """`Normalizer.steps` with their constants as device tensors, applied in the dtypes numpy would use."""
 
     def __init__(self, ds: MouseDataset, device: torch.device) -> None:
-        norm = ds.normalizer
         self.ops: dict[str, list[tuple[str, torch.Tensor]]] = {}
-        if norm is None:
+        if ds.normalizer is None:
             return
-        plan = {"images": [("sub", norm.images_mean), ("div", norm.images_std)],
-                "responses": [("mul", norm.response_precision)],
-                "behavior": [("mul", norm.behavior_precision)],
-                "pupil_center": [("sub", norm.pupil_mean), ("div", norm.pupil_std)]}
         for key in ds.keys:
-            steps = [(op, c) for op, c in plan.get(key, []) if c is not None]
-            dtype = np.dtype(ds._meta[key]["data_type"]) if key in ds._meta else None
+            dtype = np.dtype(ds._meta[key]["data_type"])
             ops = []
-            for op, c in steps:
+            for op, c in ds.normalizer.steps(key):
                 c = np.asarray(c)
-                dtype = np.result_type(dtype, c) if dtype is not None else c.dtype
+                dtype = np.result_type(dtype, c)
                 ops.append((op, torch.from_numpy(np.ascontiguousarray(c.astype(dtype))).to(device)))
             self.ops[key] = ops
 
     def __call__(self, key: str, x: torch.Tensor) -> torch.Tensor:
         for op, c in self.ops.get(key, []):
-            x = x.to(c.dtype)
-            x = x - c if op == "sub" else x / c if op == "div" else x * c
+            x = OPERATIONS[op](x.to(c.dtype), c)
         return x
 
 

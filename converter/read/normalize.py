@@ -101,29 +101,37 @@ class Normalizer:
                 "behavior_precision": "behavior", "pupil_mean": "pupil_center", "pupil_std": "pupil_center"}
         return Normalizer(**{name: None if getattr(self, name) is None else f(key, getattr(self, name)) for name, key in keys.items()})
 
-    def __call__(self, key: str, x):
-        """Normalise the values of ``key`` (numpy or xarray; trailing dims per trial)."""
+    def steps(self, key: str) -> list[tuple[str, object]]:
+        """The operations that normalise ``key``, in order: ``("sub" | "div" | "mul", constant)``.
+
+        `__call__` and `inverse` apply them; so does `converter.read.device` on a torch device.
+        """
         if key in ("images", "videos") and self.images_mean is not None:
-            return (x - self.images_mean) / self.images_std
+            return [("sub", self.images_mean), ("div", self.images_std)]
         if key == "responses" and self.response_precision is not None:
-            return x * self.response_precision
+            return [("mul", self.response_precision)]
         if key == "behavior" and self.behavior_precision is not None:
-            return x * self.behavior_precision
+            return [("mul", self.behavior_precision)]
         if key == "pupil_center" and self.pupil_mean is not None:
-            return (x - self.pupil_mean) / self.pupil_std
+            return [("sub", self.pupil_mean), ("div", self.pupil_std)]
+        return []
+
+    def __call__(self, key: str, x):
+        """Normalise the values of ``key`` (numpy, xarray or torch; trailing dims per trial)."""
+        for op, c in self.steps(key):
+            x = OPERATIONS[op](x, c)
         return x
 
     def inverse(self, key: str, x):
         """Undo `__call__` (as ``NeuroNormalizer.inv`` does)."""
-        if key in ("images", "videos") and self.images_mean is not None:
-            return x * self.images_std + self.images_mean
-        if key == "responses" and self.response_precision is not None:
-            return x / self.response_precision
-        if key == "behavior" and self.behavior_precision is not None:
-            return x / self.behavior_precision
-        if key == "pupil_center" and self.pupil_mean is not None:
-            return x * self.pupil_std + self.pupil_mean
+        for op, c in reversed(self.steps(key)):
+            x = OPERATIONS[_UNDO[op]](x, c)
         return x
+
+
+# Each step of `Normalizer.steps` (and its undoing) as an operation on numpy, xarray or torch values.
+OPERATIONS = {"sub": lambda x, c: x - c, "add": lambda x, c: x + c, "mul": lambda x, c: x * c, "div": lambda x, c: x / c}
+_UNDO = {"sub": "add", "div": "mul", "mul": "div"}
 
 
 def standardize(responses, std):

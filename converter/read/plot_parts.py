@@ -7,6 +7,7 @@ import numpy as np
 import xarray as xr
 
 from .. import contract
+from ..kinds import tier_order
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -42,8 +43,7 @@ def _stacked(ax, x: np.ndarray, traces: list[tuple[str, np.ndarray]], lw: float)
 
 def _tiers(ax, ds: xr.Dataset) -> None:
     names, counts = np.unique(_text(ds[contract.TIER].values), return_counts=True)
-    known = (*contract.TIERS, *contract.DYNAMIC_TIERS)
-    order = sorted(range(len(names)), key=lambda k: (known.index(names[k]) if names[k] in known else 99, names[k]))
+    order = sorted(range(len(names)), key=lambda k: tier_order(names[k]))
     bars = ax.bar([names[k] for k in order], [counts[k] for k in order], color="0.45")
     ax.bar_label(bars, fontsize=8)
     ax.margins(y=0.12)  # room for the tallest bar's label inside the frame

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import FRAME, FRAME_TIME, IMAGE_ID, N_FRAMES, NEURON, TIER, TRIAL, TRIAL_RENAMES, UNIT_IDS, row_copy_path, withheld_name
-from ..kinds import IMAGE, KINDS, ScanKind, all_tiers
+from ..kinds import IMAGE, KINDS, ScanKind, tier_order
 
 # Trials per write block.  Every array's trial chunk divides it, so blocks own
 # disjoint chunks and can be written in parallel without coordination.
@@ -179,10 +179,6 @@ def write_chunks(v: DataVar) -> tuple[int, ...]:
     return v.shards or v.chunks
 
 
-# Tiers in the order the store keeps them; any other tier follows, alphabetically.
-TIER_ORDER = all_tiers()
-
-
 def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
     """File numbers in stored order: clustered by tier, then ``image_id``, then file number.
 
@@ -191,7 +187,7 @@ def trial_order(tiers: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
     ``trial`` coordinate keeps the file numbers, so labels, not positions, name trials.
     """
     names, inverse = np.unique(np.asarray(tiers).astype(str), return_inverse=True)
-    order = sorted(range(len(names)), key=lambda k: (TIER_ORDER.index(names[k]) if names[k] in TIER_ORDER else len(TIER_ORDER), names[k]))
+    order = sorted(range(len(names)), key=lambda k: tier_order(names[k]))
     rank = np.argsort(order)[inverse.reshape(-1)]
     files = np.arange(len(tiers))
     return np.lexsort((files, np.asarray(image_ids), rank)).astype(np.int64)
