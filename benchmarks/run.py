@@ -146,7 +146,7 @@ def markdown(rows: list[dict], met: list[dict], info: dict, size: str) -> str:
         lines += ["", f"## {ds}", "", "| workload | (a) | (b) | (c) | (d) | (a)/(c) | (c)/(d) |", "|---|---|---|---|---|---|---|"]
         seen = []
         for r in rows:
-            if r.get("dataset") != ds or r["workload"] in ("size", "convert", "convert from zip", "convert several mice", "loader memory") or r["workload"] in seen or r["method"] == "e":
+            if r.get("dataset") != ds or r["workload"] in ("size", "convert", "convert from zip", "convert several mice", "loader memory") or r["workload"] in seen:
                 continue
             w = r["workload"]
             seen.append(w)
@@ -174,13 +174,6 @@ def markdown(rows: list[dict], met: list[dict], info: dict, size: str) -> str:
         if scale:
             lines += ["", "| convert-all on a local dask cluster | mice | trials | wall time | peak memory per worker |", "|---|---|---|---|---|"]
             lines += [f"| {r['workers']} worker{'s' if r['workers'] > 1 else ''} | {r['mice']} | {r['trials']} | {_ms(r['seconds'])} | {r['peak_worker_mb']:.0f} MB |" for r in scale]
-        eng = [r for r in rows if r.get("dataset") == ds and r.get("method") == "e"]
-        if eng:
-            names = list(dict.fromkeys(r["mode"] for r in eng))
-            lines += ["", "| read engine | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-            for w in dict.fromkeys(r["workload"] for r in eng):
-                cells = [next((_ms(r["seconds"]) for r in eng if r["workload"] == w and r["mode"] == n), "") for n in names]
-                lines.append(f"| {w.removeprefix('engine: ')} | " + " | ".join(cells) + " |")
         memory = [r for r in rows if r.get("dataset") == ds and r["workload"] == "loader memory"]
         if memory:
             lines += ["", "| loaders, mice iterated together | mice | workers | peak PSS, main + workers | same on tiny mice | above tiny | source data |", "|---|---|---|---|---|---|---|"]

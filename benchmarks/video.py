@@ -40,7 +40,7 @@ def dataset(data: Path, trials: int, neurons: int, frames: int) -> Path:
     path = where / video_sample_name(0)
     if not path.exists():
         print(f"generating {path} ...", file=sys.stderr)
-        converter.make_sample(where, trials=trials, neurons=neurons, dynamic=True, frames=frames)
+        converter.make_sample(where, trials=trials, neurons=neurons, video=True, frames=frames)
     return path
 
 
@@ -85,9 +85,9 @@ def _statistics(folder: Path) -> dict:
 
 def clip_batches(label: str, folder: Path, store: Path, repeat: int, rng: np.random.Generator, n_batches: int = 10) -> list[dict]:
     """A random batch of 32 clips of 60 frames: the same trials and windows both ways."""
-    from converter.torch import ClipDataset
+    from converter.torch import VideoDataset
 
-    ds = ClipDataset(store, frames=WINDOW, normalize=False)
+    ds = VideoDataset(store, frames=WINDOW, normalize=False)
     batches = []
     for _ in range(n_batches):
         idx = rng.choice(len(ds), BATCH, replace=False)
@@ -107,7 +107,7 @@ def clip_batches(label: str, folder: Path, store: Path, repeat: int, rng: np.ran
         assert np.array_equal(got["videos"][j, 0], np.moveaxis(item[0], -1, 0), equal_nan=True)
     w = f"random batch of {BATCH} clips x {WINDOW} frames, all keys"
     stats = _statistics(folder)
-    normalized = ClipDataset(store, frames=WINDOW, behavior_channels=True)
+    normalized = VideoDataset(store, frames=WINDOW, behavior_channels=True)
 
     def official():
         for idx, starts in batches:
@@ -121,13 +121,13 @@ def clip_batches(label: str, folder: Path, store: Path, repeat: int, rng: np.ran
     assert all(np.array_equal(r, got[k][0]) for r, k in zip(ref, KEYS))
     wn = f"{w}, normalised with behavior channels (the official chain)"
     rows = [{"dataset": label, "workload": wn, "method": "a", "seconds": W.best(official, max(1, repeat // 2)) / n_batches},
-            {"dataset": label, "workload": wn, "method": "c", "mode": "ClipDataset.batch, normalize=True", "seconds": W.best(store_official, repeat) / n_batches},
+            {"dataset": label, "workload": wn, "method": "c", "mode": "VideoDataset.batch, normalize=True", "seconds": W.best(store_official, repeat) / n_batches},
             {"dataset": label, "workload": w, "method": "a", "seconds": W.best(files, repeat) / n_batches},
-            {"dataset": label, "workload": w, "method": "c", "mode": "ClipDataset.batch (on disk)",
+            {"dataset": label, "workload": w, "method": "c", "mode": "VideoDataset.batch (on disk)",
              "seconds": W.best(store_batches, repeat) / n_batches}]
     W.drop_cache(folder)
     rows.append({"dataset": label, "workload": w, "method": "a", "cache": "cold", "seconds": W.cold(files, folder) / n_batches})
-    rows.append({"dataset": label, "workload": w, "method": "c", "cache": "cold", "mode": "ClipDataset.batch (on disk)",
+    rows.append({"dataset": label, "workload": w, "method": "c", "cache": "cold", "mode": "VideoDataset.batch (on disk)",
                  "seconds": W.cold(store_batches, store) / n_batches})
     return rows
 

@@ -91,7 +91,7 @@ def decode_bound(store: Path, key: str, workers: int = os.cpu_count() or 1) -> C
     shards included), with numcodecs alone: no zarr, no assembling of the result."""
     import json
 
-    from converter.read.engine import ChunkReader
+    from converter.zarrlite import ChunkReader
 
     meta = json.loads((store / key / "zarr.json").read_text())
     files = [p for p in (store / key / "c").rglob("*") if p.is_file()]
@@ -407,62 +407,7 @@ def plain_xarray(ctx: Ctx) -> list[dict]:
     return [ctx.row(w, "c", t, mode="plain xr.open_zarr, no converter") for w, t in json.loads(out.stdout).items()]
 
 
-def engines(ctx: Ctx) -> list[dict]:
-    """Each read engine considered, on the same store and selections (method e)."""
-    import zarr
-
-    from converter.read.engine import ChunkReader
-
-    n = ctx.n
-    batch = np.sort(ctx.rng.choice(n, size=min(128, n), replace=False))
-    col = np.array([len(np.load(ctx.folder / "meta/neurons/unit_ids.npy")) // 2])
-    reads = {
-        "all responses (tiles)": ("responses", ()),
-        "128 random response rows (by_trial copy)": ("by_trial/responses", (batch,)),
-        "one neuron (tiles)": ("responses", (slice(None), col)),
-        "128 random images (sharded)": ("images", (batch,)),
-    }
-    found: dict[str, Callable] = {"converter.read.engine": lambda name: ChunkReader.from_path(ctx.store / name).read,
-                                  "zarr-python": lambda name: zarr.open_array(ctx.store / name, mode="r").get_orthogonal_selection}
-    try:
-        import tensorstore as ts
-
-        def tensorstore(name):
-            t = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(ctx.store / name)}}, read=True).result()
-            return lambda sel: t.oindex[sel + (slice(None),) * (t.ndim - len(sel))].read().result()
-        found["tensorstore"] = tensorstore
-    except ImportError:
-        pass
-    try:
-        import zarrs  # noqa: F401  (the Rust codec pipeline for zarr-python)
-
-        def with_zarrs(name):
-            # zarr's configuration is process-wide: set it around this engine's calls only
-            # (the pipeline is chosen when the array is opened)
-            with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
-                arr = zarr.open_array(ctx.store / name, mode="r")
-
-            def read(sel):
-                with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
-                    return arr.get_orthogonal_selection(sel)
-            return read
-        found["zarrs"] = with_zarrs
-    except ImportError:
-        pass
-    rows = []
-    for w, (name, sel) in reads.items():
-        sel = sel or (slice(None),)
-        ref = None
-        for engine, make in found.items():
-            read = make(name)
-            got = np.asarray(read(sel))
-            ref = got if ref is None else ref
-            assert got.shape == ref.shape and got.tobytes() == ref.tobytes(), (engine, w)
-            rows.append(ctx.row(f"engine: {w}", "e", best(lambda: read(sel), ctx.repeat), mode=engine))
-    return rows
-
-
-READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, plain_xarray, engines, sizes]
+READING = [open_store, load_variables, random_batches, epoch, tier_responses, neurons, repeats, plain_xarray, sizes]
 
 
 _LOADER_MEMORY_CHILD = """

@@ -52,7 +52,7 @@ __getattr__, __dir__ = exports(__name__, {
     # they need optional packages (matplotlib, PyTorch)
     "plot": ".plot", "torch": ".torch",
     # the subpackages and modules, as attributes, as when they were imported here
-    **{m: f".{m}" for m in ("chunks", "contract", "integrity", "progress", "read", "sample", "source", "storage", "write")},
+    **{m: f".{m}" for m in ("contract", "integrity", "progress", "read", "sample", "source", "storage", "write", "zarrlite")},
 })
 if "xarray" in sys.modules:  # xarray is loaded already: ds.sensorium costs nothing more
     from . import read  # noqa: E402,F401

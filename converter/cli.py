@@ -30,6 +30,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+class _Renamed(argparse.Action):
+    """A flag that a release renamed: still works, and says once on stderr what replaces it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"sensorium-zarr: {option_string} is now --{self.dest}; the old name goes in 1.0", file=sys.stderr)
+        setattr(namespace, self.dest, True)
+
+
 def _at_least(minimum: int):
     """An argparse type: an integer no smaller than ``minimum`` (a usage error otherwise, exit 2)."""
 
@@ -123,14 +131,14 @@ def _sample(args) -> int:
     from .progress import Progress
     from .sample import make_sample
 
-    if args.frames is not None and not args.dynamic:
-        raise StoreError("--frames applies to a 2023 scan: add --dynamic")
-    trials = args.trials or (100 if args.dynamic else 200)
+    if args.frames is not None and not args.video:
+        raise StoreError("--frames applies to a 2023 video scan: add --video")
+    trials = args.trials or (100 if args.video else 200)
     try:
         with Progress(trials, "sample", _progress(args)) as bar:
             path = make_sample(args.dest, trials=trials, neurons=args.neurons, competition=args.competition,
                                as_zip=args.zip, seed=args.seed, image_dtype=args.image_dtype, images=args.images, progress=bar,
-                               overwrite=args.overwrite, dynamic=args.dynamic, frames=args.frames or 300)
+                               overwrite=args.overwrite, video=args.video, frames=args.frames or 300)
     except ValueError as e:  # argument values make_sample cannot honour
         print(f"sensorium-zarr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -280,9 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write a synthetic dataset in the real file layout")
     s.add_argument("dest", type=_local_path, help="folder to write the dataset folder (or zip) into")
-    s.add_argument("--dynamic", action="store_true", help="a Sensorium 2023 scan: a NaN-padded video clip per trial")
-    s.add_argument("--trials", type=_at_least(1), default=None, help="default: 200 (100 with --dynamic)")
-    s.add_argument("--frames", type=_at_least(1), default=None, help="with --dynamic: frames per padded clip (default: 300)")
+    s.add_argument("--video", action="store_true", help="a Sensorium 2023 video scan: a NaN-padded clip per trial")
+    s.add_argument("--dynamic", action=_Renamed, nargs=0, dest="video", help=argparse.SUPPRESS)  # 0.7's name of --video
+    s.add_argument("--trials", type=_at_least(1), default=None, help="default: 200 (100 with --video)")
+    s.add_argument("--frames", type=_at_least(1), default=None, help="with --video: frames per padded clip (default: 300)")
     s.add_argument("--neurons", type=_at_least(1), default=150)
     s.add_argument("--competition", choices=["none", "sensorium", "sensorium+"], default="none")
     s.add_argument("--zip", action="store_true", help="write the distributed .zip form")

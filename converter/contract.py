@@ -14,11 +14,12 @@ import numpy as np
 
 SCHEMA = "sensorium-zarr"
 SCHEMA_VERSION = "2.3"
-# Sensorium 2023 (video) scans follow a sibling schema, schemas/store-dynamic-1.2.json.
-DYNAMIC_SCHEMA_VERSION = "dynamic-1.2"
-DYNAMIC_SCHEMA_VERSIONS = ("dynamic-1.0", "dynamic-1.1", DYNAMIC_SCHEMA_VERSION)
+# Sensorium 2023 video scans follow a sibling schema, schemas/store-dynamic-1.2.json. Its identifier
+# keeps the name it was published under (the release's own folders are dynamic<...>): stores carry it.
+VIDEO_SCHEMA_VERSION = "dynamic-1.2"
+VIDEO_SCHEMA_VERSIONS = ("dynamic-1.0", "dynamic-1.1", VIDEO_SCHEMA_VERSION)
 # Versions whose stores this package still reads.
-READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", "2.2", SCHEMA_VERSION, *DYNAMIC_SCHEMA_VERSIONS)
+READABLE_SCHEMA_VERSIONS = ("1.0", "2.0", "2.1", "2.2", SCHEMA_VERSION, *VIDEO_SCHEMA_VERSIONS)
 # Root attributes holding an object: JSON-encoded strings since schemas 2.2 and dynamic-1.1, so
 # that every attribute is of a type netCDF takes (``ds.to_netcdf`` on any opened store).
 JSON_ATTRS = ("tier_counts", "withheld_trials", "source_zip")
@@ -30,12 +31,12 @@ DATA_KEYS = ("images", "responses", "behavior", "pupil_center")
 # Those of a Sensorium 2023 scan: a clip per trial, frames on the last axis of every file.
 VIDEOS = "videos"
 RESPONSES = "responses"
-DYNAMIC_DATA_KEYS = (VIDEOS, "responses", "behavior", "pupil_center")
+VIDEO_DATA_KEYS = (VIDEOS, "responses", "behavior", "pupil_center")
 
 # The tiers of a Sensorium 2022 scan, in the order the store keeps them; any other tier follows.
 TIERS = ("train", "validation", "test", "final_test")
 # The tiers of a Sensorium 2023 scan, likewise.
-DYNAMIC_TIERS = ("train", "oracle", "live_test_main", "live_test_bonus", "final_test_main", "final_test_bonus", "none")
+VIDEO_TIERS = ("train", "oracle", "live_test_main", "live_test_bonus", "final_test_main", "final_test_bonus", "none")
 
 # Dimension and coordinate names.
 TRIAL, NEURON = "trial", "neuron"

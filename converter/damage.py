@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from . import contract
-from .chunks import MISSING, checked, index_bytes, shard_index
+from .zarrlite import MISSING, checked, index_bytes, shard_index
 from .storage import filesystem
 
 

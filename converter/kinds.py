@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from .contract import (DATA_KEYS, DYNAMIC_DATA_KEYS, DYNAMIC_SCHEMA_VERSION, DYNAMIC_SCHEMA_VERSIONS, DYNAMIC_TIERS, FRAME,
-                       NEURON, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, TIERS, VIDEOS)
+from .contract import (DATA_KEYS, FRAME, NEURON, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, TIERS, VIDEO_DATA_KEYS,
+                       VIDEO_SCHEMA_VERSION, VIDEO_SCHEMA_VERSIONS, VIDEO_TIERS, VIDEOS)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ IMAGE = ScanKind(
     repeated_tiers=("test", "final_test"),
     default_tier="test",
     schema_version=SCHEMA_VERSION,
-    schema_versions=tuple(v for v in READABLE_SCHEMA_VERSIONS if v not in DYNAMIC_SCHEMA_VERSIONS),
+    schema_versions=tuple(v for v in READABLE_SCHEMA_VERSIONS if v not in VIDEO_SCHEMA_VERSIONS),
     frames=False,
     shared_stimulus_id=True,
     dims={
@@ -88,12 +88,12 @@ VIDEO = ScanKind(
     name="video",
     title="Sensorium 2023 mouse visual cortex data: one scan",
     stimulus=VIDEOS,
-    data_keys=DYNAMIC_DATA_KEYS,
-    tiers=DYNAMIC_TIERS,
+    data_keys=VIDEO_DATA_KEYS,
+    tiers=VIDEO_TIERS,
     repeated_tiers=("oracle",),
     default_tier="oracle",
-    schema_version=DYNAMIC_SCHEMA_VERSION,
-    schema_versions=DYNAMIC_SCHEMA_VERSIONS,
+    schema_version=VIDEO_SCHEMA_VERSION,
+    schema_versions=VIDEO_SCHEMA_VERSIONS,
     frames=True,
     shared_stimulus_id=False,
     dims={
@@ -104,10 +104,10 @@ VIDEO = ScanKind(
     },
     citation=CITATION_2023,
     parts={
-        "dataset": "converter.read.clips:ClipDataset",
-        "loaders": "converter.read.clips:video_loaders",
-        "score": "converter.read.score_clips:score_video",
-        "oracle": "converter.read.score_clips:oracle_video",
+        "dataset": "converter.read.video:VideoDataset",
+        "loaders": "converter.read.video:video_loaders",
+        "score": "converter.read.score_video:score_video",
+        "oracle": "converter.read.score_video:oracle_video",
         "overview": "converter.read.plot_video:video_overview",
     },
 )

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StoreError
-from .sample_video import clip_tiers, video_sample_name, write_video_sample
+from .sample_video import video_tiers, video_sample_name, write_video_sample
 from .storage import check_creatable, first_missing
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
@@ -172,13 +173,14 @@ def make_sample(
     images: str = "smooth",
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
-    dynamic: bool = False,
+    video: bool = False,
     frames: int = 300,
     video_shape: tuple[int, int] = (36, 64),
+    dynamic: bool | None = None,
 ) -> Path:
     """Write a synthetic dataset under ``dest``; return the dataset folder or zip.
 
-    ``dynamic`` writes a Sensorium 2023 scan instead (`converter.sample_video`): clips of
+    ``video`` writes a Sensorium 2023 video scan instead (`converter.sample_video`): clips of
     ``video_shape`` padded with NaN to ``frames`` frames (``competition`` and the image
     options do not apply).  ``images`` is ``"smooth"`` (1/f noise, which compresses well) or
     ``"noise"`` (the same plus pixel noise: hard to compress, like the least regular real images).
@@ -187,8 +189,12 @@ def make_sample(
     the test tiers, behavior and pupil center zeroed) or ``"sensorium+"`` (responses of
     the test tiers zeroed); both competition variants hash ``trial_idx``.  An existing
     dataset of the same name is refused unless ``overwrite``; the dataset appears under its
-    name only once it is complete.
+    name only once it is complete.  ``dynamic`` is 0.7's name of ``video`` (deprecated).
     """
+    if dynamic is not None:
+        warnings.warn("make_sample(dynamic=...) is now make_sample(video=...); the old name goes in 1.0",
+                      DeprecationWarning, stacklevel=2)
+        video = dynamic
     if competition not in COMPETITIONS:
         raise ValueError(f"competition must be one of {COMPETITIONS}, not {competition!r}")
     if image_dtype not in ("float32", "uint8"):
@@ -197,15 +203,15 @@ def make_sample(
         raise ValueError(f"images must be one of {IMAGE_KINDS}, not {images!r}")
     if neurons < 1 or trials < 1 or seed < 0:
         raise ValueError(f"need trials >= 1, neurons >= 1 and seed >= 0 (got {trials}, {neurons}, {seed})")
-    if dynamic and (frames < 1 or min(video_shape) < 1):
+    if video and (frames < 1 or min(video_shape) < 1):
         raise ValueError(f"need frames >= 1 and a video shape of at least 1x1 (got {frames}, {video_shape})")
     rng = np.random.default_rng(seed)
-    if dynamic:
-        clip_tiers(trials, np.random.default_rng(seed))  # may refuse too few trials: before anything is written
+    if video:
+        video_tiers(trials, np.random.default_rng(seed))  # may refuse too few trials: before anything is written
     else:
         tiers, image_ids = _tiers(trials, competition, rng)
     dest = Path(dest)
-    name = video_sample_name(seed) if dynamic else sample_name(seed, competition)
+    name = video_sample_name(seed) if video else sample_name(seed, competition)
     target = dest / (f"{name}.zip" if as_zip else name)
     if target.exists() and not overwrite:
         raise StoreError(f"{target}: already exists (use --overwrite to replace it)")
@@ -215,7 +221,7 @@ def make_sample(
     try:
         dest.mkdir(parents=True, exist_ok=True)
         out = _Out(target, name, as_zip)  # inside: a Ctrl-C just after it made its partial file still cleans up
-        if dynamic:
+        if video:
             write_video_sample(out.save, rng, trials, neurons, frames, seed, video_shape, progress)
         else:
             _write(out, rng, tiers, image_ids, trials, neurons, competition, seed, image_dtype, image_shape, progress, images)

@@ -24,7 +24,7 @@ def video_sample_name(seed: int = 0) -> str:
     return f"dynamic{_ANIMAL + seed % 1000}-1-1-Video-{digest}"
 
 
-def clip_tiers(n_trials: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def video_tiers(n_trials: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Tier and clip id per trial, in random (file) order; oracle trials repeat their clips."""
     repeats = 10 if n_trials >= 200 else 2
     n_oracle = max(1, round(n_trials * 0.06) // repeats) * repeats
@@ -55,7 +55,7 @@ def clip(clip_id: int, shape: tuple[int, int], frames: int) -> np.ndarray:
 def write_video_sample(save: Callable[[str, np.ndarray], None], rng: np.random.Generator, trials: int, neurons: int,
                        frames: int, seed: int, video_shape: tuple[int, int], progress) -> None:
     """Every file of a synthetic 2023 scan, through ``save(rel, array)``."""
-    tiers, ids = clip_tiers(trials, rng)
+    tiers, ids = video_tiers(trials, rng)
     lengths = np.where(tiers == "train", rng.integers(max(1, frames * 2 // 3), frames + 1, trials), frames)
     lengths[rng.random(trials) < 0.5] = frames  # half the trials fill every frame
     rate = rng.lognormal(-1.0, 0.8, (neurons, 1)).astype(np.float32)

@@ -20,7 +20,7 @@ import converter
 SMALL = {"trials": 60, "neurons": 40}
 # A small Sensorium 2023 scan.  33 frames: not a multiple of the frame chunk, so the last inner
 # chunk of each clip is partial.
-CLIPS = {"dynamic": True, "trials": 40, "neurons": 30, "frames": 33}
+CLIPS = {"video": True, "trials": 40, "neurons": 30, "frames": 33}
 CLIP_KEYS = ("videos", "responses", "behavior", "pupil_center")
 
 

@@ -95,6 +95,15 @@ def test_no_layer_imports_a_higher_one():
     assert upward == []
 
 
+def test_the_hand_written_zarr_layer_stands_alone():
+    """converter.zarrlite needs nothing of the package outside itself: it knows Zarr, not the store."""
+    outside = sorted(f"{m} -> {d}" for m, deps in _graph().items() if m.startswith("converter.zarrlite")
+                     for d in deps if not d.startswith("converter.zarrlite"))
+    assert outside == []
+    users = {m for m, deps in _graph().items() for d in deps if d.startswith("converter.zarrlite") and not m.startswith("converter.zarrlite")}
+    assert {"converter.read.engine", "converter.write.store", "converter.damage"} <= users
+
+
 def test_the_checker_sees_a_loop_and_an_upward_import():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert _layer("converter.write.plan") > _layer("converter.schema")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import io
 import os
 import shutil
@@ -220,8 +222,11 @@ def test_every_option_of_the_parser_is_in_the_readme_synopsis():
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     assert set(sub.choices) == set(documented)
     for name, p in sub.choices.items():
-        options = {o for a in p._actions for o in a.option_strings if o.startswith("--")} - {"--help", "--storage-option"}
+        shown = [a for a in p._actions if a.help != argparse.SUPPRESS]
+        options = {o for a in shown for o in a.option_strings if o.startswith("--")} - {"--help", "--storage-option"}
         assert options == documented[name], name
+        for renamed in (o for a in p._actions if a.help == argparse.SUPPRESS for o in a.option_strings):
+            assert f"`{renamed}`, its name until" in readme, renamed  # a hidden old name is still explained
     assert "--storage-option KEY=VALUE" in readme
 
 

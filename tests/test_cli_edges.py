@@ -208,7 +208,7 @@ def test_verify_usage_names_its_arguments_once():
 
 
 def test_frames_without_dynamic_is_refused(tmp_path):
-    one_line(run_cli("sample", tmp_path, "--frames", "5"), 2, "--frames", "--dynamic")
+    one_line(run_cli("sample", tmp_path, "--frames", "5"), 2, "--frames", "--video")
     assert list(tmp_path.iterdir()) == []
 
 

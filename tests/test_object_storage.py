@@ -278,12 +278,12 @@ def test_video_scan_from_a_zip_in_s3_into_s3(s3, make_dataset, make_store):
     assert r.returncode == 0, r.stderr
     assert converter.verify(src, "s3://data/video/m.zarr").ok
     pytest.importorskip("torch")
-    from converter.torch import ClipDataset
+    from converter.torch import VideoDataset
 
     local = converter.open_mouse(make_store(as_zip=True, **CLIPS))
     remote = converter.open_mouse("s3://data/video/m.zarr")
     assert np.array_equal(remote.responses.isel(trial=[0, 5]).values, local.responses.isel(trial=[0, 5]).values, equal_nan=True)
-    clips = ClipDataset("s3://data/video/m.zarr", frames=10, offset=2, normalize=False)  # windows read through zarr-python
+    clips = VideoDataset("s3://data/video/m.zarr", frames=10, offset=2, normalize=False)  # windows read through zarr-python
     got = clips.batch([0, 5])
     for j, i in enumerate(clips.trial_ids[:1].tolist() + clips.trial_ids[5:6].tolist()):
         assert np.array_equal(got["responses"][j], local.responses.sel(trial=i).values[:, 2:12], equal_nan=True)

@@ -84,7 +84,7 @@ def test_video_overview_from_the_show_command(clip_store, tmp_path):
 def test_video_reliability_is_the_oracle_of_the_repeated_clips(make_store):
     from converter.plot import overview
 
-    store = make_store(dynamic=True, trials=40, neurons=6, frames=64)  # frames past the 50 that scoring skips
+    store = make_store(video=True, trials=40, neurons=6, frames=64)  # frames past the 50 that scoring skips
     fig = overview(converter.open_mouse(store))
     reliability = next(ax for ax in fig.axes if ax.get_title().startswith("reliability"))
     assert reliability.get_title() == "reliability, oracle repeats"

@@ -166,11 +166,11 @@ def _renamed(tmp_path, plain: xr.DataArray):
     return tmp_path / "q.nc"
 
 
-VIDEO = {"dynamic": True, "trials": 40, "neurons": 6, "frames": 64}
+VIDEO = {"video": True, "trials": 40, "neurons": 6, "frames": 64}
 
 
 def test_clip_scores_and_oracle_match_loops_over_frames(make_dataset, make_store, tmp_path):
-    from converter.read.score_clips import SKIP_FRAMES
+    from converter.read.score_video import SKIP_FRAMES
 
     folder, store = make_dataset(**VIDEO), make_store(**VIDEO)
     tiers = np.load(folder / "meta/trials/tiers.npy")
@@ -228,7 +228,7 @@ def test_nan_predictions_are_refused_by_one_rule(scored_store, tmp_path):
 
 
 def test_nan_in_unscored_clip_frames_is_accepted_and_in_scored_ones_refused(make_dataset, make_store):
-    from converter.read.score_clips import SKIP_FRAMES
+    from converter.read.score_video import SKIP_FRAMES
 
     store = make_store(**VIDEO)
     ds = converter.open_mouse(store).sensorium.tier("oracle")

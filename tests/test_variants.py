@@ -107,9 +107,9 @@ def _check_training(store: Path, scan: Scan, normalize: bool) -> None:
         return
     keys = tuple(dict.fromkeys(rel.split("/")[1] for rel in scan.arrays if rel.startswith("data/")))
     if scan.dynamic:
-        from converter.torch import ClipDataset
+        from converter.torch import VideoDataset
 
-        item = ClipDataset(store, keys=keys, frames=1, normalize=normalize)[0]
+        item = VideoDataset(store, keys=keys, frames=1, normalize=normalize)[0]
     else:
         from converter.torch import MouseDataset
 

@@ -1,6 +1,6 @@
 """What the PyTorch datasets of both kinds of scan share: items, batches, samplers, tiers, neurons.
 
-`converter.read.torch` (image scans) and `converter.read.clips` (clip scans) build on this module;
+`converter.read.torch` (image scans) and `converter.read.video` (video scans) build on this module;
 it imports neither.
 """
 
@@ -89,7 +89,7 @@ def tier_mask(store, tiers: np.ndarray, tier: str | Sequence[str] | None) -> np.
 
 
 class StoreDataset(Dataset):
-    """What `MouseDataset` and `converter.torch.ClipDataset` share: one reader per variable and
+    """What `MouseDataset` and `converter.torch.VideoDataset` share: one reader per variable and
     process, pickling without them, and items and batches made by the subclass's ``batch``.
 
     Subclasses set ``store``, ``storage_options``, ``trials`` (the stored position of each

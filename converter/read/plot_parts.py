@@ -1,5 +1,5 @@
 """Panels and helpers that both overview pages draw with (`converter.read.plot` for image scans,
-`converter.read.plot_video` for clip scans); it imports neither."""
+`converter.read.plot_video` for video scans); it imports neither."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from .. import contract
 from .plot_parts import _histogram, _neuron_order, _positions, _say, _stacked, _text, _tiers
-from .score_clips import SKIP_FRAMES, oracle_clips
+from .score_video import SKIP_FRAMES, frame_oracle
 
 N_FRAMES_SHOWN = 5
 MAX_NEURONS = 512  # of the reliability panel: the first ones in stored order, a few tiles of the store
@@ -84,7 +84,7 @@ def _reliability(ax, ds: xr.Dataset) -> None:
     if (oracle[contract.N_FRAMES].values <= SKIP_FRAMES).all():
         _say(ax, f"{REPEATED_TIER} clips end within the first {SKIP_FRAMES} frames,\nwhich scoring skips", title)
         return
-    values = oracle_clips(oracle)
+    values = frame_oracle(oracle)
     if not np.isfinite(values).any():
         _say(ax, f"no clip repeated in the {REPEATED_TIER} tier", title)
         return

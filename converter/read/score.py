@@ -44,7 +44,7 @@ def score(store_or_dataset, predictions: xr.DataArray, tier: str | None = None, 
         ``neuron``; ``attrs`` hold the summaries (means over neurons; for ``feve`` over the
         neurons with ``fev >= 0.15``) and the numbers of trials and neurons scored.  A
         Sensorium 2023 store takes predictions ``(trial, neuron, frame)`` and gives its
-        competition's metric, `score_clips`.
+        competition's metric, `frame_scores`.
     """
     ds = _dataset(store_or_dataset, storage_options)
     kind = ds.sensorium.kind
@@ -87,7 +87,7 @@ def oracle(store_or_dataset, tier: str | None = None, *, storage_options: dict |
     """Each neuron's jackknife oracle correlation on ``tier``: every repeat of an image against the
     mean of its other repeats.  An upper bound for a model, needing none; ``attrs["mean"]`` is
     the mean over neurons.  In a Sensorium 2023 store (default tier ``oracle``) repeats are the
-    trials with identical videos, compared frame by frame (`oracle_clips`)."""
+    trials with identical videos, compared frame by frame (`frame_oracle`)."""
     ds = _dataset(store_or_dataset, storage_options)
     kind = ds.sensorium.kind
     return kind.part("oracle")(ds, tier or kind.default_tier)

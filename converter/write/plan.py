@@ -17,7 +17,7 @@ import numpy as np
 from .. import contract
 from ..storage import name as storage_name
 from .._version import __version__
-from ..chunks import compressed_size
+from ..zarrlite import compressed_size
 from ..errors import SourceError, StoreError
 from ..kinds import ScanKind
 from ..source import Inventory, Source, ZipSource, read_array, read_trials, scan, trial_header

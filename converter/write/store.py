@@ -27,8 +27,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 # then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
 SMALL = {"compressors": [ZstdCodec(), Crc32cCodec()]}
 
-from .. import contract
-from ..chunks import encode_chunks, encode_shard
+from .. import contract, zarrlite
 from ..errors import SourceError
 from ..source import Source, read_trials
 from ..source.npy import NpyHeader
@@ -283,11 +282,11 @@ def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_opti
         return
     if v.shards is None:
         origin = (block.start, *(0,) * (len(v.shape) - 1))
-        for idx, data in encode_chunks(values, origin, v.chunks, v.shape, v.codec.cname, v.codec.clevel, v.codec.shuffle):
+        for idx, data in zarrlite.encode_chunks(values, origin, v.chunks, v.shape, v.codec.cname, v.codec.clevel, v.codec.shuffle):
             write_bytes(child(path, f"{v.path}/c/" + "/".join(map(str, idx))), data, storage_options)
         return
     for s in range(0, len(block), v.shards[0]):
-        shard = encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
+        shard = zarrlite.encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
         key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
         write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
 
@@ -339,13 +338,7 @@ def finalize(path, attrs: dict, storage_options: dict | None = None) -> None:
 
 
 def consolidate(path, storage_options: dict | None = None) -> None:
-    """Write every node's metadata into the root ``zarr.json``, as ``zarr.consolidate_metadata`` does.
-
-    Written here rather than by zarr-python, which warns on every call that consolidated
-    metadata is not yet part of the Zarr v3 specification: this store relies on it
-    knowingly (README, "The store"), and silencing a warning takes a process-wide filter.
-    The tests check that the bytes equal zarr-python's.
-    """
+    """Write every node's metadata into the root ``zarr.json`` (`converter.zarrlite.consolidate`)."""
     fs, root = filesystem(path, storage_options)
     fs.invalidate_cache(root)
     root = root.rstrip("/")
@@ -354,16 +347,5 @@ def consolidate(path, storage_options: dict | None = None) -> None:
         rel = f[len(root) + 1 :]
         if rel.endswith("zarr.json") and rel.rsplit("/", 1)[-1] == "zarr.json" and rel != "zarr.json":
             nodes[rel[: -len("/zarr.json")]] = json.loads(fs.cat_file(f))
-    metadata = {}
-    for rel in sorted(nodes, key=lambda r: (r.count("/"), r)):
-        node = nodes[rel]
-        if node.get("node_type") == "group":  # as zarr-python lists a group: with empty consolidated metadata
-            node = {**{k: node[k] for k in ("attributes", "zarr_format") if k in node},
-                    "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}},
-                    **{k: v for k, v in node.items() if k not in ("attributes", "zarr_format", "consolidated_metadata")}}
-        metadata[rel] = node
     top = json.loads(read_bytes(child(path, "zarr.json"), storage_options))
-    out = {k: top[k] for k in ("attributes", "zarr_format") if k in top}
-    out["consolidated_metadata"] = {"kind": "inline", "must_understand": False, "metadata": metadata}
-    out.update({k: v for k, v in top.items() if k not in out})
-    write_bytes(child(path, "zarr.json"), json.dumps(out, indent=2, allow_nan=True).encode(), storage_options)
+    write_bytes(child(path, "zarr.json"), zarrlite.consolidate(top, nodes), storage_options)

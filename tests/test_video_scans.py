@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def first_nan(a: np.ndarray) -> int:
 def test_sample_has_the_release_layout(clips):
     assert clips.name.startswith("dynamic") and "-Video-" in clips.name
     tiers = load_source(clips, "meta/trials/tiers.npy")
-    assert set(tiers.tolist()) == set(contract.DYNAMIC_TIERS)
+    assert set(tiers.tolist()) == set(contract.VIDEO_TIERS)
     assert not (clips / "meta/trials/frame_image_id.npy").exists()
     lengths = []
     for i in range(CLIPS["trials"]):
@@ -61,7 +62,7 @@ def test_sample_has_the_release_layout(clips):
 
 def test_converted_store_is_lossless_with_frame_axis_and_n_frames(clips, clip_store):
     ds = xr.open_zarr(clip_store)
-    assert ds.attrs["schema_version"] == contract.DYNAMIC_SCHEMA_VERSION and ds.attrs["n_frames_padded"] == 33
+    assert ds.attrs["schema_version"] == contract.VIDEO_SCHEMA_VERSION and ds.attrs["n_frames_padded"] == 33
     assert ds.videos.dims == ("trial", "height", "width", "frame")
     assert ds.responses.dims == ("trial", "neuron", "frame")
     assert ds.behavior.dims == ("trial", "behavior_variable", "frame")
@@ -75,7 +76,7 @@ def test_converted_store_is_lossless_with_frame_axis_and_n_frames(clips, clip_st
     tiers = ds.tier.values
     dummies = np.array([t.endswith(("_main", "_bonus")) for t in tiers.tolist()])
     assert (ds.responses_withheld.values == dummies).all() and not ds.videos_withheld.values.any()
-    assert list(dict.fromkeys(tiers.tolist())) == [t for t in contract.DYNAMIC_TIERS if t in set(tiers.tolist())]  # clustered by tier
+    assert list(dict.fromkeys(tiers.tolist())) == [t for t in contract.VIDEO_TIERS if t in set(tiers.tolist())]  # clustered by tier
 
 
 def test_zip_and_folder_give_the_same_store_and_the_zip_comes_back(make_dataset, make_store, clip_store, tmp_path):
@@ -119,7 +120,7 @@ def test_verify_finds_a_wrong_n_frames(clips, tmp_path):
 
 
 def test_cli_sample_convert_info_validate(tmp_path):
-    r = run_cli("sample", tmp_path, "--dynamic", "--trials", "30", "--neurons", "8", "--frames", "25", "--zip", "--quiet")
+    r = run_cli("sample", tmp_path, "--video", "--trials", "30", "--neurons", "8", "--frames", "25", "--zip", "--quiet")
     assert r.returncode == 0, r.stderr
     src = Path(r.stdout.strip())
     assert src.suffix == ".zip" and src.name.startswith("dynamic")
@@ -127,7 +128,7 @@ def test_cli_sample_convert_info_validate(tmp_path):
     r = run_cli("info", tmp_path / "m.zarr")
     assert r.returncode == 0 and "frames per clip: 25 at 30 Hz" in r.stdout
     r = run_cli("validate", tmp_path / "m.zarr")
-    assert r.returncode == 0 and converter.contract.DYNAMIC_SCHEMA_VERSION in r.stdout
+    assert r.returncode == 0 and converter.contract.VIDEO_SCHEMA_VERSION in r.stdout
     r = run_cli("verify", src, tmp_path / "m.zarr")
     assert r.returncode == 0, r.stderr
 
@@ -242,7 +243,7 @@ def test_convert_all_takes_2022_and_2023_scans_together(make_dataset, tmp_path):
     r = run_cli("convert-all", tmp_path / "in", tmp_path / "out", "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
     versions = {json.loads((s / "zarr.json").read_text())["attributes"]["schema_version"] for s in (tmp_path / "out").glob("*.zarr")}
-    assert versions == {contract.SCHEMA_VERSION, contract.DYNAMIC_SCHEMA_VERSION}
+    assert versions == {contract.SCHEMA_VERSION, contract.VIDEO_SCHEMA_VERSION}
     assert converter.verify(video, tmp_path / "out" / f"{video.stem}.zarr", progress=False).ok
     tree = converter.open_mice(tmp_path / "out")
     assert len(tree.children) == 2
@@ -250,13 +251,27 @@ def test_convert_all_takes_2022_and_2023_scans_together(make_dataset, tmp_path):
 
 def test_image_only_readers_refuse_a_clip_store_in_one_line(clip_store, make_store):
     pytest.importorskip("torch")
-    from converter.torch import ClipDataset, MouseDataset
+    from converter.torch import VideoDataset, MouseDataset
 
-    with pytest.raises(ValueError, match="ClipDataset"):
+    with pytest.raises(ValueError, match="VideoDataset"):
         MouseDataset(clip_store)
     with pytest.raises(ValueError, match="image"):
-        ClipDataset(make_store())
+        VideoDataset(make_store())
     with pytest.raises(ValueError, match="image_id"):
         converter.open_mouse(clip_store).sensorium.images([1])
     with pytest.raises(ValueError, match="image_id"):
         converter.open_mouse(clip_store).sensorium.repeats()
+
+
+def test_the_old_names_of_the_video_kind_still_work_and_say_what_replaces_them(tmp_path):
+    with pytest.warns(DeprecationWarning, match=r"make_sample\(video=...\)"):
+        path = converter.make_sample(tmp_path / "a", trials=30, neurons=4, frames=8, dynamic=True)
+    assert (path / "data/videos/0.npy").exists()
+    r = run_cli("sample", tmp_path / "b", "--dynamic", "--trials", "30", "--neurons", "4", "--frames", "8", "--quiet")
+    assert r.returncode == 0 and r.stderr.strip() == "sensorium-zarr: --dynamic is now --video; the old name goes in 1.0"
+    assert next((tmp_path / "b").iterdir()).name == path.name
+    if importlib.util.find_spec("torch") is not None:
+        import converter.torch as ct
+
+        with pytest.warns(DeprecationWarning, match="converter.torch.VideoDataset"):
+            assert ct.ClipDataset is ct.VideoDataset

@@ -1,50 +1,23 @@
-"""The chunk format this package writes, and the thread pool that encodes and decodes it.
+"""The chunk format this package writes: bytes, checksums, shard indexes.
 
 Chunks are ``bytes`` (little-endian) + Blosc + ``crc32c`` (a CRC-32C of the chunk after it, as
 Zarr v3's core codec writes it, so a damaged chunk is found on every read), optionally inside
-``sharding_indexed`` shards with their index (itself CRC-32C'd) at the end.  The writer encodes them here (`encode_chunks`,
-`encode_shard`) and the fast reader (`converter.read.engine`) decodes them on the same pool;
+``sharding_indexed`` shards with their index (itself CRC-32C'd) at the end.  The writer encodes
+them here (`encode_chunks`, `encode_shard`); `converter.zarrlite.reader` decodes them.
 zarr-python reads both (the tests compare the bytes with those zarr-python writes).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import numpy as np
 from numcodecs import blosc
 
-MISSING = np.uint64(2**64 - 1)
-# Below this many chunks a read runs on the calling thread; above it, on the pool.
-_POOL_MIN_CHUNKS = 8
-_THREADS = max(1, min(4, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
-_pool_pid: int | None = None
-_pool_lock = threading.Lock()
+from .pool import in_runs
 
-
-def _executor() -> ThreadPoolExecutor:
-    """One pool per process: a pool inherited through ``fork`` has no threads behind it."""
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool, _pool_pid = ThreadPoolExecutor(_THREADS, thread_name_prefix="sensorium-zarr-read"), os.getpid()
-        return _pool
-
-
-def in_runs(fn, items) -> None:
-    """``fn(run)`` for runs of neighbouring ``items``: a few runs per thread on the pool, or one
-    run on the calling thread when there are too few items to pay for the pool."""
-    if len(items) < _POOL_MIN_CHUNKS:
-        fn(items)
-        return
-    n = min(len(items), 4 * _THREADS)
-    for _ in _executor().map(fn, [items[len(items) * j // n : len(items) * (j + 1) // n] for j in range(n)]):
-        pass
-
+MISSING = np.uint64(2**64 - 1)  # a shard index entry of an inner chunk never written
 
 SHUFFLE = {"noshuffle": blosc.NOSHUFFLE, "shuffle": blosc.SHUFFLE, "bitshuffle": blosc.BITSHUFFLE}
 
@@ -60,13 +33,14 @@ def with_crc32c(data: bytes) -> bytes:
 _CRC32C_RESIDUE = 0x48674BC7
 
 
-def checked(data: bytes, where: str) -> memoryview:
-    """``data`` without its trailing CRC-32C, which must match (`ValueError` naming ``where``);
-    a view, not a copy."""
-    import google_crc32c
+def checked(data: bytes, where: str | Callable[[], str]) -> memoryview:
+    """``data`` without its trailing CRC-32C, which must match (`ValueError` naming ``where``, a
+    string or a function making one, called only on failure); a view, not a copy."""
+    from google_crc32c import value
 
     data = bytes(data)
-    if len(data) < 4 or int(google_crc32c.value(data)) != _CRC32C_RESIDUE:
+    if len(data) < 4 or value(data) != _CRC32C_RESIDUE:
+        where = where if isinstance(where, str) else where()
         raise ValueError(f"{where}: damaged (its CRC-32C does not match{'; truncated' if len(data) < 4 else ''})")
     return memoryview(data)[:-4]
 
@@ -151,7 +125,7 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
                 part = padded
             parts[k] = with_crc32c(blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle]))
 
-    in_runs(encode, range(len(cells)))
+    in_runs(encode, range(len(cells)), values.nbytes)
     index = np.full((*per, 2), MISSING, dtype="<u8")
     offset = 0
     for idx, p in zip(cells, parts):

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from converter.torch import ClipDataset, loaders, video_loaders  # noqa: E402
+from converter.torch import VideoDataset, loaders, video_loaders  # noqa: E402
 
 from .conftest import CLIP_KEYS as KEYS  # noqa: E402
 from .conftest import CLIPS, load_source  # noqa: E402
@@ -55,7 +55,7 @@ def official(folder, i: int, frames: int, offset: int, behavior: bool, pupil: bo
 
 @pytest.mark.parametrize("behavior, pupil", [(True, False), (True, True), (False, False)])
 def test_items_at_a_fixed_offset_equal_the_official_chain(clips, clip_store, behavior, pupil):
-    ds = ClipDataset(clip_store, frames=12, offset=5, behavior_channels=behavior, pupil_channels=pupil)
+    ds = VideoDataset(clip_store, frames=12, offset=5, behavior_channels=behavior, pupil_channels=pupil)
     assert len(ds) + len(ds.skipped) == CLIPS["trials"]
     for j in range(len(ds)):
         item, ref = ds[j], official(clips, int(ds.trial_ids[j]), 12, 5, behavior, pupil)
@@ -67,8 +67,8 @@ def test_items_at_a_fixed_offset_equal_the_official_chain(clips, clip_store, beh
 
 def test_random_windows_are_valid_reproducible_and_reach_the_last_frame(clips, clip_store):
     frames = 20
-    a = ClipDataset(clip_store, frames=frames, seed=3, behavior_channels=True)
-    b = ClipDataset(clip_store, frames=frames, seed=3, behavior_channels=True)
+    a = VideoDataset(clip_store, frames=frames, seed=3, behavior_channels=True)
+    b = VideoDataset(clip_store, frames=frames, seed=3, behavior_channels=True)
     seen = set()
     for _ in range(12):
         idx = np.arange(len(a))
@@ -82,7 +82,7 @@ def test_random_windows_are_valid_reproducible_and_reach_the_last_frame(clips, c
         ref = official(clips, int(a.trial_ids[j]), frames, s, True, False)
         for k in KEYS:
             np.testing.assert_array_equal(got[k][j], ref[k])
-    one = ClipDataset(clip_store, frames=frames, seed=5)
+    one = VideoDataset(clip_store, frames=frames, seed=5)
     item = one[4]
     n = int(one.n_frames[4])
     matches = [s for s in range(n - frames + 1)
@@ -91,7 +91,7 @@ def test_random_windows_are_valid_reproducible_and_reach_the_last_frame(clips, c
 
 
 def test_short_trials_are_skipped_and_raw_items_are_the_files(clips, clip_store):
-    ds = ClipDataset(clip_store, frames=33, offset=0, normalize=False, tier="train")
+    ds = VideoDataset(clip_store, frames=33, offset=0, normalize=False, tier="train")
     assert len(ds.skipped) > 0 and set(ds.skipped.tolist()).isdisjoint(ds.trial_ids.tolist())
     for j in range(len(ds)):
         i = int(ds.trial_ids[j])

@@ -36,7 +36,7 @@ def _nbytes(reader) -> int:
     return int(np.prod(reader.shape, dtype=np.int64)) * np.dtype(reader.dtype).itemsize
 
 
-class ClipDataset(StoreDataset):
+class VideoDataset(StoreDataset):
     """The trials of one Sensorium 2023 store, each served as a window of ``frames`` valid frames.
 
     Parameters
@@ -70,7 +70,7 @@ class ClipDataset(StoreDataset):
     """
 
     def __init__(self, store: str | os.PathLike, *, tier: str | Sequence[str] | None = None, frames: int = 50,
-                 offset: int = -1, keys: Sequence[str] = contract.DYNAMIC_DATA_KEYS, normalize: bool = True,
+                 offset: int = -1, keys: Sequence[str] = contract.VIDEO_DATA_KEYS, normalize: bool = True,
                  exclude: Sequence[str] = (), behavior_channels: bool = False, pupil_channels: bool = False,
                  neurons: Sequence[int] | None = None, stats_source: str = "all", seed: int | None = None,
                  storage_options: dict | None = None) -> None:
@@ -112,7 +112,7 @@ class ClipDataset(StoreDataset):
         return {**super().__getstate__(), "_generator": None}
 
     def __repr__(self) -> str:
-        return f"ClipDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
+        return f"VideoDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
 
     def offsets(self, indices: Sequence[int]) -> np.ndarray:
         """The first frame of each item's window: ``offset``, or a fresh random one per item."""
@@ -213,12 +213,12 @@ def video_loaders(
     out: dict[str, dict[str, DataLoader]] = {}
     seen: dict[str, object] = {}
     for k, path in enumerate(paths):
-        ds = ClipDataset(path, frames=frames, offset=offset, keys=keys, normalize=normalize, exclude=exclude or (),
+        ds = VideoDataset(path, frames=frames, offset=offset, keys=keys, normalize=normalize, exclude=exclude or (),
                          behavior_channels=include_behavior, pupil_channels=include_pupil_centers and include_pupil_centers_as_channels,
                          seed=None if seed is None else seed + k, storage_options=storage_options)
         one_store_per_key(seen, ds.data_key, path)
         ds.neurons = neuron_positions(ds, None, None, neuron_ids[k] if neuron_ids else None)
-        present = sorted(set(ds.tiers.tolist()), key=lambda t: (contract.DYNAMIC_TIERS + (t,)).index(t))
+        present = sorted(set(ds.tiers.tolist()), key=lambda t: (contract.VIDEO_TIERS + (t,)).index(t))
         if tier is not None and tier not in present:
             raise ValueError(f"{path}: no tier {tier!r} with trials of at least {frames} frames; it has {present}")
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)

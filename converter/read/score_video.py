@@ -1,4 +1,4 @@
-"""The Sensorium 2023 metrics on clip stores: `score_clips`, `oracle_clips`.
+"""The Sensorium 2023 metrics on video stores: `frame_scores`, `frame_oracle`.
 
 The competition scores each neuron's correlation between predicted and measured responses
 over the frames of every trial of a tier concatenated, after skipping each trial's first
@@ -26,19 +26,19 @@ def _frames(ds: xr.Dataset, values: np.ndarray, skip: int) -> np.ndarray:
 
 
 def score_video(ds: xr.Dataset, predictions: xr.DataArray, tier: str) -> xr.Dataset:
-    """`converter.score` for a video scan: predictions ``(trial, neuron, frame)`` aligned by label, then `score_clips`."""
+    """`converter.score` for a video scan: predictions ``(trial, neuron, frame)`` aligned by label, then `frame_scores`."""
     ds = tier_trials(ds, tier)
     pred = aligned(predictions, ds[contract.TRIAL].values, ds[contract.NEURON].values, f"tier {tier!r}", ds.sizes[contract.FRAME])
-    return score_clips(ds, pred, tier)
+    return frame_scores(ds, pred, tier)
 
 
 def oracle_video(ds: xr.Dataset, tier: str) -> xr.DataArray:
-    """`converter.oracle` for a video scan: repeats are the trials with identical videos (`oracle_clips`)."""
+    """`converter.oracle` for a video scan: repeats are the trials with identical videos (`frame_oracle`)."""
     ds = tier_trials(ds, tier, file_order=False)
-    return summary(oracle_clips(ds), ds, tier)
+    return summary(frame_oracle(ds), ds, tier)
 
 
-def score_clips(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:
+def frame_scores(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = SKIP_FRAMES) -> xr.Dataset:
     """``single_trial_correlation`` per neuron of one tier's trials (already selected in ``ds``), from
     ``predictions`` ``(trial, neuron, frame)`` aligned with them (`converter.read.score.score` aligns)."""
     if (ds[contract.N_FRAMES].values <= skip).all():
@@ -54,7 +54,7 @@ def score_clips(ds: xr.Dataset, predictions: np.ndarray, tier: str, skip: int = 
     return out
 
 
-def clip_ids(ds: xr.Dataset) -> np.ndarray:
+def video_ids(ds: xr.Dataset) -> np.ndarray:
     """An id per trial that equal videos share (the stores keep no clip id): a hash of the valid frames."""
     ids = {}
     out = []
@@ -65,10 +65,10 @@ def clip_ids(ds: xr.Dataset) -> np.ndarray:
     return np.array(out)
 
 
-def oracle_clips(ds: xr.Dataset, skip: int = SKIP_FRAMES) -> np.ndarray:
+def frame_oracle(ds: xr.Dataset, skip: int = SKIP_FRAMES) -> np.ndarray:
     """Each neuron's jackknife oracle correlation over the repeats of one tier's clips (``ds``):
     every frame of a repeat against the same frame of the mean of its other repeats."""
-    ids = clip_ids(ds)
+    ids = video_ids(ds)
     n = ds[contract.N_FRAMES].values
     resp = np.asarray(ds["responses"].values, dtype=np.float64)
     rows, keys = [], []
