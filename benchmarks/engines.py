@@ -205,20 +205,25 @@ def fork_check(engine: str, store: Path, timeout: float = 60) -> dict:
 
 
 def fork_checks(store: Path, timeout: float = 60) -> list[dict]:
-    """`fork_check` of every engine, each in its own process (a hung one is killed)."""
+    """`fork_check` of every engine, each in its own process (a hung one is killed), all at once."""
+    names = list(engines())
+    limit = 2 * timeout + 30
+    procs = {e: subprocess.Popen([sys.executable, "-m", "benchmarks.engines", "--fork-check", e, str(store)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=HERE.parent, start_new_session=True) for e in names}
     out = []
-    for engine in engines():
-        cmd = [sys.executable, "-m", "benchmarks.engines", "--fork-check", engine, str(store)]
+    for engine, p in procs.items():
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=2 * timeout + 30, cwd=HERE.parent, start_new_session=True)
-            last = (p.stdout.strip().splitlines() or [""])[-1]
+            stdout, stderr = p.communicate(timeout=limit)
+            last = (stdout.strip().splitlines() or [""])[-1]
             if p.returncode == 0 and last.startswith("{"):
                 out.append(json.loads(last))
             else:
-                why = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
+                why = (stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
                 out.append({"engine": engine, "ok": False, "detail": why[:160]})
         except subprocess.TimeoutExpired:
-            out.append({"engine": engine, "ok": False, "detail": f"hung (no answer in {2 * timeout + 30:.0f} s)"})
+            os.killpg(p.pid, 9)
+            p.communicate()
+            out.append({"engine": engine, "ok": False, "detail": f"hung (no answer in {limit:.0f} s)"})
         print(out[-1], file=sys.stderr)
     return out
 

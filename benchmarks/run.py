@@ -298,6 +298,20 @@ def parser(doc: str, sizes: dict, readme: str = "copy the results into the docum
     return p
 
 
+def command(doc: str, sizes: dict, run, name: str, page: str, marker: str):
+    """The ``main`` of a benchmark: run it at ``--size``, print ``<out>/<name>-<size>.md``, and with
+    ``--update-readme`` copy it between the markers ``marker`` of ``docs/<page>``."""
+    def main(argv: list[str] | None = None) -> int:
+        args = parser(doc, sizes, f"copy the results into docs/{page}").parse_args(argv)
+        run(args.size, args.data, args.out)
+        md = (args.out / f"{name}-{args.size}.md").read_text()
+        if args.update_readme:
+            replace_between(HERE.parent / "docs" / page, marker, md)
+        print(md)
+        return 0
+    return main
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__, SIZES, "copy the targets and float32 tables into docs/performance.md").parse_args(argv)
     result = run(args.size, args.data, args.out)

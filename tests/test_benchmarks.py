@@ -69,7 +69,7 @@ def test_tiny_remote_benchmark_run(tmp_path, needs_torch):
     assert {r["workload"] for r in rows} == {"a run of 200 trials (the overview's panel)", "the train tier",
                                             "random batch of 128 trials", "one neuron, all trials", remote.OPEN}
     run = [r for r in rows if r["workload"].startswith("a run of")]
-    assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", "open_mouse (tiles)"}  # a run reads the tiles
+    assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", remote.ZARR, "open_mouse (by_trial)"}  # one merged request
     assert all(r["seconds"] > 0 for r in rows)
     assert "| a run of 200 trials (the overview's panel) |" in (tmp_path / "out/remote-tiny.md").read_text()
 
@@ -96,3 +96,18 @@ def test_tiny_engines_benchmark_compares_every_engine_and_forks_each(tmp_path):
     assert {v["engine"] for v in result["verdict"]} == names - {engines.OURS}
     md = next((tmp_path / "out").glob("engines-tiny-py*.md")).read_text()
     assert "| read in forked workers |" in md and "| all responses (tiles) |" in md
+
+
+def test_tiny_conversion_benchmark_measures_every_target(tmp_path):
+    from benchmarks import conversion
+
+    result = conversion.run("tiny", data=tmp_path / "data", out=tmp_path / "out")
+    workloads = {r["workload"] for r in result["rows"]}
+    assert {"convert", "convert from the zip", "unzip -q", "verify SRC DEST", "convert-all", "sensorium-zarr --help",
+            "sensorium-zarr info STORE", "phases of one conversion", "np.load every data file, one thread"} <= workloads
+    phases = next(r["phases"] for r in result["rows"] if r["workload"] == "phases of one conversion")
+    assert phases["total"] > 0 and all(v >= 0 for v in phases.values()) and "blocks (read, encode, write)" in phases
+    assert all(r["seconds"] > 0 for r in result["rows"] if "seconds" in r)
+    assert {t["target"] for t in result["targets"]} >= {"a full-size mouse <= 1.0x np.load of every file", "from the zip <= 0.5x unzip -q",
+                                                       "a 2023 mouse <= 1.0x np.load", "sensorium-zarr --help <= 0.3 s"}
+    assert "| target | measured | met |" in (tmp_path / "out/conversion-tiny.md").read_text()

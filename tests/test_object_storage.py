@@ -53,7 +53,7 @@ def test_stores_in_s3_read_like_local_ones(s3, make_dataset, make_store, tmp_pat
     from converter.read.engine import open_reader
 
     assert open_reader(url, "responses").chunk_cost > open_reader(local, "responses").chunk_cost  # a request costs more
-    run = remote.responses.isel(trial=slice(3, 50))  # a run of trials: read from the tiles here, one per trial locally
+    run = remote.responses.isel(trial=slice(3, 50))  # a run of trials: one merged range request of the trial-major copy
     assert bits(run.values) == bits(converter.open_mouse(local).responses.isel(trial=slice(3, 50)).values)
     assert converter.info(url)["disk_bytes"] == sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
     assert converter.verify(make_dataset(), url).ok and converter.self_check(url).ok
@@ -69,6 +69,44 @@ def test_stores_in_s3_read_like_local_ones(s3, make_dataset, make_store, tmp_pat
     r = subprocess.run([sys.executable, "-m", "converter.cli", "info", url, "--json", "--storage-option", f"endpoint_url={endpoint}",
                         "--storage-option", "key=testing", "--storage-option", "secret=testing"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and '"n_trials": 60' in r.stdout, r.stderr
+
+
+def test_whole_rows_in_s3_come_in_one_round_of_range_requests(s3, make_store, monkeypatch):
+    import json
+
+    from converter.read.engine import open_reader
+    from converter.zarrlite import ChunkReader, RemoteRows
+
+    endpoint, fs = s3
+    local = make_store()
+    fs.put(str(local), "data/rows/m.zarr", recursive=True)
+    url = "s3://data/rows/m.zarr"
+    meta = json.loads((local / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    rows = np.array([41, 3, 3, 59, 0, 17])
+    for name, gap in [("by_trial/responses", 0), ("images", 0), ("by_trial/responses", 1 << 20), ("images", 1 << 20)]:
+        remote, here = open_reader(url, name, meta=meta[name]), ChunkReader.from_path(local / name)
+        assert isinstance(remote, RemoteRows)
+        rounds = []
+        real = remote.fs.cat_ranges
+        monkeypatch.setattr(remote.fs, "cat_ranges", lambda paths, *a, **k: rounds.append(len(paths)) or real(paths, *a, **k))
+        monkeypatch.setattr("converter.zarrlite.remote.MAX_GAP", gap)
+        assert bits(remote.read((rows,))) == bits(here.read((rows,)))
+        # one round of concurrent requests: the five distinct rows, or fewer where nearby ones merge
+        assert rounds == [5] if gap == 0 else rounds == [1], (name, gap, rounds)
+        monkeypatch.undo()
+    from converter.read.engine import cost
+
+    by_trial, tiles = open_reader(url, "by_trial/responses", meta=meta["by_trial/responses"]), open_reader(url, "responses", meta=meta["responses"])
+    assert cost(by_trial, (np.arange(3, 50),)) < cost(tiles, (np.arange(3, 50),))  # a run of trials: one merged request
+    assert cost(tiles, (slice(None), np.array([7]))) < cost(by_trial, (slice(None), np.array([7])))  # one neuron: the tiles
+    other = (rows, np.array([7, 0, 7]))  # not whole rows: through zarr-python
+    assert bits(open_reader(url, "by_trial/responses", meta=meta["by_trial/responses"]).read(other)) == bits(ChunkReader.from_path(local / "by_trial/responses").read(other))
+    shard = "data/rows/m.zarr/by_trial/responses/c/0/0"
+    data = bytearray(fs.cat_file(shard))
+    data[40] ^= 0xFF  # inside the inner chunk of row 0
+    fs.pipe_file(shard, bytes(data))
+    with pytest.raises(ValueError, match=r"^s3://data/rows/m.zarr/by_trial/responses: inner chunk \(0, 0\): damaged"):
+        open_reader(url, "by_trial/responses", meta=meta["by_trial/responses"]).read((np.arange(60),))
 
 
 def test_plain_xarray_reads_a_store_in_s3(s3, make_dataset, make_store):

@@ -232,3 +232,23 @@ def test_consolidated_root_is_what_zarr_python_writes(tmp_path):
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(tmp_path / "s.zarr"), zarr_format=3)
     assert (tmp_path / "s.zarr/zarr.json").read_bytes() == ours
+
+
+def test_remote_rows_count_the_requests_left_after_merging_nearby_rows(tmp_path):
+    from converter.zarrlite import RemoteRows
+    from converter.zarrlite.remote import MAX_BLOCK, MAX_GAP
+
+    zarr.create_array(tmp_path / "a.zarr", shape=(3000, 65536), dtype="<f4", chunks=(1, 65536), shards=(1024, 65536),
+                      compressors=[BloscCodec(cname="lz4", shuffle="shuffle"), zarr.codecs.Crc32cCodec()])
+    meta = json.loads((tmp_path / "a.zarr/zarr.json").read_text())
+    rows = RemoteRows.from_meta(None, str(tmp_path / "a.zarr"), meta, fallback=lambda: None)
+    assert (MAX_GAP, MAX_BLOCK) == (1 << 20, 16 << 20) and rows.shape[1] * 4 == 1 << 18  # rows of 256 KiB
+    assert rows.requests((np.array([2, 0, 1, 1]),)) == 1
+    assert rows.requests((np.array([0, 4]),)) == 1 and rows.requests((np.array([0, 6]),)) == 2  # 0.75 and 1.25 MiB apart
+    assert rows.requests((slice(0, 128),)) == 2  # 32 MiB: two blocks of 16
+    assert rows.requests((np.array([1023, 1024]),)) == 2  # two shards
+    assert rows.requests((slice(None),)) == 16 + 16 + 15  # 16 blocks a shard of 1024 rows; 15 for the last, of 952
+    assert rows.requests((np.array([5]), slice(0, 9))) > 10**9  # not whole rows: zarr-python reads it
+    plain = zarr.create_array(tmp_path / "b.zarr", shape=(8, 4), dtype="<f4", chunks=(2, 4))
+    assert RemoteRows.from_meta(None, str(tmp_path / "b.zarr"), json.loads((tmp_path / "b.zarr/zarr.json").read_text()),
+                                fallback=lambda: None) is None and plain is not None

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import contract
 from ..storage import filesystem, local_path, open_array
-from ..zarrlite import CHUNK_COST, ChunkReader, read_coordinates as _read_coordinates
+from ..zarrlite import CHUNK_COST, ChunkReader, RemoteRows, read_coordinates as _read_coordinates
 
 Selection = tuple  # one slice or 1-d integer array per axis (orthogonal indexing)
 
@@ -57,9 +57,10 @@ class ZarrReader:
 
 
 def open_reader(store: str | os.PathLike, name: str, storage_options: dict | None = None,
-                meta: dict | None = None, array=None) -> ChunkReader | ZarrReader:
-    """The fastest reader of array ``name`` of ``store`` that handles its layout (``array``: the
-    zarr-python array, when the caller has it already)."""
+                meta: dict | None = None, array=None) -> ChunkReader | RemoteRows | ZarrReader:
+    """The fastest reader of array ``name`` of ``store`` that handles its layout (``meta``: its
+    ``zarr.json``, which a store at a URL needs for `RemoteRows`; ``array``: the zarr-python
+    array, when the caller has it already)."""
     local = local_path(store)
     if local is not None:
         if meta is None:
@@ -72,12 +73,23 @@ def open_reader(store: str | os.PathLike, name: str, storage_options: dict | Non
         reader = ChunkReader.from_path(local / name, meta, missing_is_damage=whole)
         if reader is not None:
             return reader
-    return ZarrReader(array if array is not None else open_array(store, name, storage_options), remote=local is None)
+    def zarr_reader() -> ZarrReader:
+        return ZarrReader(array if array is not None else open_array(store, name, storage_options), remote=local is None)
+
+    if local is None and meta is not None:
+        fs, _ = filesystem(store, storage_options)
+        whole = contract.written_whole(meta.get("attributes") or {})
+        rows = RemoteRows.from_meta(fs, f"{os.fspath(store).rstrip('/')}/{name}", meta, zarr_reader, missing_is_damage=whole)
+        if rows is not None:
+            rows.chunk_cost = _REQUEST_COST
+            return rows
+    return zarr_reader()
 
 
 def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
     """Relative cost of serving ``selection``: elements decoded, plus the reader's fixed cost per
-    chunk (``chunk_cost``: a local read, or a request to object storage)."""
+    chunk (``chunk_cost``: a local read, or a request to object storage), or per request where
+    the reader merges chunks into fewer requests."""
     elements, chunks = 1, 1
     for sel, n, c in zip(tuple(selection) + (slice(None),) * (len(reader.shape) - len(selection)), reader.shape, reader.chunks):
         if isinstance(sel, slice):
@@ -87,6 +99,9 @@ def cost(reader: ChunkReader | ZarrReader, selection: Sequence) -> int:
             touched = len(np.unique(np.asarray(sel, dtype=np.int64) // c))
         elements *= touched * c
         chunks *= touched
+    requests = getattr(reader, "requests", None)  # RemoteRows merges nearby rows into one request
+    if requests is not None:
+        chunks = min(chunks, requests(selection))
     return elements + reader.chunk_cost * chunks
 
 

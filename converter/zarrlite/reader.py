@@ -40,7 +40,7 @@ def _open_files():
             os.close(fd)
 
 
-def _indices(sel, n: int) -> np.ndarray:
+def axis_indices(sel, n: int) -> np.ndarray:
     """A 1-d integer selection of an axis of length ``n``, negative indices resolved and checked."""
     idx = np.asarray(sel, dtype=np.int64).reshape(-1)
     idx = np.where(idx < 0, idx + n, idx)
@@ -141,21 +141,27 @@ class ChunkReader:
     def _key(self, idx: tuple[int, ...]) -> Path:
         return self.path / self._sep.join(["c", *map(str, idx)])
 
+    def _tail(self, key) -> tuple[bytes, int] | None:
+        """The last `index_bytes` of shard file ``key`` and its size (None: never written)."""
+        try:
+            with open(key, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - self._index_bytes))
+                return f.read(self._index_bytes), size
+        except FileNotFoundError:
+            return None
+
     def _shard_index(self, shard: tuple[int, ...]) -> np.ndarray | None:
         """The index of a shard (None: never written), its CRC-32C checked: swapped or damaged
         entries would serve one trial's bytes as another's."""
         if shard not in self._indexes:
             key = self._key(shard)
-            try:
-                with open(key, "rb") as f:
-                    size = f.seek(0, os.SEEK_END)
-                    f.seek(max(0, size - self._index_bytes))
-                    tail = f.read(self._index_bytes)
-            except FileNotFoundError:
+            found = self._tail(key)
+            if found is None:
                 self._indexes[shard] = None
                 return None
             entries = int(np.prod(self._per_shard))
-            self._indexes[shard] = shard_index(tail, size, entries, self._index_crc, str(key)).reshape(*self._per_shard, 2)
+            self._indexes[shard] = shard_index(*found, entries, self._index_crc, str(key)).reshape(*self._per_shard, 2)
         return self._indexes[shard]
 
     def _missing(self, where) -> None:
@@ -210,10 +216,8 @@ class ChunkReader:
         """One trial per inner chunk of a shard, whole: a row decodes straight into the result."""
         return self.sharded and self.chunks[0] == 1 and self.chunks[1:] == self.shape[1:] and self.dtype.isnative
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` (any order, repeats allowed): one ``pread`` and one decode per row."""
-        rows = _indices(rows, self.shape[0])
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+    def _row_entries(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(offset, length)`` of each row's inner chunk in its shard, and each row's shard."""
         per = self._per_shard[0]
         rest = (0,) * (len(self.shape) - 1)
         shard_of = rows // per
@@ -222,6 +226,14 @@ class ChunkReader:
             index = self._shard_index((shard, *rest))
             mask = shard_of == shard
             entries[mask] = np.full((1, 2), MISSING) if index is None else index.reshape(per, -1, 2)[rows[mask] - shard * per, 0]
+        return entries, shard_of
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (any order, repeats allowed): one ``pread`` and one decode per row."""
+        rows = axis_indices(rows, self.shape[0])
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        rest = (0,) * (len(self.shape) - 1)
+        entries, shard_of = self._row_entries(rows)
         offsets, lengths, shards = entries[:, 0].tolist(), entries[:, 1].tolist(), shard_of.tolist()
         missing, decode, crc = int(MISSING), self._compressor, self._crc
 
@@ -270,7 +282,7 @@ class ChunkReader:
                         groups.append((k, slice(lo - k * c, hi - k * c), slice(lo - start, hi - start)))
                     axes.append(groups)
                     continue
-            idx = _indices(sel, n)
+            idx = axis_indices(sel, n)
             out_shape.append(idx.size)
             order = np.argsort(idx, kind="stable")
             chunk_of = idx[order] // c
