@@ -46,19 +46,35 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "converter.
 
 
 def timed(cmd: list[str], repeat: int = 1, cwd: Path | None = None) -> dict:
-    """Best wall time of ``cmd`` in a fresh process, and the peak resident memory of that run."""
+    """Best wall time of ``cmd`` in a fresh process, and that run's peak resident memory and CPU
+    time (user + system: how many cores it kept busy)."""
     best = None
     for _ in range(repeat):
         with tempfile.NamedTemporaryFile("r") as out:
             t = time.perf_counter()
-            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd], capture_output=True, text=True, cwd=cwd)
+            p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", out.name, *cmd], capture_output=True, text=True, cwd=cwd)
             seconds = time.perf_counter() - t
             if p.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()[-400:]}")
-            peak = int(out.read().split()[-1]) / 1024
+            peak, user, system = out.read().split()[-3:]
         if best is None or seconds < best["seconds"]:
-            best = {"seconds": seconds, "peak_mb": peak}
+            best = {"seconds": seconds, "peak_mb": int(peak) / 1024, "cpu_s": float(user) + float(system)}
     return best
+
+
+COPY = "cp -r of the source folder (the disk's write speed)"
+
+
+def copied(folder: Path, work: Path) -> dict:
+    """``cp -r`` of a source folder to the disk the store goes to: what writing its bytes costs
+    here.  Neither it nor ``convert`` syncs; earlier writes are synced first, so that flushing
+    them is not counted."""
+    dest = work / "copy"
+    shutil.rmtree(dest, ignore_errors=True)
+    subprocess.run(["sync"], check=True)
+    got = timed(["cp", "-r", str(folder), str(dest)])
+    shutil.rmtree(dest)
+    return got
 
 
 def np_load_all(folder: Path, repeat: int) -> float:
@@ -118,6 +134,7 @@ def phases(src: Path, dest: Path, workers: int) -> dict:
 def convert(src: Path, dest: Path, workers: int | None, repeat: int, command: str = "convert") -> dict:
     def once():
         shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["sync"], check=True)
         return timed([*CLI, command, str(src), str(dest), "--quiet", *(["--workers", str(workers)] if workers else [])])
     runs = [once() for _ in range(repeat)]
     return min(runs, key=lambda r: r["seconds"])
@@ -141,6 +158,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     store = work / "mouse.zarr"
     label = f"2022 mouse, {s['trials']} x {s['neurons']}"
     row(workload="np.load every data file, one thread", dataset=label, seconds=np_load_all(folder, s["repeat"]))
+    row(workload=COPY, dataset=label, **copied(folder, work))
     for n in counts:
         row(workload="convert", dataset=label, workers=n, **convert(folder, store, n, s["repeat"]))
     with tempfile.TemporaryDirectory(dir=work) as tmp:
@@ -158,6 +176,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     video = video_dataset(data, t, n_neurons, f)
     vlabel = f"2023 mouse, {t} clips x {n_neurons} x {f} frames"
     row(workload="np.load every data file, one thread", dataset=vlabel, seconds=np_load_all(video, 1))
+    row(workload=COPY, dataset=vlabel, **copied(video, work))
     row(workload="convert", dataset=vlabel, workers=cores, **convert(video, work / "video.zarr", None, 1))
     row(workload="verify SRC DEST", dataset=vlabel, **timed([*CLI, "verify", str(video), str(work / "video.zarr"), "--quiet"]))
     shutil.rmtree(work / "video.zarr", ignore_errors=True)
@@ -213,6 +232,9 @@ def targets(rows: list[dict], cores: int) -> list[dict]:
     video = next(r["dataset"] for r in rows if r.get("dataset", "").startswith("2023"))
     vload = _get(rows, "np.load every data file, one thread", video)
     add("a 2023 mouse <= 1.0x np.load", f"{_get(rows, 'convert', video) / vload:.2f}x", _get(rows, "convert", video) <= vload)
+    for data in (mouse, video):
+        add(f"({data}) convert <= 1.0x cp -r of the source (the disk)", f"{min(r['seconds'] for r in rows if r['workload'] == 'convert' and r['dataset'] == data) / _get(rows, COPY, data):.2f}x",
+            min(r["seconds"] for r in rows if r["workload"] == "convert" and r["dataset"] == data) <= _get(rows, COPY, data))
     add("2023 verify SRC DEST <= 1.0x np.load", f"{_get(rows, 'verify SRC DEST', video) / vload:.2f}x", _get(rows, "verify SRC DEST", video) <= vload)
     help_, info = _get(rows, "sensorium-zarr --help"), _get(rows, "sensorium-zarr info STORE")
     add("sensorium-zarr --help <= 0.3 s", f"{help_:.2f} s", help_ <= 0.3)
@@ -230,12 +252,13 @@ def markdown(result: dict) -> str:
              f"Python {m['python']}, zarr {m['zarr']}, sensorium-zarr {m['converter']}; warm page cache, fresh process per command.",
              "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in result["targets"]]
-    lines += ["", "| workload | data | workers | wall time | peak memory |", "|---|---|---|---|---|"]
+    lines += ["", "| workload | data | workers | wall time | cores busy (CPU time / wall) | peak memory |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "phases" in r:
             continue
         peak = f"{r['peak_mb']:.0f} MB" if "peak_mb" in r else ""
-        lines.append(f"| {r['workload']} | {r.get('dataset', '')} | {r.get('workers', '')} | {r['seconds']:.2f} s | {peak} |")
+        busy = f"{r['cpu_s'] / r['seconds']:.2f}" if "cpu_s" in r else ""
+        lines.append(f"| {r['workload']} | {r.get('dataset', '')} | {r.get('workers', '')} | {r['seconds']:.2f} s | {busy} | {peak} |")
     for r in rows:
         if "phases" in r:
             lines += ["", f"Where the time of one conversion goes, {r['workers']} worker{'s' if r['workers'] > 1 else ''} ({r['dataset']}):",
