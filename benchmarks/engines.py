@@ -35,8 +35,8 @@ from .run import HERE, dataset, machine, parser, replace_between
 from .workloads import best
 
 SIZES = {
-    "full": {"trials": 6955, "neurons": 7776, "repeat": 5},
-    "tiny": {"trials": 300, "neurons": 40, "repeat": 1},
+    "full": {"trials": 6955, "neurons": 7776, "repeat": 5, "fork_timeout": 60},
+    "tiny": {"trials": 300, "neurons": 40, "repeat": 1, "fork_timeout": 10},
 }
 RULE = 1.2  # a library within this factor of our reader on every row, and fork-safe, replaces it
 OURS = "converter.zarrlite"
@@ -179,7 +179,7 @@ class _Rows:
         return _rows(self.parts[k])
 
 
-def fork_check(engine: str, store: Path, timeout: float = 60) -> dict:
+def fork_check(engine: str, store: Path, timeout: float) -> dict:
     """Open ``engine`` here, read, then read through it in forked workers: same bytes, no hang."""
     global _READ
     import zarr
@@ -205,10 +205,10 @@ def fork_check(engine: str, store: Path, timeout: float = 60) -> dict:
 
 
 def fork_checks(store: Path, timeout: float = 60) -> list[dict]:
-    """`fork_check` of every engine, each in its own process (a hung one is killed), all at once."""
+    """`fork_check` of every engine (``timeout``: seconds a worker may take), each in its own process (a hung one is killed), all at once."""
     names = list(engines())
-    limit = 2 * timeout + 30
-    procs = {e: subprocess.Popen([sys.executable, "-m", "benchmarks.engines", "--fork-check", e, str(store)], stdout=subprocess.PIPE,
+    limit = 2 * timeout + 20
+    procs = {e: subprocess.Popen([sys.executable, "-m", "benchmarks.engines", "--fork-check", e, str(store), str(timeout)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, cwd=HERE.parent, start_new_session=True) for e in names}
     out = []
     for engine, p in procs.items():
@@ -249,7 +249,7 @@ def verdict(rows: list[dict], forks: list[dict]) -> list[dict]:
 
 def _plain(detail: str) -> str:
     """A failed fork check in words."""
-    if "TimeoutError" in detail or detail.startswith("hung"):
+    if "TimeoutError" in detail or "timed out" in detail or detail.startswith("hung"):
         return "hangs"
     if "exited unexpectedly" in detail:
         return "workers die"
@@ -305,7 +305,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     import zarr
 
     rows = timings(store, s["repeat"])
-    forks = fork_checks(store)
+    forks = fork_checks(store, s["fork_timeout"])
     result = {"size": size, "date": time.strftime("%Y-%m-%d"), "machine": {**machine(), **_versions()},
               "shape": list(zarr.open_array(store / "responses", mode="r").shape), "repeat": s["repeat"],
               "rows": rows, "forks": forks, "verdict": verdict(rows, forks)}
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--fork-check"]:
-        print(json.dumps(fork_check(argv[1], Path(argv[2]))))
+        print(json.dumps(fork_check(argv[1], Path(argv[2]), float(argv[3]))))
         return 0
     args = parser(__doc__, SIZES, "copy the table into docs/zarrlite.md").parse_args(argv)
     result = run(args.size, args.data, args.out)

@@ -244,9 +244,9 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         for workload in W.READING:
             print(f"[{label}] {workload.__name__} ...", file=sys.stderr)
             rows += workload(ctx)
-    print("[scale-out] convert-all with 1 and 2 workers ...", file=sys.stderr)
+    print("[scale-out] convert-all, peak memory per worker ...", file=sys.stderr)
     mice = [dataset(data, t, n, "float32")] + [dataset(data, t, n, "float32", seed=s) for s in (1, 2)][: 2 if size == "full" else 1]
-    rows += W.scale_out("float32 images", mice, work)
+    rows += W.scale_out("float32 images", mice, work, (1, 2) if size == "full" else (2,))
     print("[memory] loaders over several mice ...", file=sys.stderr)
     stores = []
     for k, m in enumerate(mice):

@@ -348,8 +348,9 @@ def _worker_peak_mb() -> float:
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 
 
-def scale_out(label: str, sources: list[Path], work: Path) -> list[dict]:
-    """``convert-all`` of several mice on a local dask cluster of 1 and of 2 worker processes."""
+def scale_out(label: str, sources: list[Path], work: Path, workers: tuple[int, ...] = (1, 2)) -> list[dict]:
+    """``convert-all`` of several mice on a local dask cluster of each number of ``workers``, and
+    the peak memory of a worker (`benchmarks.conversion` times every worker count)."""
     from distributed import Client, LocalCluster
 
     src_dir = work / "scale-src"
@@ -358,10 +359,10 @@ def scale_out(label: str, sources: list[Path], work: Path) -> list[dict]:
     for s in sources:
         (src_dir / s.name).symlink_to(s, target_is_directory=s.is_dir())
     rows = []
-    for n in (1, 2):
+    for n in workers:
         out = work / f"scale-{n}"
         shutil.rmtree(out, ignore_errors=True)
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
             t = time.perf_counter()
             result = converter.convert_all(src_dir, out, scheduler=cluster.scheduler_address, progress=False)
             wall = time.perf_counter() - t

@@ -27,7 +27,7 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path, needs_torch):
         assert w in workloads, w
     assert {r["dataset"] for r in result["rows"]} == {"float32 images", "uint8 images", "float32 noise images"}
     scale = [r for r in result["rows"] if r["workload"] == "convert several mice"]
-    assert [r["workers"] for r in scale] == [1, 2] and all(r["peak_worker_mb"] > 0 for r in scale)
+    assert [r["workers"] for r in scale] == [2] and all(r["peak_worker_mb"] > 0 for r in scale)  # 1 and 2 at full size
     timed = [r for r in result["rows"] if "seconds" in r]
     assert all(r["seconds"] > 0 for r in timed)
     names = {t["target"] for t in result["targets"]}
