@@ -160,7 +160,7 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     label = f"2022 mouse, {s['trials']} x {s['neurons']}"
     row(workload="np.load every data file, one thread", dataset=label, seconds=np_load_all(folder, s["repeat"]))
     row(workload=COPY, dataset=label, **copied(folder, work))
-    for n in counts:
+    for n in counts if s["every_count"] else [1]:
         row(workload="convert", dataset=label, workers=n, **convert(folder, store, n, s["repeat"]))
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         row(workload="unzip -q", dataset=label, **timed(["unzip", "-q", "-o", str(zipped), "-d", tmp]))

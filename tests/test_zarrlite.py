@@ -204,6 +204,7 @@ def _read_rows(rows):
     return _READER.read((np.asarray(rows),)).tobytes()
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # that is the point
 def test_a_reader_used_before_a_fork_reads_in_the_forked_workers(tmp_path):
     """What a DataLoader does with fork: the parent has read (its thread pool exists), the workers
     read through the same objects."""
