@@ -73,6 +73,7 @@ def open_reader(store: str | os.PathLike, name: str, storage_options: dict | Non
         reader = ChunkReader.from_path(local / name, meta, missing_is_damage=whole)
         if reader is not None:
             return reader
+
     def zarr_reader() -> ZarrReader:
         return ZarrReader(array if array is not None else open_array(store, name, storage_options), remote=local is None)
 

@@ -40,6 +40,15 @@ def _open_files():
             os.close(fd)
 
 
+def whole_rows(selection: Selection, shape: tuple[int, ...]):
+    """The rows ``selection`` takes (a range or an integer array) when it takes them whole, else None."""
+    selection = tuple(selection) + (slice(None),) * (len(shape) - len(selection))
+    if not all(isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection[1:], shape[1:])):
+        return None
+    sel = selection[0]
+    return np.arange(*sel.indices(shape[0])) if isinstance(sel, slice) else sel
+
+
 def axis_indices(sel, n: int) -> np.ndarray:
     """A 1-d integer selection of an axis of length ``n``, negative indices resolved and checked."""
     idx = np.asarray(sel, dtype=np.int64).reshape(-1)
@@ -263,10 +272,9 @@ class ChunkReader:
         Integer arrays may be in any order and repeat; only the chunks they touch are read.
         """
         selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
-        if self._whole_rows and self._compressor is not None and all(
-                isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection[1:], self.shape[1:])):
-            sel = selection[0]
-            return self._read_rows(np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else sel)
+        rows = whole_rows(selection, self.shape) if self._whole_rows and self._compressor is not None else None
+        if rows is not None:
+            return self._read_rows(rows)
         axes = []  # per axis: [(chunk index, positions in chunk, positions in output)]
         out_shape = []
         for sel, n, c in zip(selection, self.shape, self.chunks):

@@ -3,13 +3,14 @@ requests: merged where rows lie close together, all sent at once."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 
 import numpy as np
 
 from .codecs import MISSING, checked
 from .pool import in_runs
-from .reader import ChunkReader, Selection, axis_indices
+from .reader import ChunkReader, Selection, axis_indices, whole_rows
 
 MAX_GAP, MAX_BLOCK = 1 << 20, 16 << 20
 
@@ -17,8 +18,8 @@ MAX_GAP, MAX_BLOCK = 1 << 20, 16 << 20
 class RemoteRows(ChunkReader):
     """Whole rows of a sharded array at a URL, one trial per inner chunk: the bytes of every row
     asked for come in one concurrent round of range requests (fsspec ``cat_ranges``), nearby rows
-    merged into one range, then are checked and decoded as `ChunkReader` does with local files.  Any other selection goes to the
-    reader ``fallback()`` makes (zarr-python), made on first need.
+    merged into one range, then are checked and decoded as `ChunkReader` does with local files.
+    Any other selection goes to the reader ``fallback()`` makes (zarr-python), made on first need.
 
     Make it with `RemoteRows.from_meta`; like every fsspec filesystem, it is not fork-safe, so a
     process makes its own.
@@ -52,11 +53,10 @@ class RemoteRows(ChunkReader):
         """About how many range requests reading ``selection`` takes (at most one per row): rows
         of a shard less than `MAX_GAP` apart share one, up to `MAX_BLOCK` (rows taken at their
         decoded size, which their stored size does not exceed)."""
-        selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
-        if not all(isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection[1:], self.shape[1:])):
+        rows = whole_rows(selection, self.shape)
+        if rows is None:
             return 1 << 62  # not whole rows: not through us
-        sel = selection[0]
-        rows = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.unique(axis_indices(sel, self.shape[0]))
+        rows = np.unique(axis_indices(rows, self.shape[0]))
         if not len(rows):
             return 0
         row_bytes = max(1, int(np.prod(self.shape[1:])) * self.dtype.itemsize)
@@ -76,23 +76,20 @@ class RemoteRows(ChunkReader):
         ends = offsets + lengths
         paths, starts, stops = merge_offset_ranges(keys, offsets.tolist(), ends.tolist(), max_gap=MAX_GAP, max_block=MAX_BLOCK)
         blocks = self.fs.cat_ranges(paths, starts, stops, on_error="raise") if paths else []
-        by_key: dict[str, tuple[np.ndarray, list[int]]] = {}
+        blocks_of: dict[str, list[int]] = {}  # per file, its blocks in order of their start
         for j, key in enumerate(paths):
-            by_key.setdefault(key, ([], []))[1].append(j)
-        for key, (_, js) in by_key.items():
-            by_key[key] = (np.array([starts[j] for j in js]), js)
+            blocks_of.setdefault(key, []).append(j)
         out = []
         for key, start, end in zip(keys, offsets.tolist(), ends.tolist()):
-            first, js = by_key[key]
-            j = js[int(np.searchsorted(first, start, side="right")) - 1]  # the block that starts last at or before it
+            js = blocks_of[key]
+            j = js[bisect.bisect_right([starts[i] for i in js], start) - 1]  # the block that starts last at or before it
             out.append(memoryview(blocks[j])[start - starts[j] : end - starts[j]])
         return out
 
     def read(self, selection: Selection = ()) -> np.ndarray:
-        selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
-        if all(isinstance(s, slice) and s.indices(n) == (0, n, 1) for s, n in zip(selection[1:], self.shape[1:])):
-            sel = selection[0]
-            return self._read_rows(np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else sel)
+        rows = whole_rows(selection, self.shape)
+        if rows is not None:
+            return self._read_rows(rows)
         if self._other is None:
             self._other = self._fallback()
         return self._other.read(selection)
