@@ -2,14 +2,15 @@
 
 ``python -m benchmarks.training`` (``--size tiny`` runs the same code in seconds) measures, for
 one full-size mouse's train tier (batches of 128, normalised) and for three mice cycled as
-neuralpredictors' ``LongCycler`` does:
+neuralpredictors' ``LongCycler`` does, and for a quarter-size Sensorium 2023 mouse (180 clips;
+random windows of 60 frames, batches of 32, normalised, behavior as video channels):
 
-- a file-tree ``DataLoader`` (one ``np.load`` per file, as ``FileTreeDataset``), for
-  ``num_workers`` 0, 2, 4, ... up to the cores;
-- ``converter.torch.loaders`` for the same worker counts;
+- a file-tree ``DataLoader`` (one ``np.load`` per file, as ``FileTreeDataset``; for clips, the
+  official ``mouse_video_loader`` chain), for ``num_workers`` 0, 2, 4, ... up to the cores;
+- ``converter.torch.loaders`` (``video_loaders``) for the same worker counts;
 - ``DeviceLoader`` resident and streaming, on CUDA where there is one, else on the CPU;
 
-each alone (``--model``: also with the reference model of `benchmarks.model`).  For each: trials/s,
+each alone (``--model``: also with the reference model of `benchmarks.model`, image scans).  For each: items/s,
 the fraction of the time the consumer waited for data, the time to the first batch, and the peak
 memory of the process tree.  Results go to ``benchmarks/results/training-<size>.{md,json}``.
 """
@@ -30,13 +31,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import converter
-from converter.torch import DeviceLoader, MiceCycler, MouseDataset, loaders
+from converter.torch import DeviceLoader, MiceCycler, MouseDataset, VideoDataset, loaders, video_loaders
 
+from . import video
 from .run import HERE, dataset, machine
 
-SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 30}, "tiny": {"trials": 300, "neurons": 40, "batches": 4}}
+SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 30, "clips": (180, 7900, 300), "clip_batches": 10},
+         "tiny": {"trials": 300, "neurons": 40, "batches": 4, "clips": (40, 20, 80), "clip_batches": 2}}
 KEYS = ("images", "responses", "behavior", "pupil_center")
 BATCH = 128
+CLIP_BATCH, WINDOW = video.BATCH, video.WINDOW  # 32 clips of 60 frames
 
 
 class FileTree(Dataset):
@@ -53,6 +57,24 @@ class FileTree(Dataset):
     def __getitem__(self, i: int):
         n = int(self.items[i])
         return {k: torch.from_numpy(self.normalizer(k, np.load(self.folder / f"data/{k}/{n}.npy")).astype(np.float32)) for k in KEYS}
+
+
+class FileTreeClips(Dataset):
+    """What ``MovieFileTreeDataset`` and ``mouse_video_loader``'s transforms do: every file of the
+    trial loaded and normalised whole, cut to the valid frames, a random window, behavior channels."""
+
+    def __init__(self, folder: Path, store: Path) -> None:
+        ref = VideoDataset(store, tier="train", frames=WINDOW, normalize=False)
+        self.folder, self.items, self.n_frames = folder, ref.trial_ids, ref.n_frames
+        self.stats = video._statistics(folder)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        start = int(np.random.randint(0, self.n_frames[i] - WINDOW + 1))
+        item = video._official_item(self.folder, int(self.items[i]), start, self.stats)
+        return {k: torch.from_numpy(v) for k, v in zip(video.KEYS, item)}
 
 
 class Peak:
@@ -98,7 +120,7 @@ def consume(make, n: int, device: torch.device, step=None) -> dict:
             batch = next(it)
         if isinstance(batch, tuple):  # (data_key, batch) from a cycler
             batch = batch[1]
-        images = batch["images"].to(device, non_blocking=True)
+        images = (batch["images"] if "images" in batch else batch["videos"]).to(device, non_blocking=True)
         responses = batch["responses"].to(device, non_blocking=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -140,6 +162,7 @@ def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
             with Peak() as peak:
                 result = consume(make, n, device, step)
             rows.append({"loader": name, "num_workers": w, "mice": 1 if "3 mice" not in name else 3, "model": with_model,
+                         "scan": "video" if "clips" in name else "image",
                          "device": device.type, **result, "peak_mb": peak.peak / 2**20})
             print(rows[-1], file=sys.stderr)
 
@@ -152,6 +175,25 @@ def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
             record(f"DeviceLoader {mode}", lambda: DeviceLoader(stores[0], batch_size=BATCH, device=device, mode=mode, keys=KEYS))
             record(f"DeviceLoader {mode}, 3 mice", lambda: MiceCycler({str(k): DeviceLoader(st, batch_size=BATCH, device=device, mode=mode, keys=KEYS)
                                                                        for k, st in enumerate(stores)}, seed=0))
+    trials, neurons, frames = s["clips"]
+    folder = video.dataset(data, trials, neurons, frames)
+    clips = converter.convert(folder, work / f"{folder.name}-{trials}.zarr", progress=False)
+    n = s["clip_batches"]
+
+    def record_clips(name, make, w=None):
+        with Peak() as peak:
+            result = consume(make, n, device)
+        rows.append({"loader": name, "num_workers": w, "mice": 1, "model": False, "scan": "video", "device": device.type, **result,
+                     "peak_mb": peak.peak / 2**20})
+        print(rows[-1], file=sys.stderr)
+
+    for w in workers:
+        kw = {"num_workers": w, "pin_memory": device.type == "cuda", **(ctx if w else {}), **({"persistent_workers": True} if w else {})}
+        record_clips("file tree, clips", lambda: DataLoader(FileTreeClips(folder, clips), batch_size=CLIP_BATCH, shuffle=True, **kw), w)
+        record_clips("video_loaders, clips", lambda: next(iter(video_loaders([clips], CLIP_BATCH, frames=WINDOW, tier="train", seed=0, **kw)["train"].values())), w)
+    for mode in ("resident", "streaming"):
+        record_clips(f"DeviceLoader {mode}, clips", lambda: DeviceLoader(clips, batch_size=CLIP_BATCH, device=device, mode=mode, frames=WINDOW,
+                                                                       behavior_channels=True))
     info = {**machine(), "torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     result = {"size": size, "machine": info, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
@@ -164,13 +206,37 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Training throughput ({result['size']} size)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; device {m['device']}; torch {m['torch']}, sensorium-zarr {m['converter']}. "
-             "Train tier, batches of 128, normalised, warm page cache.", "",
-             "| loader | num_workers | mice | model | trials/s | waiting for data | first batch (s) | peak memory (MB) |",
+             "Train tier, batches of 128 trials (image scans) or 32 clips of 60 frames (video), normalised, warm page cache.", "",
+             "| loader | num_workers | mice | model | items/s | waiting for data | first batch (s) | peak memory (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['loader']} | {'' if r['num_workers'] is None else r['num_workers']} | {r['mice']} | "
                      f"{'yes' if r['model'] else 'no'} | {r['trials_per_s']:.0f} | {r['waiting']:.0%} | {r['first_batch_s']:.2f} | {r['peak_mb']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + verdicts(result["rows"])) + "\n"
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """The issue's targets for loaders alone, from the rows of this run."""
+    def best(prefix, mice=1, scan="image"):
+        got = [r["trials_per_s"] for r in rows if r["loader"].startswith(prefix) and r["mice"] == mice and not r["model"] and r["scan"] == scan]
+        return max(got) if got else float("nan")
+
+    out = []
+    tree, old = best("file tree"), best("loaders")
+    for mode in ("resident", "streaming"):
+        d = best(f"DeviceLoader {mode}")
+        met = d >= 5 * tree and d >= 2 * old
+        out.append(f"- `DeviceLoader` {mode}, one mouse: {d / tree:.1f}x the file tree's best setting (target 5x), "
+                   f"{d / old:.1f}x the best `loaders` setting (target 2x): {'met' if met else '**missed**'}.")
+    first = [r["first_batch_s"] for r in rows if r["loader"] == "DeviceLoader resident" and not r["model"]]
+    if first:
+        out.append(f"- Resident, time to the first batch: {first[0]:.2f} s (target 2 s): {'met' if first[0] <= 2 else '**missed**'}.")
+    tree, old = best("file tree", scan="video"), best("video_loaders", scan="video")
+    for mode in ("resident", "streaming"):
+        d = best(f"DeviceLoader {mode}", scan="video")
+        out.append(f"- `DeviceLoader` {mode}, clips: {d / tree:.1f}x the file tree's best setting (target 3x, set for CUDA), "
+                   f"{d / old:.1f}x the best `video_loaders` setting.")
+    return out
 
 
 def main(argv=None) -> None:

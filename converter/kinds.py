@@ -2,7 +2,7 @@
 
 A `ScanKind` knows its data folders and their dimension names, its tiers, its schema, which
 of its meta files are required, its citation, and, by name, the parts of the package that
-serve it: the sample writer, the PyTorch dataset and loaders, the scorer and oracle, the
+serve it: the sample writer, the PyTorch dataset, loaders and device batches, the scorer and oracle, the
 overview page.  Those parts live in higher layers, so they are named here (``"module:attr"``)
 and imported on first use: this module imports nothing of the package but `contract`.
 
@@ -77,6 +77,7 @@ IMAGE = ScanKind(
     citation=CITATION_2022,
     parts={
         "dataset": "converter.read.torch:MouseDataset",
+        "device": "converter.read.device_items:Rows",
         "loaders": "converter.read.torch:loaders",
         "score": "converter.read.score:score_images",
         "oracle": "converter.read.score:oracle_images",
@@ -105,6 +106,7 @@ VIDEO = ScanKind(
     citation=CITATION_2023,
     parts={
         "dataset": "converter.read.video:VideoDataset",
+        "device": "converter.read.device_items:Windows",
         "loaders": "converter.read.video:video_loaders",
         "score": "converter.read.score_video:score_video",
         "oracle": "converter.read.score_video:oracle_video",

@@ -111,16 +111,16 @@ def test_the_checker_sees_a_loop_and_an_upward_import():
 
 
 def test_every_kind_of_scan_names_parts_that_exist():
-    """What each kind names by string (dataset, loaders, scorer, oracle, overview) imports and exists."""
+    """What each kind names by string (dataset, device batches, loaders, scorer, oracle, overview) imports and exists."""
     import importlib.util
 
     from converter.kinds import KINDS, kind_of, kind_of_source
 
-    roles = {"dataset", "loaders", "score", "oracle", "overview"}
+    roles = {"dataset", "device", "loaders", "score", "oracle", "overview"}
     for kind in KINDS:
         assert set(kind.parts) == roles, kind.name
         for role in roles:
-            needs = {"dataset": "torch", "loaders": "torch", "overview": "matplotlib"}.get(role)
+            needs = {"dataset": "torch", "device": "torch", "loaders": "torch", "overview": "matplotlib"}.get(role)
             if needs is None or importlib.util.find_spec(needs) is not None:
                 assert callable(kind.part(role)), (kind.name, role)
         assert kind_of({"schema_version": kind.schema_version}) is kind

@@ -100,3 +100,94 @@ def test_bad_arguments_are_one_line(stores):
         DeviceLoader(stores["float32"], batch_size=2, mode="fast")
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         DeviceLoader(stores["float32"], batch_size=0)
+
+
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+@pytest.mark.parametrize("channels", [False, True])
+def test_images_with_behavior_as_channels_equal_mouse_dataset(stores, mode, channels):
+    kw = {"keys": ("images", "responses"), "normalize": True, "behavior_channels": channels, "pupil_channels": channels}
+    dl = DeviceLoader(stores["uint8"], batch_size=8, device="cpu", mode=mode, shuffle=True, seed=4, **kw)
+    ref = MouseDataset(stores["uint8"], tier="train", float32=True, **kw)
+    order = dl.order(0)
+    for b, batch in enumerate(dl):
+        want = ref.batch(order[b * 8:(b + 1) * 8].numpy())
+        assert batch["images"].shape[1] == (6 if channels else 1)  # 3 behavior variables, 2 pupil axes
+        for key in kw["keys"]:
+            assert np.array_equal(batch[key].numpy(), want[key], equal_nan=True), (key, b)
+
+
+@pytest.fixture(scope="module")
+def video_store(clip_store):
+    return clip_store
+
+
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+@pytest.mark.parametrize("offset, channels", [(-1, True), (3, False)])
+def test_video_windows_equal_video_dataset_bit_for_bit(video_store, mode, offset, channels):
+    from converter.torch import VideoDataset
+
+    kw = {"frames": 10, "offset": offset, "behavior_channels": channels, "pupil_channels": channels, "neurons": [4, 0, 2]}
+    dl = DeviceLoader(video_store, batch_size=6, device="cpu", mode=mode, seed=2, **kw)
+    ref = VideoDataset(video_store, tier="train", **kw)
+    assert dl.mode == mode and len(dl.dataset) == len(ref) > 6
+    plan = dl.batches(0)
+    if offset == -1:
+        starts = np.concatenate([s for _, s in plan])
+        assert len(set(starts.tolist())) > 1 and np.all(starts + 10 <= ref.n_frames[dl.order(0).numpy()])
+    for (idx, starts), batch in zip(plan, dl, strict=True):
+        want = ref.batch(idx.numpy(), starts)
+        assert batch["videos"].shape == (len(idx), 1 + 4 * channels, 10, *ref._reader("videos").shape[1:3])
+        for key in ref.keys:
+            assert batch[key].dtype == torch.float32
+            assert np.array_equal(batch[key].numpy(), want[key], equal_nan=True), key
+
+
+def test_video_windows_are_seeded_and_resume_at_the_next_batch(video_store):
+    make = lambda: DeviceLoader(video_store, batch_size=4, device="cpu", seed=7, frames=8, keys=("videos", "responses"))  # noqa: E731
+    first = make()
+    whole = [b["responses"] for _ in range(2) for b in first]  # two epochs
+    a = make()
+    again = [b["responses"] for _ in range(2) for b in a]
+    assert all(torch.equal(x, y) for x, y in zip(whole, again))
+    assert not torch.equal(torch.cat([b["responses"] for b in a]), torch.cat(again[: len(a)]))  # a new epoch, new windows
+    b = make()
+    it = iter(b)
+    head = [next(it)["responses"] for _ in range(2)]
+    c = make()
+    c.load_state_dict(b.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(head + [x["responses"] for x in c], whole))
+
+
+def test_mice_of_both_kinds_cycle_together(stores, video_store):
+    cycler = MiceCycler({"image": DeviceLoader(stores["float32"], batch_size=16, device="cpu", keys=("images", "responses")),
+                         "video": DeviceLoader(video_store, batch_size=4, device="cpu", frames=8, keys=("videos", "responses"))})
+    seen = {}
+    for key, batch in cycler:
+        seen.setdefault(key, []).append(batch)
+    assert set(seen) == {"image", "video"}
+    assert seen["video"][0]["videos"].dim() == 5 and seen["image"][0]["images"].dim() == 4
+
+
+
+def test_loaders_on_a_device_serve_what_the_dataloaders_serve(stores, video_store):
+    from converter.torch import loaders
+
+    kw = {"batch_size": 8, "include_behavior": True, "include_eye_position": True, "seed": 0}
+    on_device, plain = loaders([stores["uint8"]], device="cpu", **kw), loaders([stores["uint8"]], **kw)
+    assert set(on_device) == set(plain)
+    for tier, by_key in plain.items():
+        (key, dl), = by_key.items()
+        got = on_device[tier][key]
+        assert isinstance(got, DeviceLoader) and got.shuffle == (tier == "train") and got.dataset.behavior_channels
+        if tier != "train":  # in file order on both
+            for a, b in zip(dl, got, strict=True):
+                assert all(torch.equal(a[k], b[k]) for k in a)
+    clips = loaders([video_store], batch_size=3, device="cpu", frames=8, offset=2, tier="oracle")
+    (key, dl), = clips["oracle"].items()
+    ref = loaders([video_store], batch_size=3, frames=8, offset=2, tier="oracle")["oracle"][key]
+    for a, b in zip(ref, dl, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="^num_workers does not apply to loaders on a device"):
+        loaders([stores["uint8"]], batch_size=8, device="cpu", num_workers=2)
+    with pytest.raises(ValueError, match="^image_ids does not apply"):
+        loaders([stores["uint8"]], batch_size=8, device="cpu", image_ids=[[1]])

@@ -65,6 +65,11 @@ def test_stores_in_s3_read_like_local_ones(s3, make_dataset, make_store, tmp_pat
 
     a, b = MouseDataset(url, normalize=True), MouseDataset(local, normalize=True)
     assert all(torch.equal(a[i].responses, b[i].responses) for i in (0, 17, 59))
+    from converter.torch import DeviceLoader
+
+    kw = {"batch_size": 16, "device": "cpu", "mode": "streaming", "keys": ("images", "responses"), "normalize": True, "seed": 1}
+    for x, y in zip(DeviceLoader(url, **kw), DeviceLoader(local, **kw), strict=True):  # streamed from the bucket
+        assert all(torch.equal(x[k], y[k]) for k in x)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # only --storage-option now
     r = subprocess.run([sys.executable, "-m", "converter.cli", "info", url, "--json", "--storage-option", f"endpoint_url={endpoint}",
                         "--storage-option", "key=testing", "--storage-option", "secret=testing"], capture_output=True, text=True, env=env)
@@ -328,3 +333,10 @@ def test_video_scan_from_a_zip_in_s3_into_s3(s3, make_dataset, make_store):
     got = clips.batch([0, 5])
     for j, i in enumerate(clips.trial_ids[:1].tolist() + clips.trial_ids[5:6].tolist()):
         assert np.array_equal(got["responses"][j], local.responses.sel(trial=i).values[:, 2:12], equal_nan=True)
+    import torch
+    from converter.torch import DeviceLoader
+
+    kw = {"batch_size": 8, "device": "cpu", "mode": "streaming", "frames": 10, "behavior_channels": True, "seed": 3}
+    there, here = DeviceLoader("s3://data/video/m.zarr", **kw), DeviceLoader(make_store(as_zip=True, **CLIPS), **kw)
+    for x, y in zip(there, here, strict=True):  # random windows streamed from the bucket
+        assert all(torch.equal(x[k], y[k]) for k in x)

@@ -253,3 +253,22 @@ def test_remote_rows_count_the_requests_left_after_merging_nearby_rows(tmp_path)
     plain = zarr.create_array(tmp_path / "b.zarr", shape=(8, 4), dtype="<f4", chunks=(2, 4))
     assert RemoteRows.from_meta(None, str(tmp_path / "b.zarr"), json.loads((tmp_path / "b.zarr/zarr.json").read_text()),
                                 fallback=lambda: None) is None and plain is not None
+
+
+def test_a_job_started_on_the_pool_runs_there_rather_than_wait_for_it():
+    """A window read inside a batch read (`VideoDataset.read`) asks the pool from the pool's own
+    threads; waiting there for free threads would hang once every thread waits."""
+    import threading
+
+    from converter.zarrlite import pool
+
+    where: list[str] = []
+
+    def outer(run):
+        pool.in_runs(lambda inner: where.append(threading.current_thread().name), list(range(64)), 1 << 30)
+
+    t = threading.Thread(target=pool.in_runs, args=(outer, list(range(64)), 1 << 30), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "nested pool jobs hang"
+    assert where and all(name.startswith("sensorium-zarr-read") for name in where)

@@ -1,18 +1,22 @@
 """Batches that arrive on the device: no DataLoader workers, normalised where the model runs.
 
-`DeviceLoader` serves one tier of one image store as batches of tensors already on a torch
-device, normalised there with the same values as `MouseDataset` gives on the CPU (bit for bit:
-every operation runs in the dtype numpy would use).  Two modes:
+`DeviceLoader` serves one tier of one store, of either kind of scan, as batches of tensors already
+on a torch device, normalised there with the same values as the kind's dataset gives on the CPU
+(`MouseDataset`, `VideoDataset`; bit for bit: every operation runs in the dtype numpy would use).
+Two modes:
 
 - **resident**: the tier's arrays are read once, in their stored dtypes, and moved to the
-  device variable by variable (through pinned memory on CUDA), so the host holds one variable
-  at a time; batches are gathered on the device.
-- **streaming**: a background thread reads the upcoming batches through the store's reader into
-  reused buffers and copies them to the device a few batches ahead (on a side stream on CUDA).
+  device variable by variable (on CUDA through one reused pinned buffer, in pieces of
+  ``PIECE`` bytes), so the host holds one variable at a time; batches are gathered on the
+  device, and the windows of video trials cut there.
+- **streaming**: a background thread reads the upcoming batches through the store's reader
+  (windows only, for video), moves them to the device (on a side stream on CUDA) and finishes
+  them there, ``PREFETCH`` batches ahead of the consumer.
 
 ``mode="auto"`` takes resident when the tier fits in half the device's free memory.
 `MiceCycler` serves several stores at once, as neuralpredictors' ``LongCycler`` does.  A seed
-fixes the order; ``state_dict()`` / ``load_state_dict()`` resume at exactly the next batch.
+fixes the order and the windows; ``state_dict()`` / ``load_state_dict()`` resume at exactly the
+next batch.  What differs between the kinds lives in `converter.read.device_items`.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from .batches import Trial  # first: says how to install torch
-from .normalize import OPERATIONS
-from .torch import MouseDataset
+from .dataset import checked_root
+from ..kinds import kind_of
 
 import torch  # noqa: E402,I001
 
-PREFETCH = 3  # batches a streaming loader reads ahead
+PREFETCH = 3  # batches a streaming loader prepares ahead
+PIECE = 256 * 2**20  # bytes per copy through the pinned buffer, when a resident loader fills a GPU
 
 
 def _free_bytes(device: torch.device) -> int:
@@ -42,39 +47,43 @@ def _free_bytes(device: torch.device) -> int:
         return 1 << 62
 
 
-class _OnDevice:
-    """`Normalizer.steps` with their constants as device tensors, applied in the dtypes numpy would use."""
+def to_device(host: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``host`` on ``device``: on CUDA copied through one pinned buffer of at most ``PIECE`` bytes
+    (no pinned copy of the whole array); elsewhere the array itself, without a copy."""
+    src = torch.from_numpy(host)
+    if device.type != "cuda" or src.numel() == 0:
+        return src.to(device)
+    out = torch.empty(src.shape, dtype=src.dtype, device=device)
+    rows = max(1, PIECE // max(1, src[0].numel() * src.element_size()))
+    buffer = torch.empty((min(rows, len(src)), *src.shape[1:]), dtype=src.dtype, pin_memory=True)
+    for i in range(0, len(src), rows):
+        n = min(rows, len(src) - i)
+        buffer[:n].copy_(src[i:i + n])
+        out[i:i + n].copy_(buffer[:n], non_blocking=True)
+        torch.cuda.current_stream(device).synchronize()  # the buffer is refilled next
+    return out
 
-    def __init__(self, ds: MouseDataset, device: torch.device) -> None:
-        self.ops: dict[str, list[tuple[str, torch.Tensor]]] = {}
-        if ds.normalizer is None:
-            return
-        for key in ds.keys:
-            dtype = np.dtype(ds._meta[key]["data_type"])
-            ops = []
-            for op, c in ds.normalizer.steps(key):
-                c = np.asarray(c)
-                dtype = np.result_type(dtype, c)
-                ops.append((op, torch.from_numpy(np.ascontiguousarray(c.astype(dtype))).to(device)))
-            self.ops[key] = ops
 
-    def __call__(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        for op, c in self.ops.get(key, []):
-            x = OPERATIONS[op](x.to(c.dtype), c)
-        return x
+def refuse_for_device(dataloader_kwargs: Mapping, **image_only: bool) -> None:
+    """A `ValueError` for the first option of ``loaders(..., device=...)`` that a `DeviceLoader` cannot honour."""
+    given = [*dataloader_kwargs, *(k for k, v in image_only.items() if v)]
+    if given:
+        raise ValueError(f"{given[0]} does not apply to loaders on a device (no DataLoader, no worker processes); leave it out or drop device=")
 
 
 class DeviceLoader:
-    """Batches of one tier of one image store, on ``device`` and normalised there.
+    """Batches of one tier of one store, on ``device`` and normalised there.
 
     Parameters
     ----------
     store : str or os.PathLike
-        An image store (Sensorium 2022).
+        A store of either kind: image scans give `MouseDataset`'s items, video scans
+        `VideoDataset`'s windows of ``frames`` frames (``offset=-1``: random windows, drawn
+        from ``seed`` and the epoch).
     batch_size : int
-        Trials per batch.
+        Items per batch.
     tier : str
-        The tier served (``train`` by default); items in file order, as `MouseDataset` has them.
+        The tier served (``train`` by default); items in file order, as the dataset has them.
     device : str or torch.device
         Where batches arrive; ``"cpu"`` gives the same semantics without a GPU.
     mode : {"auto", "resident", "streaming"}
@@ -82,11 +91,12 @@ class DeviceLoader:
     shuffle : bool, optional
         Random order (default: for ``train`` only), fixed by ``seed`` and the epoch.
     seed : int
-        The order of epoch ``e`` is a permutation drawn from ``seed + e``.
+        The order (and the windows) of epoch ``e`` are drawn from ``seed + e``.
     drop_last : bool
         Leave out a last, smaller batch.
     **dataset_kwargs
-        For `MouseDataset` (``keys``, ``normalize``, ``neurons``, ``stats_source``, ...).
+        For the dataset (``keys``, ``normalize``, ``neurons``, ``behavior_channels``,
+        ``frames``, ``storage_options``, ...).
     """
 
     def __init__(self, store, *, batch_size: int, tier: str = "train", device="cpu", mode: str = "auto",
@@ -95,43 +105,33 @@ class DeviceLoader:
             raise ValueError(f"mode must be 'auto', 'resident' or 'streaming', not {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        if dataset_kwargs.get("behavior_channels") or dataset_kwargs.get("pupil_channels"):
-            raise ValueError("behavior and pupil as image channels are not served on the device yet; use loaders")
-        self.dataset = MouseDataset(store, tier=tier, float32=True, **dataset_kwargs)
         self.device = torch.device(device)
+        kind = kind_of(checked_root(store, dataset_kwargs.get("storage_options"))["attributes"])
+        self.items = kind.part("device")(kind, store, tier=tier, device=self.device, **dataset_kwargs)
+        self.dataset = self.items.dataset
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
         self.shuffle = tier == "train" if shuffle is None else shuffle
         self.epoch, self.next_batch = 0, 0
-        self._norm = _OnDevice(self.dataset, self.device)
-        need = sum(self._row_bytes(k) for k in self.dataset.keys) * len(self.dataset)
+        need = self.items.resident_bytes()
         self.mode = mode if mode != "auto" else ("resident" if need <= _free_bytes(self.device) // 2 else "streaming")
-        self._resident = self._load() if self.mode == "resident" else None
-
-    def _row_bytes(self, key: str) -> int:
-        meta = self.dataset._meta[key]
-        return int(np.prod(meta["shape"][1:], dtype=np.int64)) * np.dtype(meta["data_type"]).itemsize
-
-    def _load(self) -> dict[str, torch.Tensor]:
-        """Every variable of the tier on the device, one at a time through (pinned) host memory."""
-        out = {}
-        for key in self.dataset.keys:
-            host = torch.from_numpy(self.dataset._read(key, self.dataset.trials))
-            if self.device.type == "cuda":
-                host = host.pin_memory()
-            out[key] = host.to(self.device, non_blocking=True)
-            del host
-        return out
+        self._resident = {k: to_device(self.items.whole(k), self.device) for k in self.items.keys} if self.mode == "resident" else None
 
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def __repr__(self) -> str:
+        return f"DeviceLoader({self.dataset!r}, batch_size={self.batch_size}, {self.mode} on {self.device})"
+
+    def _draw(self, epoch: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        return order, self.items.starts(order, generator)
+
     def order(self, epoch: int) -> torch.Tensor:
         """The items of ``epoch`` in the order they are served."""
-        n = len(self.dataset)
-        if not self.shuffle:
-            return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        return self._draw(epoch)[0]
 
     def state_dict(self) -> dict:
         """Where the loader is: a later `load_state_dict` resumes at exactly the next batch."""
@@ -142,60 +142,52 @@ class DeviceLoader:
             raise ValueError(f"the state is of batches of {state['batch_size']}, this loader's are of {self.batch_size}")
         self.epoch, self.next_batch, self.seed = int(state["epoch"]), int(state["next_batch"]), int(state["seed"])
 
-    def _finish(self, raw: dict[str, torch.Tensor]) -> Trial:
-        out = Trial()
-        for key, x in raw.items():
-            x = self._norm(key, x)
-            if key == "responses" and self.dataset.neurons is not None:
-                x = x[:, torch.as_tensor(self.dataset.neurons, device=x.device)]
-            out[key] = x.to(torch.float32)
-        return out
-
-    def _batches(self) -> list[torch.Tensor]:
-        order = self.order(self.epoch)
-        return [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(len(self))]
+    def batches(self, epoch: int) -> list[tuple[torch.Tensor, np.ndarray | None]]:
+        """The items of each batch of ``epoch``, and where their windows start (video scans)."""
+        order, starts = self._draw(epoch)
+        cut = [slice(b * self.batch_size, (b + 1) * self.batch_size) for b in range(len(self))]
+        return [(order[c], None if starts is None else starts[c]) for c in cut]
 
     def __iter__(self) -> Iterator[Trial]:
-        batches = self._batches()
+        batches = self.batches(self.epoch)
         start = self.next_batch
-        source = self._resident_batches(batches, start) if self._resident is not None else self._streamed_batches(batches, start)
-        for b, raw in enumerate(source, start=start):
+        source = self._resident_batches if self._resident is not None else self._streamed_batches
+        for b, batch in enumerate(source(batches[start:]), start=start):
             self.next_batch = b + 1
-            yield self._finish(raw)
+            yield batch
         self.epoch, self.next_batch = self.epoch + 1, 0
 
-    def _resident_batches(self, batches: Sequence[torch.Tensor], start: int) -> Iterator[dict[str, torch.Tensor]]:
-        for idx in batches[start:]:
+    def _resident_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]]) -> Iterator[Trial]:
+        for idx, starts in batches:
             idx = idx.to(self.device)
-            yield {key: self._resident[key].index_select(0, idx) for key in self.dataset.keys}
+            yield self.items.finish({key: self.items.gather(self._resident[key], idx, starts) for key in self.items.keys})
 
-    def _streamed_batches(self, batches: Sequence[torch.Tensor], start: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches read by a background thread, ``PREFETCH`` ahead, then moved to the device."""
+    def _streamed_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]]) -> Iterator[Trial]:
+        """Batches read, moved and finished by a background thread, ``PREFETCH`` ahead."""
         ready: queue.Queue = queue.Queue(PREFETCH)
         stop = threading.Event()
         cuda = self.device.type == "cuda"
         stream = torch.cuda.Stream(self.device) if cuda else None
 
-        def read() -> None:
+        def prepare() -> None:
             try:
-                for idx in batches[start:]:
+                for idx, starts in batches:
                     if stop.is_set():
                         return
-                    rows = self.dataset.trials[idx.numpy()]
-                    host = {k: torch.from_numpy(self.dataset._read(k, rows)) for k in self.dataset.keys}
+                    host = {k: torch.from_numpy(self.items.read(k, idx.numpy(), starts)) for k in self.items.keys}
                     if cuda:
                         with torch.cuda.stream(stream):
-                            moved = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()}
+                            batch = self.items.finish({k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()})
                             event = torch.cuda.Event()
                             event.record(stream)
-                        ready.put((moved, event))
+                        ready.put((batch, event))
                     else:
-                        ready.put((host, None))
+                        ready.put((self.items.finish(host), None))
                 ready.put(None)
             except BaseException as e:  # handed to the consumer, who raises it
                 ready.put(e)
 
-        thread = threading.Thread(target=read, name="sensorium-zarr-stream", daemon=True)
+        thread = threading.Thread(target=prepare, name="sensorium-zarr-stream", daemon=True)
         thread.start()
         try:
             while (item := ready.get()) is not None:
@@ -203,7 +195,10 @@ class DeviceLoader:
                     raise item
                 batch, event = item
                 if event is not None:
-                    torch.cuda.current_stream(self.device).wait_event(event)
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(event)
+                    for x in batch.values():  # made on the side stream, used and freed on this one
+                        x.record_stream(current)
                 yield batch
         finally:
             stop.set()

@@ -28,6 +28,7 @@ from .normalize import Normalizer, add_channels
 from .statistics import trial_statistics
 from .select import labels, one_store_per_key
 from .batches import DEFAULT_KEYS, StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask  # noqa: F401  (public here)
+from .device import DeviceLoader, refuse_for_device
 
 class MouseDataset(StoreDataset):
     """The trials of one store as a PyTorch dataset.
@@ -117,13 +118,14 @@ class MouseDataset(StoreDataset):
 
     def load(self) -> MouseDataset:
         """Read every variable this dataset serves into memory now; returns self."""
-        for key in self._needed_keys():
+        for key in self.needed_keys():
             if key not in self._memory:
                 self._memory[key] = self._reader(key).read()
         self.in_memory = True
         return self
 
-    def _needed_keys(self) -> list[str]:
+    def needed_keys(self) -> list[str]:
+        """The variables read for an item: ``keys``, then those added as image channels."""
         extra = [k for k, flag in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if flag]
         return list(dict.fromkeys([*self.keys, *extra]))
 
@@ -138,7 +140,7 @@ class MouseDataset(StoreDataset):
     def batch(self, indices: Sequence[int]) -> Trial:
         """Items ``indices`` stacked along a first axis, as numpy arrays."""
         trials = self.trials[np.asarray(indices, dtype=np.intp)]
-        raw = {key: self._read(key, trials) for key in self._needed_keys()}
+        raw = {key: self._read(key, trials) for key in self.needed_keys()}
         out = Trial()
         for key in self.keys:
             x = raw[key]
@@ -176,8 +178,9 @@ def loaders(
     image_ids: Sequence[Sequence[int] | None] | None = None,
     in_memory: bool = False,
     seed: int | None = None,
+    device: str | torch.device | None = None,
     **dataloader_kwargs,
-) -> dict[str, dict[str, DataLoader]]:
+) -> dict[str, dict[str, DataLoader | DeviceLoader]]:
     """``{tier: {data_key: DataLoader}}``, like ``sensorium``'s ``static_loaders``.
 
     ``train`` is sampled at random, ``validation``, ``test`` and ``final_test`` in order
@@ -187,6 +190,10 @@ def loaders(
     ``neuron_ids`` and ``image_ids`` hold one list (or ``None``) per store; ``image_ids``
     restricts the ``train`` tier to those images.  Other keyword arguments (``num_workers``,
     ``multiprocessing_context``, ...) go to every `DataLoader`.
+
+    With ``device`` (``"cuda"``, ``"cpu"``, ...) the loaders are `DeviceLoader` s instead: batches
+    arrive on that device, normalised there, with the same values; no worker processes
+    (``DataLoader`` options, ``image_ids`` and ``in_memory`` do not apply).
 
     Sensorium 2023 stores get `converter.torch.video_loaders` (clips of ``frames`` frames,
     keyword arguments as there); the image-only options must then keep their defaults.
@@ -200,7 +207,9 @@ def loaders(
         if given:
             raise ValueError(f"{stores[0]}: a {kind.name} scan; {given[0]} applies to image scans only")
         return kind.part("loaders")(stores, batch_size, tier=tier, normalize=normalize, include_behavior=include_behavior,
-                             neuron_ids=neuron_ids, seed=seed, **dataloader_kwargs)
+                             neuron_ids=neuron_ids, seed=seed, device=device, **dataloader_kwargs)
+    if device is not None:
+        refuse_for_device(dataloader_kwargs, image_ids=image_ids is not None, in_memory=in_memory)
     keys = ["images", "responses"]
     if include_behavior:
         keys.append("behavior")
@@ -240,6 +249,11 @@ def loaders(
                 if np.any(ds.tiers[subset] != "train"):
                     raise ValueError(f"{store}: image_ids contain validation or test images")
             if not len(subset):
+                continue
+            if device is not None:
+                out[t][ds.data_key] = DeviceLoader(store, batch_size=batch_size, tier=t, device=device, seed=(seed or 0) + k, keys=keys,
+                                                   normalize=normalize, neurons=ds.neurons, behavior_channels=ds.behavior_channels,
+                                                   pupil_channels=ds.pupil_channels)
                 continue
             sampler = SubsetRandomSampler(subset.tolist(), generator) if t == "train" else SubsetSequentialSampler(subset.tolist())
             out[t][ds.data_key] = DataLoader(ds, sampler=sampler, batch_size=batch_size, collate_fn=collate, **dataloader_kwargs)

@@ -20,11 +20,13 @@ from torch.utils.data import DataLoader, SubsetRandomSampler
 from .. import contract
 from ..kinds import kind_of
 from ..storage import open_group
+from ..zarrlite.pool import in_runs
 from .dataset import checked_root
 from .normalize import Normalizer
 from .statistics import trial_statistics
 from .select import one_store_per_key
 from .batches import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
+from .device import DeviceLoader, refuse_for_device
 
 
 # A variable this small (behavior, pupil center: ~2 MB for a full mouse) is read whole on first
@@ -114,13 +116,15 @@ class VideoDataset(StoreDataset):
     def __repr__(self) -> str:
         return f"VideoDataset({self.data_key}, {len(self)} trials, {self.frames} frames, keys={self.keys})"
 
-    def offsets(self, indices: Sequence[int]) -> np.ndarray:
-        """The first frame of each item's window: ``offset``, or a fresh random one per item."""
+    def offsets(self, indices: Sequence[int], generator: torch.Generator | None = None) -> np.ndarray:
+        """The first frame of each item's window: ``offset``, or a fresh random one per item
+        (drawn from ``generator``, by default `generator`)."""
         indices = np.asarray(indices, dtype=np.intp)
         if self.offset >= 0:
             return np.full(len(indices), self.offset, dtype=np.int64)
         room = torch.from_numpy(self.n_frames[indices] - self.frames + 1)  # windows that fit: 0 .. n - frames
-        return (torch.rand(len(indices), generator=self.generator(), dtype=torch.float64) * room).long().numpy()
+        draw = self.generator() if generator is None else generator
+        return (torch.rand(len(indices), generator=draw, dtype=torch.float64) * room).long().numpy()
 
     def generator(self) -> torch.Generator | None:
         """The random windows' generator: from ``seed`` and the DataLoader worker's id, made in the
@@ -134,25 +138,38 @@ class VideoDataset(StoreDataset):
             self._generator = (worker, torch.Generator().manual_seed(self.seed + 1_000_003 * (0 if worker is None else worker + 1)))
         return self._generator[1]
 
+    def needed_keys(self) -> list[str]:
+        """The variables read for an item: ``keys``, then those added as video channels."""
+        extra = [k for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
+        return list(dict.fromkeys([*self.keys, *extra]))
+
+    def read(self, key: str, indices: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """The windows of items ``indices`` at ``starts`` of one variable, as stored:
+        ``(items, ..., frames)`` in the stored dtype."""
+        reader = self._reader(key)
+        rest = (slice(None),) * (len(reader.shape) - 2)
+        windows = [(int(self.trials[i]), int(s)) for i, s in zip(np.asarray(indices).tolist(), np.asarray(starts).tolist())]
+        if key in self._memory or _nbytes(reader) <= SMALL_BYTES:
+            if key not in self._memory:  # behavior, pupil center: a few MB per mouse, read once
+                self._memory[key] = reader.read()
+            whole = self._memory[key]
+            parts = [whole[p, ..., s : s + self.frames] for p, s in windows]
+            return np.stack(parts) if parts else np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
+        out = np.empty((len(windows), *reader.shape[1:-1], self.frames), reader.dtype)
+
+        def fill(ks) -> None:
+            for k in ks:
+                p, s = windows[k]
+                out[k] = reader.read((np.array([p]), *rest, slice(s, s + self.frames)))[0]
+
+        in_runs(fill, range(len(windows)), out.nbytes)  # the windows' inner chunks decode on the pool's threads
+        return out
+
     def batch(self, indices: Sequence[int], offsets: Sequence[int] | None = None) -> Trial:
         """Items ``indices`` stacked along a first axis, as numpy arrays (windows at ``offsets``)."""
         indices = np.asarray(indices, dtype=np.intp)
         starts = self.offsets(indices) if offsets is None else np.asarray(offsets, dtype=np.int64)
-        needed = list(dict.fromkeys([*self.keys, *(k for k, f in (("behavior", self.behavior_channels),
-                                                                   ("pupil_center", self.pupil_channels)) if f)]))
-        raw = {}
-        for key in needed:
-            reader = self._reader(key)
-            rest = (slice(None),) * (len(reader.shape) - 2)
-            windows = [(int(self.trials[i]), s) for i, s in zip(indices.tolist(), starts.tolist())]
-            if key in self._memory or _nbytes(reader) <= SMALL_BYTES:
-                if key not in self._memory:  # behavior, pupil center: a few MB per mouse, read once
-                    self._memory[key] = reader.read()
-                whole = self._memory[key]
-                parts = [whole[p, ..., s : s + self.frames] for p, s in windows]
-            else:
-                parts = [reader.read((np.array([p]), *rest, slice(s, s + self.frames)))[0] for p, s in windows]
-            raw[key] = np.stack(parts) if parts else np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
+        raw = {key: self.read(key, indices, starts) for key in self.needed_keys()}
         norm = {k: (self.normalizer(k, v) if self.normalizer is not None else v) for k, v in raw.items()}
         out = Trial()
         for key in self.keys:
@@ -196,15 +213,19 @@ def video_loaders(
     neuron_ids: Sequence[Sequence[int] | None] | None = None,
     seed: int | None = None,
     storage_options: dict | None = None,
+    device: str | torch.device | None = None,
     **dataloader_kwargs,
-) -> dict[str, dict[str, DataLoader]]:
+) -> dict[str, dict[str, DataLoader | DeviceLoader]]:
     """``{tier: {data_key: DataLoader}}``, like sensorium 2023's ``mouse_video_loader``.
 
     ``train`` is sampled at random, every other tier in order.  Items hold ``videos`` and
     ``responses``, plus ``behavior`` (also as video channels) and ``pupil_center`` (as
     channels too with ``include_pupil_centers_as_channels``).  ``neuron_ids`` holds one list
     of unit ids (or ``None``) per store.  Other keyword arguments go to every `DataLoader`.
+    With ``device``, the loaders are `DeviceLoader` s: windows cut and normalised on the device.
     """
+    if device is not None:
+        refuse_for_device(dataloader_kwargs)
     keys = [contract.VIDEOS, "responses"]
     if include_behavior:
         keys.append("behavior")
@@ -223,6 +244,12 @@ def video_loaders(
             raise ValueError(f"{path}: no tier {tier!r} with trials of at least {frames} frames; it has {present}")
         generator = None if seed is None else torch.Generator().manual_seed(seed + k)
         for t in [tier] if tier else present:
+            if device is not None:
+                out.setdefault(t, {})[ds.data_key] = DeviceLoader(
+                    path, batch_size=batch_size, tier=t, device=device, seed=(seed or 0) + k, frames=frames, offset=offset, keys=keys,
+                    normalize=normalize, exclude=exclude or (), behavior_channels=ds.behavior_channels, pupil_channels=ds.pupil_channels,
+                    neurons=ds.neurons, storage_options=storage_options)
+                continue
             subset = np.flatnonzero(ds.tiers == t).tolist()
             sampler = SubsetRandomSampler(subset, generator) if t == "train" else SubsetSequentialSampler(subset)
             out.setdefault(t, {})[ds.data_key] = DataLoader(ds, sampler=sampler, batch_size=batch_size, collate_fn=collate,

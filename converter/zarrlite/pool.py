@@ -16,6 +16,7 @@ _THREADS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 _pool_pid: int | None = None
 _pool_lock = threading.Lock()
+_on_pool = threading.local()  # set on the pool's threads: a job started there runs there
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -24,15 +25,17 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool, _pool_pid = ThreadPoolExecutor(_THREADS, thread_name_prefix="sensorium-zarr-read"), os.getpid()
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="sensorium-zarr-read", initializer=setattr, initargs=(_on_pool, "busy", True))
+            _pool_pid = os.getpid()
         return _pool
 
 
 def in_runs(fn: Callable[[Sequence], object], items: Sequence, nbytes: int | None = None) -> None:
     """``fn(run)`` for runs of neighbouring ``items``: a few runs per thread on the pool, or one
     run on the calling thread when too few items, or too few bytes (``nbytes``: what the job
-    decodes or encodes), would not pay for the pool."""
-    if len(items) < _POOL_MIN or (nbytes is not None and nbytes < _POOL_MIN_BYTES):
+    decodes or encodes), would not pay for the pool.  A job started on the pool's own threads
+    runs where it is: waiting there for the pool could leave no thread to do the work."""
+    if len(items) < _POOL_MIN or (nbytes is not None and nbytes < _POOL_MIN_BYTES) or getattr(_on_pool, "busy", False):
         fn(items)
         return
     n = min(len(items), 4 * _THREADS)
