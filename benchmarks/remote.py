@@ -16,6 +16,7 @@ once more through zarr-python, as it was read before 0.8.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import sys
@@ -50,6 +51,7 @@ def _cases(ds, rng: np.random.Generator) -> dict[str, tuple]:
 
 
 OPEN = "open_mouse (metadata and every coordinate)"
+STREAM = f"DeviceLoader streaming, shuffled batches of {BATCH} trials"
 ZARR = "by_trial, zarr-python"  # the same shards read one request after another, as before 0.8
 
 
@@ -76,7 +78,26 @@ def reads(label: str, folder: Path, fs, url: str, options: dict, repeat: int) ->
         picked = min(("tiles", "by_trial"), key=lambda n: cost(layouts[n], sel))
         rows.append({**row, "method": "c", "layout": f"open_mouse ({picked})",
                      "seconds": W.best(lambda: through_xarray.values, repeat)})
+    if importlib.util.find_spec("torch") is not None:
+        rows.append({"dataset": label, "workload": STREAM, "method": "c", "seconds": streamed(url, options, layouts["by_trial"], repeat)})
     return rows
+
+
+def streamed(url: str, options: dict, by_trial, repeat: int, n: int = 6) -> float:
+    """Seconds per batch of responses from `DeviceLoader` streaming from the bucket, ``n`` batches
+    a time (its thread reads ahead while the last is taken)."""
+    from converter.torch import DeviceLoader
+
+    dl = DeviceLoader(url, batch_size=BATCH, mode="streaming", keys=("responses",), normalize=False, storage_options=options)
+    (idx, _), first = dl.batches(0)[0], next(iter(dl))
+    assert first["responses"].numpy().tobytes() == by_trial.read((dl.dataset.trials[idx.numpy()],)).tobytes()
+    n = min(n, len(dl))
+
+    def take():
+        for _ in zip(range(n), dl):
+            pass
+
+    return W.best(take, repeat) / n
 
 
 def markdown(rows: list[dict], info: dict, size: str) -> str:
@@ -88,7 +109,7 @@ def markdown(rows: list[dict], info: dict, size: str) -> str:
              "open_mouse / faster layout | (a) / open_mouse |",
              "|---|---|---|---|---|---|---|---|"]
     opened = [r for r in rows if r["workload"] == OPEN]
-    for w in dict.fromkeys(r["workload"] for r in rows if r["workload"] != OPEN):
+    for w in dict.fromkeys(r["workload"] for r in rows if r["workload"] not in (OPEN, STREAM)):
         got = {r.get("layout", "a"): r["seconds"] for r in rows if r["workload"] == w}
         pick = next(k for k in got if k.startswith("open_mouse"))
         a = got.get("a")
@@ -100,6 +121,9 @@ def markdown(rows: list[dict], info: dict, size: str) -> str:
         ratio = batch["a"] / batch["by_trial"]
         lines += ["", f"Random batch of {BATCH} trials from `by_trial` (concurrent range requests): {ratio:.1f}x faster than one GET "
                       f"per file (target 5x: {'met' if ratio >= 5 else '**missed**'}); through zarr-python, {batch['a'] / batch[ZARR]:.1f}x."]
+        for r in rows:
+            if r["workload"] == STREAM:
+                lines.append(f"{STREAM}: {ms(r['seconds'])} a batch, {batch['a'] / r['seconds']:.1f}x one GET per file for a random batch.")
     return "\n".join(lines) + "\n"
 
 
