@@ -191,3 +191,30 @@ def test_loaders_on_a_device_serve_what_the_dataloaders_serve(stores, video_stor
         loaders([stores["uint8"]], batch_size=8, device="cpu", num_workers=2)
     with pytest.raises(ValueError, match="^image_ids does not apply"):
         loaders([stores["uint8"]], batch_size=8, device="cpu", image_ids=[[1]])
+
+
+def test_runs_of_stored_trials_shuffled_within_buffers_read_once_per_buffer(stores, monkeypatch):
+    store = stores["float32"]
+    kw = {"batch_size": 5, "device": "cpu", "seed": 3, "run_length": 4, "buffer_batches": 3, "keys": ("images", "responses")}
+    dl = DeviceLoader(store, mode="streaming", **kw)
+    ref = MouseDataset(store, tier="train", keys=kw["keys"], float32=True)
+    order = dl.order(0)
+    assert sorted(order.tolist()) == list(range(len(ref)))  # still every trial once an epoch
+    stored = np.argsort(np.argsort(ref.trials))  # each item's rank in stored order
+    buffers = order.split(15)
+    runs_per_buffer = [len({int(r) // 4 for r in stored[b.numpy()]}) for b in buffers]
+    assert max(runs_per_buffer) <= 15 // 4 + 2 < 15  # a buffer holds a few runs, not 15 scattered trials
+    assert any(not torch.equal(b.sort().values, b) for b in buffers)  # and is shuffled within
+    reads = []
+    real = dl.items.read
+    monkeypatch.setattr(dl.items, "read", lambda key, idx, starts: reads.append(len(idx)) or real(key, idx, starts))
+    got = list(dl)
+    assert reads == [n for b in buffers for n in [len(b)] * 2]  # one read per variable and buffer
+    for b, batch in enumerate(got):
+        want = ref.batch(order[b * 5:(b + 1) * 5].numpy())
+        assert all(np.array_equal(batch[k].numpy(), want[k]) for k in kw["keys"])
+    resident = list(DeviceLoader(store, mode="resident", **kw))
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(got, resident, strict=True) for k in x)
+    c = DeviceLoader(store, mode="streaming", **kw)  # resumed in the middle of a buffer
+    c.load_state_dict({**c.state_dict(), "next_batch": 4})
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(list(c), got[4:], strict=True) for k in x)

@@ -21,6 +21,7 @@ next batch.  What differs between the kinds lives in `converter.read.device_item
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -94,17 +95,27 @@ class DeviceLoader:
         The order (and the windows) of epoch ``e`` are drawn from ``seed + e``.
     drop_last : bool
         Leave out a last, smaller batch.
+    run_length : int
+        With ``shuffle``, draw the order in runs of this many trials stored next to each other,
+        then shuffle it again within each buffer of ``buffer_batches`` batches, which a streaming
+        loader reads at once: fewer, larger reads, for stores at a URL.  ``1`` (the default): every
+        trial on its own.  See docs/how-to/train.md for what it does to randomness.
+    buffer_batches : int
+        Batches per buffer, with ``run_length > 1``.
     **dataset_kwargs
         For the dataset (``keys``, ``normalize``, ``neurons``, ``behavior_channels``,
         ``frames``, ``storage_options``, ...).
     """
 
     def __init__(self, store, *, batch_size: int, tier: str = "train", device="cpu", mode: str = "auto",
-                 shuffle: bool | None = None, seed: int = 0, drop_last: bool = False, **dataset_kwargs) -> None:
+                 shuffle: bool | None = None, seed: int = 0, drop_last: bool = False, run_length: int = 1, buffer_batches: int = 8,
+                 **dataset_kwargs) -> None:
         if mode not in ("auto", "resident", "streaming"):
             raise ValueError(f"mode must be 'auto', 'resident' or 'streaming', not {mode!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        for name, value in (("batch_size", batch_size), ("run_length", run_length), ("buffer_batches", buffer_batches)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        self.run_length, self.buffer_batches = run_length, buffer_batches
         self.device = torch.device(device)
         kind = kind_of(checked_root(store, dataset_kwargs.get("storage_options"))["attributes"])
         self.items = kind.part("device")(kind, store, tier=tier, device=self.device, **dataset_kwargs)
@@ -126,8 +137,18 @@ class DeviceLoader:
     def _draw(self, epoch: int) -> tuple[torch.Tensor, np.ndarray | None]:
         generator = torch.Generator().manual_seed(self.seed + epoch)
         n = len(self.dataset)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if not self.shuffle:
+            order = torch.arange(n)
+        elif self.run_length == 1:
+            order = torch.randperm(n, generator=generator)
+        else:
+            runs = torch.from_numpy(np.argsort(self.dataset.trials, kind="stable")).split(self.run_length)  # items, in stored order
+            order = torch.cat([runs[r] for r in torch.randperm(len(runs), generator=generator).tolist()])
+            order = torch.cat([part[torch.randperm(len(part), generator=generator)] for part in order.split(self._buffer_items())])
         return order, self.items.starts(order, generator)
+
+    def _buffer_items(self) -> int:
+        return self.batch_size * self.buffer_batches if self.shuffle and self.run_length > 1 else self.batch_size
 
     def order(self, epoch: int) -> torch.Tensor:
         """The items of ``epoch`` in the order they are served."""
@@ -152,17 +173,29 @@ class DeviceLoader:
         batches = self.batches(self.epoch)
         start = self.next_batch
         source = self._resident_batches if self._resident is not None else self._streamed_batches
-        for b, batch in enumerate(source(batches[start:]), start=start):
+        for b, batch in enumerate(source(batches, start), start=start):
             self.next_batch = b + 1
             yield batch
         self.epoch, self.next_batch = self.epoch + 1, 0
 
-    def _resident_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]]) -> Iterator[Trial]:
-        for idx, starts in batches:
+    def _resident_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Trial]:
+        for idx, starts in batches[start:]:
             idx = idx.to(self.device)
             yield self.items.finish({key: self.items.gather(self._resident[key], idx, starts) for key in self.items.keys})
 
-    def _streamed_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]]) -> Iterator[Trial]:
+    def _buffers(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
+        """Per buffer from batch ``start`` on, its batches as stored: one read per variable for the
+        whole buffer (one batch, unless ``run_length > 1``), cut into its batches."""
+        per = self._buffer_items() // self.batch_size
+        for _, group in itertools.groupby(range(start, len(batches)), key=lambda b: b // per):
+            parts = [batches[b] for b in group]
+            idx = torch.cat([i for i, _ in parts]).numpy()
+            starts = None if parts[0][1] is None else np.concatenate([s for _, s in parts])
+            whole = {k: self.items.read(k, idx, starts) for k in self.items.keys}
+            bounds = np.cumsum([0] + [len(i) for i, _ in parts]).tolist()
+            yield ({k: torch.from_numpy(v[a:b]) for k, v in whole.items()} for a, b in zip(bounds, bounds[1:]))
+
+    def _streamed_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Trial]:
         """Batches read, moved and finished by a background thread, ``PREFETCH`` ahead."""
         ready: queue.Queue = queue.Queue(PREFETCH)
         stop = threading.Event()
@@ -171,18 +204,18 @@ class DeviceLoader:
 
         def prepare() -> None:
             try:
-                for idx, starts in batches:
-                    if stop.is_set():
-                        return
-                    host = {k: torch.from_numpy(self.items.read(k, idx.numpy(), starts)) for k in self.items.keys}
-                    if cuda:
-                        with torch.cuda.stream(stream):
-                            batch = self.items.finish({k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()})
-                            event = torch.cuda.Event()
-                            event.record(stream)
-                        ready.put((batch, event))
-                    else:
-                        ready.put((self.items.finish(host), None))
+                for buffer in self._buffers(batches, start):
+                    for host in buffer:
+                        if stop.is_set():
+                            return
+                        if cuda:
+                            with torch.cuda.stream(stream):
+                                batch = self.items.finish({k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()})
+                                event = torch.cuda.Event()
+                                event.record(stream)
+                            ready.put((batch, event))
+                        else:
+                            ready.put((self.items.finish(host), None))
                 ready.put(None)
             except BaseException as e:  # handed to the consumer, who raises it
                 ready.put(e)
