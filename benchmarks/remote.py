@@ -139,6 +139,8 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     cfg = SIZES[size]
     t, n = cfg["trials"], cfg["neurons"]
     folder = dataset(data, t, n, "float32")
+    W.sized(size)
+
     store = data / "work" / "remote" / f"remote-{t}.zarr"
     if not (store / "zarr.json").exists():
         converter.convert(folder, store, overwrite=True, progress=False)

@@ -218,6 +218,7 @@ def chart(rows: list[dict], path: Path) -> None:
 
 def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "results") -> dict:
     cfg = SIZES[size]
+    W.sized(size)
     t, n = cfg["trials"], cfg["neurons"]
     data.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

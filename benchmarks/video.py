@@ -216,6 +216,7 @@ def markdown(rows: list[dict], met: list[dict], info: dict, size: str) -> str:
 
 def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "results") -> dict:
     cfg = SIZES[size]
+    W.sized(size)
     t, n, f = cfg["trials"], cfg["neurons"], cfg["frames"]
     data.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)

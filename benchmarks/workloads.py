@@ -27,9 +27,19 @@ import converter
 KEYS = ("images", "responses", "behavior", "pupil_center")
 
 
+WARM_UP = True  # `sized` turns it off for tiny runs, which check that every path runs, not how fast
+
+
+def sized(size: str) -> None:
+    """Set up the timings for a run at ``size``: tiny runs take no warm-up run."""
+    global WARM_UP
+    WARM_UP = size != "tiny"
+
+
 def best(fn: Callable[[], object], repeat: int) -> float:
-    """Seconds of the fastest of ``repeat`` runs, after one warm-up run."""
-    fn()
+    """Seconds of the fastest of ``repeat`` runs, after one warm-up run (not at tiny size)."""
+    if WARM_UP:
+        fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
