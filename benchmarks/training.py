@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -138,6 +139,39 @@ def consume(make, n: int, device: torch.device, step=None) -> dict:
     return {"trials_per_s": trials / total, "waiting": waited / total, "first_batch_s": first}
 
 
+_RESIDENT_CHILD = """
+import json, sys
+from converter.torch import DeviceLoader
+
+def status(field):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field)) / 1024
+
+base = status("VmRSS")
+dl = DeviceLoader(sys.argv[1], mode="resident", device=sys.argv[2], **json.loads(sys.argv[3]))
+loaded = status("VmHWM")
+for _, batch in zip(range(5), dl):
+    pass
+print(json.dumps({"base_mb": base, "load_peak_mb": loaded, "peak_mb": status("VmHWM"), "raw_mb": dl.items.resident_bytes() / 2**20}))
+"""
+
+
+def warm(root: Path) -> None:
+    """Read every file under ``root`` once, so that the rows after it read from the page cache."""
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+
+
+def resident_memory(store: Path, device: torch.device, kwargs: dict) -> dict:
+    """A resident loader made, then five batches taken, in a fresh process: its peak resident
+    memory after each, and what it held after its imports, with the tier's stored raw bytes."""
+    out = subprocess.run([sys.executable, "-c", _RESIDENT_CHILD, str(store), str(device), json.dumps(kwargs)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
     s = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,54 +182,53 @@ def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
         folder = dataset(data, s["trials"], s["neurons"], "float32", seed=seed)
         folders.append(folder)
         stores.append(converter.convert(folder, work / f"{folder.name}.zarr", progress=False))
+    for path in (*folders, *stores):  # the rows compare reads from a warm page cache
+        warm(path)
     cores = os.cpu_count() or 1
     workers = sorted({0, *range(2, cores + 1, 2)}) if cores > 1 else [0]
     ctx = {"multiprocessing_context": "fork"} if sys.platform.startswith("linux") else {}
     rows = []
-    for with_model in ([False, True] if model else [False]):
-        step = None
-        if with_model:
-            step = __import__("benchmarks.model", fromlist=["trainer"]).trainer(1, s["neurons"], device)
-        n = s["batches"] if not with_model else max(2, s["batches"] // 5)
 
-        def record(name, make, w=None):
-            with Peak() as peak:
-                result = consume(make, n, device, step)
-            rows.append({"loader": name, "num_workers": w, "mice": 1 if "3 mice" not in name else 3, "model": with_model,
-                         "scan": "video" if "clips" in name else "image",
-                         "device": device.type, **result, "peak_mb": peak.peak / 2**20})
-            print(rows[-1], file=sys.stderr)
-
-        for w in workers:
-            kw = {"num_workers": w, "pin_memory": device.type == "cuda", **(ctx if w else {}), **({"persistent_workers": True} if w else {})}
-            record("file tree", lambda: DataLoader(FileTree(folders[0], stores[0]), batch_size=BATCH, shuffle=True, **kw), w)
-            record("loaders", lambda: next(iter(loaders([stores[0]], batch_size=BATCH, tier="train", include_behavior=True, add_behavior_as_channels=False,
-                                                        include_eye_position=True, seed=0, **kw)["train"].values())), w)
-        for mode in ("resident", "streaming"):
-            record(f"DeviceLoader {mode}", lambda: DeviceLoader(stores[0], batch_size=BATCH, device=device, mode=mode, keys=KEYS))
-            record(f"DeviceLoader {mode}, 3 mice", lambda: MiceCycler({str(k): DeviceLoader(st, batch_size=BATCH, device=device, mode=mode, keys=KEYS)
-                                                                       for k, st in enumerate(stores)}, seed=0))
-    trials, neurons, frames = s["clips"]
-    folder = video.dataset(data, trials, neurons, frames)
-    clips = converter.convert(folder, work / f"{folder.name}-{trials}.zarr", progress=False)
-    n = s["clip_batches"]
-
-    def record_clips(name, make, w=None):
+    def record(name, make, n, w=None, step=None, scan="image", mice=1):
         with Peak() as peak:
-            result = consume(make, n, device)
-        rows.append({"loader": name, "num_workers": w, "mice": 1, "model": False, "scan": "video", "device": device.type, **result,
+            result = consume(make, n, device, step)
+        rows.append({"loader": name, "num_workers": w, "mice": mice, "model": step is not None, "scan": scan, "device": device.type, **result,
                      "peak_mb": peak.peak / 2**20})
         print(rows[-1], file=sys.stderr)
 
+    def dataloader_options(w):
+        return {"num_workers": w, "pin_memory": device.type == "cuda", **(ctx if w else {}), **({"persistent_workers": True} if w else {})}
+
+    for with_model in ([False, True] if model else [False]):
+        step = __import__("benchmarks.model", fromlist=["trainer"]).trainer(1, s["neurons"], device) if with_model else None
+        n = s["batches"] if not with_model else max(2, s["batches"] // 5)
+        for w in workers:
+            kw = dataloader_options(w)
+            record("file tree", lambda: DataLoader(FileTree(folders[0], stores[0]), batch_size=BATCH, shuffle=True, **kw), n, w, step)
+            record("loaders", lambda: next(iter(loaders([stores[0]], batch_size=BATCH, tier="train", include_behavior=True, add_behavior_as_channels=False,
+                                                        include_eye_position=True, seed=0, **kw)["train"].values())), n, w, step)
+        for mode in ("resident", "streaming"):
+            record(f"DeviceLoader {mode}", lambda: DeviceLoader(stores[0], batch_size=BATCH, device=device, mode=mode, keys=KEYS), n, step=step)
+            record(f"DeviceLoader {mode}, 3 mice", lambda: MiceCycler({str(k): DeviceLoader(st, batch_size=BATCH, device=device, mode=mode, keys=KEYS)
+                                                                       for k, st in enumerate(stores)}, seed=0), n, step=step, mice=3)
+    trials, neurons, frames = s["clips"]
+    folder = video.dataset(data, trials, neurons, frames)
+    clips = converter.convert(folder, work / f"{folder.name}-{trials}.zarr", progress=False)
+    warm(folder)
+    warm(clips)
+    n = s["clip_batches"]
     for w in workers:
-        kw = {"num_workers": w, "pin_memory": device.type == "cuda", **(ctx if w else {}), **({"persistent_workers": True} if w else {})}
-        record_clips("file tree, clips", lambda: DataLoader(FileTreeClips(folder, clips), batch_size=CLIP_BATCH, shuffle=True, **kw), w)
-        record_clips("video_loaders, clips", lambda: next(iter(video_loaders([clips], CLIP_BATCH, frames=WINDOW, tier="train", seed=0, **kw)["train"].values())), w)
+        kw = dataloader_options(w)
+        record("file tree, clips", lambda: DataLoader(FileTreeClips(folder, clips), batch_size=CLIP_BATCH, shuffle=True, **kw), n, w, scan="video")
+        record("video_loaders, clips", lambda: next(iter(video_loaders([clips], CLIP_BATCH, frames=WINDOW, tier="train", seed=0, **kw)["train"].values())),
+               n, w, scan="video")
     for mode in ("resident", "streaming"):
-        record_clips(f"DeviceLoader {mode}, clips", lambda: DeviceLoader(clips, batch_size=CLIP_BATCH, device=device, mode=mode, frames=WINDOW,
-                                                                       behavior_channels=True))
+        record(f"DeviceLoader {mode}, clips", lambda: DeviceLoader(clips, batch_size=CLIP_BATCH, device=device, mode=mode, frames=WINDOW,
+                                                                   behavior_channels=True), n, scan="video")
+    memory = {"image": resident_memory(stores[0], device, {"batch_size": BATCH, "keys": KEYS}),
+              "video": resident_memory(clips, device, {"batch_size": CLIP_BATCH, "frames": WINDOW, "behavior_channels": True})}
     info = {**machine(), "torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-    result = {"size": size, "machine": info, "rows": rows}
+    result = {"size": size, "machine": info, "rows": rows, "resident_memory": memory}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"training-{size}.json").write_text(json.dumps(result, indent=1))
     (out / f"training-{size}.md").write_text(markdown(result))
@@ -212,10 +245,10 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(f"| {r['loader']} | {'' if r['num_workers'] is None else r['num_workers']} | {r['mice']} | "
                      f"{'yes' if r['model'] else 'no'} | {r['trials_per_s']:.0f} | {r['waiting']:.0%} | {r['first_batch_s']:.2f} | {r['peak_mb']:.0f} |")
-    return "\n".join(lines + [""] + verdicts(result["rows"])) + "\n"
+    return "\n".join(lines + [""] + verdicts(result["rows"], result["resident_memory"])) + "\n"
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
     """The issue's targets for loaders alone, from the rows of this run."""
     def best(prefix, mice=1, scan="image"):
         got = [r["trials_per_s"] for r in rows if r["loader"].startswith(prefix) and r["mice"] == mice and not r["model"] and r["scan"] == scan]
@@ -236,6 +269,12 @@ def verdicts(rows: list[dict]) -> list[str]:
         d = best(f"DeviceLoader {mode}", scan="video")
         out.append(f"- `DeviceLoader` {mode}, clips: {d / tree:.1f}x the file tree's best setting (target 3x, set for CUDA), "
                    f"{d / old:.1f}x the best `video_loaders` setting.")
+    for scan, m in memory.items():
+        load, batches = m["load_peak_mb"] - m["base_mb"], m["peak_mb"] - m["base_mb"]
+        out.append(f"- Memory, resident, {scan} scan (a fresh process): during the load the host's peak rose {load:.0f} MB above the process "
+                   f"after its imports, {load / m['raw_mb']:.2f}x the tier's stored raw bytes ({m['raw_mb']:.0f} MB; target 1.2x: "
+                   f"{'met' if load <= 1.2 * m['raw_mb'] else '**missed**'}); with five batches taken, {batches:.0f} MB. "
+                   "On a CPU device the resident copy is itself in host memory.")
     return out
 
 
