@@ -24,8 +24,8 @@ def stores(make_store):
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
 def test_batches_equal_mouse_dataset_bit_for_bit(stores, mode, dtype):
     store = stores[dtype]
-    dl = DeviceLoader(store, batch_size=7, device="cpu", mode=mode, shuffle=False, keys=KEYS)
-    ref = MouseDataset(store, tier="train", keys=KEYS)
+    dl = DeviceLoader(store, batch_size=7, device="cpu", mode=mode, shuffle=False, keys=KEYS)  # normalised by default
+    ref = MouseDataset(store, tier="train", keys=KEYS, normalize=True)
     assert dl.mode == mode and len(dl) == -(-len(ref) // 7)
     for b, batch in enumerate(dl):
         want = ref.batch(list(range(b * 7, min((b + 1) * 7, len(ref)))))
@@ -197,7 +197,7 @@ def test_runs_of_stored_trials_shuffled_within_buffers_read_once_per_buffer(stor
     store = stores["float32"]
     kw = {"batch_size": 5, "device": "cpu", "seed": 3, "run_length": 4, "buffer_batches": 3, "keys": ("images", "responses")}
     dl = DeviceLoader(store, mode="streaming", **kw)
-    ref = MouseDataset(store, tier="train", keys=kw["keys"], float32=True)
+    ref = MouseDataset(store, tier="train", keys=kw["keys"], normalize=True)
     order = dl.order(0)
     assert sorted(order.tolist()) == list(range(len(ref)))  # still every trial once an epoch
     stored = np.argsort(np.argsort(ref.trials))  # each item's rank in stored order

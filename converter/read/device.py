@@ -103,8 +103,9 @@ class DeviceLoader:
     buffer_batches : int
         Batches per buffer, with ``run_length > 1``.
     **dataset_kwargs
-        For the dataset (``keys``, ``normalize``, ``neurons``, ``behavior_channels``,
-        ``frames``, ``storage_options``, ...).
+        For the dataset (``keys``, ``neurons``, ``behavior_channels``, ``frames``,
+        ``storage_options``, ...).  ``normalize`` is True unless given, as in `loaders`:
+        batches come normalised as ``NeuroNormalizer`` does.
     """
 
     def __init__(self, store, *, batch_size: int, tier: str = "train", device="cpu", mode: str = "auto",
@@ -118,6 +119,7 @@ class DeviceLoader:
         self.run_length, self.buffer_batches = run_length, buffer_batches
         self.device = torch.device(device)
         kind = kind_of(checked_root(store, dataset_kwargs.get("storage_options"))["attributes"])
+        dataset_kwargs.setdefault("normalize", True)
         self.items = kind.part("device")(kind, store, tier=tier, device=self.device, **dataset_kwargs)
         self.dataset = self.items.dataset
         self.batch_size, self.drop_last, self.seed = batch_size, drop_last, seed
