@@ -62,14 +62,14 @@ def open_reader(store: str | os.PathLike, name: str, storage_options: dict | Non
     ``zarr.json``, which a store at a URL needs for `RemoteRows`; ``array``: the zarr-python
     array, when the caller has it already)."""
     local = local_path(store)
+    if local is not None and meta is None:
+        try:
+            meta = json.loads((local / name / "zarr.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+    # the per-trial data are written whole: a chunk missing there is damage, not the fill value
+    whole = contract.written_whole((meta or {}).get("attributes") or {})
     if local is not None:
-        if meta is None:
-            try:
-                meta = json.loads((local / name / "zarr.json").read_text())
-            except (OSError, ValueError):
-                meta = {}
-        # the per-trial data are written whole: a chunk missing there is damage, not the fill value
-        whole = contract.written_whole(meta.get("attributes") or {})
         reader = ChunkReader.from_path(local / name, meta, missing_is_damage=whole)
         if reader is not None:
             return reader
@@ -79,7 +79,6 @@ def open_reader(store: str | os.PathLike, name: str, storage_options: dict | Non
 
     if local is None and meta is not None:
         fs, _ = filesystem(store, storage_options)
-        whole = contract.written_whole(meta.get("attributes") or {})
         rows = RemoteRows.from_meta(fs, f"{os.fspath(store).rstrip('/')}/{name}", meta, zarr_reader, missing_is_damage=whole)
         if rows is not None:
             rows.chunk_cost = _REQUEST_COST

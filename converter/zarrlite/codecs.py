@@ -45,9 +45,14 @@ def checked(data: bytes, where: str | Callable[[], str]) -> memoryview:
     return memoryview(data)[:-4]
 
 
+def _blosc(values: np.ndarray, cname: str, clevel: int, shuffle: str) -> bytes:
+    """``values`` as one Blosc frame with the store's settings."""
+    return blosc.compress(np.ascontiguousarray(values), cname.encode(), clevel, SHUFFLE[shuffle])
+
+
 def compressed_size(values: np.ndarray, cname: str, clevel: int, shuffle: str) -> int:
     """Bytes of ``values`` compressed as one Blosc frame with the store's settings."""
-    return len(blosc.compress(np.ascontiguousarray(values), cname.encode(), clevel, SHUFFLE[shuffle]))
+    return len(_blosc(values, cname, clevel, shuffle))
 
 
 def index_bytes(entries: int, crc: bool) -> int:
@@ -91,7 +96,7 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
             padded = np.full(chunks, fill_value, dtype=values.dtype)
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        out.append((idx, with_crc32c(blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle]))))
+        out.append((idx, with_crc32c(_blosc(part, cname, clevel, shuffle))))
     return out
 
 
@@ -123,7 +128,7 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
                 padded = np.zeros((part.shape[0], *inner[1:]), dtype=values.dtype)
                 padded[tuple(slice(0, n) for n in part.shape)] = part
                 part = padded
-            parts[k] = with_crc32c(blosc.compress(np.ascontiguousarray(part), cname.encode(), clevel, SHUFFLE[shuffle]))
+            parts[k] = with_crc32c(_blosc(part, cname, clevel, shuffle))
 
     in_runs(encode, range(len(cells)), values.nbytes)
     index = np.full((*per, 2), MISSING, dtype="<u8")

@@ -126,8 +126,7 @@ class ChunkReader:
                 return None
             if meta.get("chunk_key_encoding", {}).get("name", "default") != "default":
                 return None
-            if meta["data_type"] not in {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                                         "uint64", "float16", "float32", "float64"}:
+            if meta["data_type"] not in _NUMERIC:
                 return None
             codecs = meta["codecs"]
             if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":

@@ -76,13 +76,15 @@ class RemoteRows(ChunkReader):
         ends = offsets + lengths
         paths, starts, stops = merge_offset_ranges(keys, offsets.tolist(), ends.tolist(), max_gap=MAX_GAP, max_block=MAX_BLOCK)
         blocks = self.fs.cat_ranges(paths, starts, stops, on_error="raise") if paths else []
-        blocks_of: dict[str, list[int]] = {}  # per file, its blocks in order of their start
+        blocks_of: dict[str, tuple[list[int], list[int]]] = {}  # per file, its blocks and their starts, in order
         for j, key in enumerate(paths):
-            blocks_of.setdefault(key, []).append(j)
+            js, at = blocks_of.setdefault(key, ([], []))
+            js.append(j)
+            at.append(starts[j])
         out = []
         for key, start, end in zip(keys, offsets.tolist(), ends.tolist()):
-            js = blocks_of[key]
-            j = js[bisect.bisect_right([starts[i] for i in js], start) - 1]  # the block that starts last at or before it
+            js, at = blocks_of[key]
+            j = js[bisect.bisect_right(at, start) - 1]  # the block that starts last at or before it
             out.append(memoryview(blocks[j])[start - starts[j] : end - starts[j]])
         return out
 
