@@ -92,12 +92,21 @@ class StoreDataset(Dataset):
     """What `MouseDataset` and `converter.torch.VideoDataset` share: one reader per variable and
     process, pickling without them, and items and batches made by the subclass's ``batch``.
 
-    Subclasses set ``store``, ``storage_options``, ``trials`` (the stored position of each
+    Subclasses set ``store``, ``storage_options``, ``keys``, ``behavior_channels``,
+    ``pupil_channels``, ``trials`` (the stored position of each
     item), ``_meta`` (the consolidated metadata), ``_readers``, ``_memory`` and ``_pid``.
     """
 
     def __len__(self) -> int:
         return len(self.trials)
+
+    def channel_keys(self) -> list[str]:
+        """The variables added to the stimulus as channels (``behavior_channels``, ``pupil_channels``), in order."""
+        return [k for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
+
+    def needed_keys(self) -> list[str]:
+        """The variables read for an item: ``keys``, then those added as channels."""
+        return list(dict.fromkeys([*self.keys, *self.channel_keys()]))
 
     def __getstate__(self) -> dict:
         # open arrays and in-memory copies stay behind; each worker opens its own

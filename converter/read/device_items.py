@@ -88,8 +88,7 @@ class _Items:
             x = norm[key].to(torch.float32)
             if key == self.stimulus:
                 x = self._stimulus(x)
-                extra = [_as_channels(norm[k], x, self.channel_axis)
-                         for k, f in (("behavior", ds.behavior_channels), ("pupil_center", ds.pupil_channels)) if f]
+                extra = [_as_channels(norm[k], x, self.channel_axis) for k in ds.channel_keys()]
                 x = torch.cat([x, *extra], dim=self.channel_axis) if extra else x
             elif key == "responses" and ds.neurons is not None:
                 x = x[:, torch.as_tensor(ds.neurons, device=x.device)]

@@ -124,11 +124,6 @@ class MouseDataset(StoreDataset):
         self.in_memory = True
         return self
 
-    def needed_keys(self) -> list[str]:
-        """The variables read for an item: ``keys``, then those added as image channels."""
-        extra = [k for k, flag in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if flag]
-        return list(dict.fromkeys([*self.keys, *extra]))
-
     def _read(self, key: str, trials: np.ndarray) -> np.ndarray:
         """Rows ``trials`` (any order, repeats allowed) of one variable."""
         if self.in_memory:
@@ -147,12 +142,8 @@ class MouseDataset(StoreDataset):
             if self.normalizer is not None:
                 x = self.normalizer(key, x)
             out[key] = x
-        if self.behavior_channels or self.pupil_channels:
-            extra = []
-            for flag, key in (("behavior_channels", "behavior"), ("pupil_channels", "pupil_center")):
-                if getattr(self, flag):
-                    v = out[key] if key in out else (self.normalizer(key, raw[key]) if self.normalizer else raw[key])
-                    extra.append(v)
+        if self.channel_keys():
+            extra = [out[key] if key in out else (self.normalizer(key, raw[key]) if self.normalizer else raw[key]) for key in self.channel_keys()]
             out["images"] = add_channels(out["images"], *extra)
         if self.neurons is not None and "responses" in out:
             out["responses"] = out["responses"][:, self.neurons]

@@ -86,7 +86,8 @@ class VideoDataset(StoreDataset):
             raise ValueError(f"need frames >= 1 and offset >= -1 (got {frames}, {offset})")
         self._meta = (root.get("consolidated_metadata") or {}).get("metadata") or {}
         self.data_key, self.keys, self.frames, self.offset = attrs["data_key"], tuple(keys), frames, offset
-        for k in (*self.keys, *(k for k, f in (("behavior", behavior_channels), ("pupil_center", pupil_channels)) if f)):
+        self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
+        for k in self.needed_keys():
             if k not in attrs["data_keys"]:
                 raise ValueError(f"{store}: no data variable {k!r} (has {attrs['data_keys']})")
         group = open_group(self.store, storage_options)
@@ -103,7 +104,6 @@ class VideoDataset(StoreDataset):
         self.neurons = None if neurons is None else np.asarray(neurons, dtype=np.intp)
         keys = [k for k in attrs["data_keys"] if k not in set(exclude)]
         self.normalizer = Normalizer.from_statistics(trial_statistics(self.store, stats_source, storage_options, keys), stats_source) if normalize else None
-        self.behavior_channels, self.pupil_channels = behavior_channels, pupil_channels
         self.seed = seed
         self._generator: tuple[int | None, torch.Generator] | None = None  # made in each process that draws
         self._readers: dict = {}
@@ -138,11 +138,6 @@ class VideoDataset(StoreDataset):
             self._generator = (worker, torch.Generator().manual_seed(self.seed + 1_000_003 * (0 if worker is None else worker + 1)))
         return self._generator[1]
 
-    def needed_keys(self) -> list[str]:
-        """The variables read for an item: ``keys``, then those added as video channels."""
-        extra = [k for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
-        return list(dict.fromkeys([*self.keys, *extra]))
-
     def read(self, key: str, indices: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """The windows of items ``indices`` at ``starts`` of one variable, as stored:
         ``(items, ..., frames)`` in the stored dtype."""
@@ -175,7 +170,7 @@ class VideoDataset(StoreDataset):
         for key in self.keys:
             x = norm[key]
             if key == contract.VIDEOS:
-                extra = [norm[k] for k, f in (("behavior", self.behavior_channels), ("pupil_center", self.pupil_channels)) if f]
+                extra = [norm[k] for k in self.channel_keys()]
                 x = _channels(np.moveaxis(x, -1, 1), extra)
             elif key == "responses" and self.neurons is not None:
                 x = x[:, self.neurons]
