@@ -46,10 +46,11 @@ def scheduler(tmp_path_factory):
         assert os.getpid() not in pids and len(pids) == 2
         yield address, pids
     finally:
-        # ended as a user ends a cluster (workers, then the scheduler): under 1 s, where SIGTERM alone
-        # left a worker's nanny waiting ~8 s for it
+        # ended as a user ends a cluster (workers, then the scheduler): usually under 1 s, where SIGTERM
+        # alone left a worker's nanny waiting ~8 s for it; not as the default client, so that no dask
+        # setting outlives it in this process
         if address is not None:
-            with contextlib.suppress(Exception), distributed.Client(address, timeout=10) as client:
+            with contextlib.suppress(Exception), distributed.Client(address, timeout=10, set_as_default=False) as client:
                 client.shutdown()
         for p in procs:
             p.terminate()  # anything still running
