@@ -44,7 +44,7 @@ def run_cli(*args: str | os.PathLike) -> subprocess.CompletedProcess:
 def disk_full(monkeypatch):
     """``disk_full(where, after=0)``: every write whose path contains ``where`` fails with ENOSPC
     once ``after`` such writes have succeeded: zarr's own writes (local and fsspec stores)
-    and ours (`converter.storage.write_bytes`).  ``monkeypatch.undo()`` frees the disk."""
+    and ours (`converter.storage.write_bytes` and `write_objects`).  ``monkeypatch.undo()`` frees the disk."""
     import errno
 
     from zarr.storage import FsspecStore, LocalStore
@@ -68,13 +68,19 @@ def disk_full(monkeypatch):
                 return await original(self, key, value, *args, **kwargs)
 
             monkeypatch.setattr(cls, "set", full_set)
-        original_write = store_module.write_bytes
+        original_write, original_objects = store_module.write_bytes, store_module.write_objects
 
         def full_write(path, data, storage_options=None):
             check(str(path))
             return original_write(path, data, storage_options)
 
+        def full_objects(path, objects, storage_options=None):
+            for rel in objects:
+                check(f"{path}/{rel}")
+            return original_objects(path, objects, storage_options)
+
         monkeypatch.setattr(store_module, "write_bytes", full_write)
+        monkeypatch.setattr(store_module, "write_objects", full_objects)
 
     return fill
 

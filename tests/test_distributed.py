@@ -38,7 +38,7 @@ def scheduler(tmp_path_factory):
         address = json.loads(info.read_text())["address"]
         for _ in range(2):
             procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--memory-limit", "2GB"], cwd=d,
+                                           "--no-dashboard", "--no-nanny", "--memory-limit", "2GB"], cwd=d,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
@@ -46,16 +46,19 @@ def scheduler(tmp_path_factory):
         assert os.getpid() not in pids and len(pids) == 2
         yield address, pids
     finally:
-        # ended as a user ends a cluster (workers, then the scheduler): usually under 1 s, where SIGTERM
-        # alone left a worker's nanny waiting ~8 s for it; not as the default client, so that no dask
-        # setting outlives it in this process
+        # ended as a user ends a cluster (workers, then the scheduler), not as the default client, so
+        # that no dask setting outlives it in this process.  The workers run without a nanny, which
+        # waited ~8 s for its worker; and SIGTERM to a worker already closing can keep it trying to
+        # reach the scheduler for 30 s, so what has not ended by itself is killed
         if address is not None:
             with contextlib.suppress(Exception), distributed.Client(address, timeout=10, set_as_default=False) as client:
                 client.shutdown()
         for p in procs:
-            p.terminate()  # anything still running
-        for p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec
 
 from converter.read.engine import ZarrReader, open_reader
-from converter.write.store import consolidate
+from converter.write.store import finalize
 from converter.zarrlite import ChunkReader, encode_chunks, encode_shard, read_coordinates
 from converter.zarrlite import consolidate as consolidated_root
 
@@ -138,7 +138,7 @@ def test_read_coordinates_equals_zarr_on_every_layout_it_takes(tmp_path):
     made["big_endian"][...] = np.arange(6) * 1000
     made["text"][...] = np.array(["V1", "LM", "", "é"])
     made["gzip"][...] = np.ones(3)
-    consolidate(tmp_path / "s.zarr")  # the bytes zarr.consolidate_metadata writes, without its warning
+    finalize(tmp_path / "s.zarr", {})  # the bytes zarr.consolidate_metadata writes, without its warning
     meta = json.loads((tmp_path / "s.zarr/zarr.json").read_text())["consolidated_metadata"]["metadata"]
     got = read_coordinates(fsspec.filesystem("file"), str(tmp_path / "s.zarr"), list(made), meta)
     assert "gzip" not in got  # left to zarr-python

@@ -20,8 +20,8 @@ from ..errors import SourceError, StorageError, StoreError
 from ..schema import validate
 from ..progress import Progress
 from ..source import open_source
-from ..storage import Location, check_creatable, child, exists, filesystem, listing, make_folder, name, tree_bytes
-from .convert import run
+from ..storage import Location, check_creatable, check_store_dest, child, exists, filesystem, listing, make_folder, name, tree_bytes
+from .convert import run_planned
 from .plan import plan
 
 
@@ -145,41 +145,41 @@ def convert_all(
     check_creatable(dest_dir)
     sources = discover(src_dir, so)
     folders = {_name(s) for s in sources if not name(s).lower().endswith(".zip")}
-    rows, todo, total = [], [], 0
-    for src in sources:
-        dest = child(dest_dir, f"{_name(src)}.zarr")
-        row = MouseResult(_name(src))
-        rows.append(row)
-        if name(src).lower().endswith(".zip") and _name(src) in folders:  # unzipped beside its zip: once, from the folder
-            row.mouse, row.status, row.reason = f"{_name(src)}.zip", "skipped", f"the same dataset as the folder {_name(src)}/"
-            continue
-        try:
-            if exists(child(dest, "zarr.json"), so):
-                attrs = validate(dest, so)["attributes"]
-                row.trials, row.neurons, row.size_bytes, row.status = attrs["n_trials"], attrs["n_neurons"], tree_bytes(dest, so), "complete"
+    with contextlib.ExitStack() as opened:  # each source stays open from its plan to its conversion
+        rows, todo, total = [], [], 0
+        for src in sources:
+            dest = child(dest_dir, f"{_name(src)}.zarr")
+            row = MouseResult(_name(src))
+            rows.append(row)
+            if name(src).lower().endswith(".zip") and _name(src) in folders:  # unzipped beside its zip: once, from the folder
+                row.mouse, row.status, row.reason = f"{_name(src)}.zip", "skipped", f"the same dataset as the folder {_name(src)}/"
                 continue
-            source = open_source(src, so)
             try:
-                p = plan(source)
-            finally:
-                source.close()
-            row.trials, row.neurons = p.n_trials, p.n_neurons
-            total += p.n_trials * len(p.data_vars)
-            todo.append((src, dest, row))
-        except (SourceError, StoreError, OSError) as e:
-            row.status, row.reason = "failed", str(e)
-    if todo:
-        with _client(scheduler, workers) as client, Progress(total, "convert-all", progress) as bar:
-            make_folder(dest_dir)  # only once the cluster is there: a failed start leaves nothing
-            for src, dest, row in todo:
-                t = time.perf_counter()
-                try:
-                    run(src, dest, executor=client, progress=bar, storage_options=so)
-                    row.status, row.size_bytes = "converted", tree_bytes(dest, so)
-                except (SourceError, StoreError, OSError) as e:
-                    row.status, row.reason = "failed", str(e)
-                row.seconds = time.perf_counter() - t
-    return rows
+                if exists(child(dest, "zarr.json"), so):
+                    attrs = validate(dest, so)["attributes"]
+                    row.trials, row.neurons, row.size_bytes, row.status = attrs["n_trials"], attrs["n_neurons"], tree_bytes(dest, so), "complete"
+                    continue
+                check_store_dest(dest, src)
+                source = open_source(src, so)
+                opened.enter_context(contextlib.closing(source))
+                p = plan(source)  # once: the conversion below takes this plan
+                row.trials, row.neurons = p.n_trials, p.n_neurons
+                total += p.n_trials * len(p.data_vars)
+                todo.append((source, p, dest, row))
+            except (SourceError, StoreError, OSError) as e:
+                row.status, row.reason = "failed", str(e)
+        if todo:
+            with _client(scheduler, workers) as client, Progress(total, "convert-all", progress) as bar:
+                make_folder(dest_dir)  # only once the cluster is there: a failed start leaves nothing
+                for source, p, dest, row in todo:
+                    t = time.perf_counter()
+                    try:
+                        run_planned(source, p, dest, executor=client, progress=bar, storage_options=so)
+                        row.status, row.size_bytes = "converted", tree_bytes(dest, so)
+                    except (SourceError, StoreError, OSError) as e:
+                        row.status, row.reason = "failed", str(e)
+                    row.seconds = time.perf_counter() - t
+        return rows
 
 
 def format_summary(rows: list[MouseResult]) -> str:

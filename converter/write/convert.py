@@ -49,8 +49,9 @@ def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor
     store, so = state.store, state.storage_options
     if state.plan() != record:
         state.start_over()
-        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, so, n_frames=p.n_frames)
-        write_files(store, source, p.inventory.other_files, so)
+        files = {rel: source.size(rel) for rel in p.inventory.other_files}
+        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, files, so, n_frames=p.n_frames)
+        write_files(store, source, files, so)
         state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]
@@ -154,43 +155,51 @@ def convert(
 def run(src: Location, dest: Location, *, overwrite: bool = False, executor=None, progress=None,
         storage_options: dict | None = None) -> Outcome:
     """`convert`, also telling whether it converted or found the store already complete."""
-    run_blocks = executors.resolve(executor)
+    run_blocks = executors.resolve(executor)  # a wrong executor is refused before anything is opened
     check_store_dest(dest, src)
     source = open_source(src, storage_options)
     try:
-        p = plan(source)
-        state = state_for(dest, storage_options)
-        if state.occupied() and not overwrite and not state.started():  # decided without touching anything
-            if made_from(dest, source, p, storage_options):
-                return Outcome(dest, "complete")
-            raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
-        with _storage_errors(state.where), state:  # from here on, this process alone may delete or rename
-            record = plan_record(source, p)
-            if state.plan() == record and state.finishing():  # killed while publishing the finished store
-                state.finish()
-                return Outcome(dest, "converted")
-            if state.occupied():
-                if not overwrite and made_from(dest, source, p, storage_options):
-                    state.discard()
-                    return Outcome(dest, "complete")
-                if not overwrite:
-                    if state.plan() is None:
-                        state.discard()  # made by this call: nothing to resume
-                    raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
-                state.replace_existing()
-            try:
-                _check_space(source, p, dest, state)
-            except (SourceError, StorageError):
-                if state.plan() is None:
-                    state.discard()  # refused before writing: leave nothing behind
-                raise
-            with _bar(progress, p) as bar:
-                try:
-                    _build(source, p, state, run_blocks, bar, record)
-                except SourceError:
-                    state.start_over()  # bad input: nothing worth resuming
-                    state.discard()
-                    raise
+        return run_planned(source, plan(source), dest, overwrite=overwrite, executor=run_blocks, progress=progress,
+                           storage_options=storage_options)
     finally:
         source.close()
+
+
+def run_planned(source: Source, p: Plan, dest: Location, *, overwrite: bool = False, executor=None, progress=None,
+                storage_options: dict | None = None) -> Outcome:
+    """`run` on an open ``source`` and its plan ``p``, for a ``dest`` already checked (`convert-all`
+    plans every mouse before it starts)."""
+    run_blocks = executors.resolve(executor)
+    state = state_for(dest, storage_options)
+    if state.occupied() and not overwrite and not state.started():  # decided without touching anything
+        if made_from(dest, source, p, storage_options):
+            return Outcome(dest, "complete")
+        raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+    with _storage_errors(state.where), state:  # from here on, this process alone may delete or rename
+        record = plan_record(source, p)
+        if state.plan() == record and state.finishing():  # killed while publishing the finished store
+            state.finish()
+            return Outcome(dest, "converted")
+        if state.occupied():
+            if not overwrite and made_from(dest, source, p, storage_options):
+                state.discard()
+                return Outcome(dest, "complete")
+            if not overwrite:
+                if state.plan() is None:
+                    state.discard()  # made by this call: nothing to resume
+                raise StoreError(f"{dest}: already exists (use --overwrite to replace it)")
+            state.replace_existing()
+        try:
+            _check_space(source, p, dest, state)
+        except (SourceError, StorageError):
+            if state.plan() is None:
+                state.discard()  # refused before writing: leave nothing behind
+            raise
+        with _bar(progress, p) as bar:
+            try:
+                _build(source, p, state, run_blocks, bar, record)
+            except SourceError:
+                state.start_over()  # bad input: nothing worth resuming
+                state.discard()
+                raise
     return Outcome(dest, "converted")

@@ -1,9 +1,11 @@
 """Where the store is written: the skeleton, one block of trials, the final metadata.
 
-The skeleton (every array's metadata, all coordinates and statistics) is written by
-xarray itself, so plain ``xarray.open_zarr`` reads the result by construction.  The
-per-trial data arrays are then filled block by block with zarr region writes; blocks
-own disjoint chunks, so they may run in any order and in parallel.
+The skeleton (every array's metadata, all coordinates and statistics) is written by xarray
+itself, so plain ``xarray.open_zarr`` reads the result by construction. xarray writes it into
+memory, and its objects then go to the store at once: one concurrent round of PUTs in object
+storage, where xarray's own writes cost ~8 requests per array, one after another. The per-trial
+data arrays are then filled block by block, each chunk or shard encoded by `converter.zarrlite`;
+blocks own disjoint chunks, so they may run in any order and in parallel.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,16 +25,19 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import MemoryStore
 
 # Every other array (coordinates, statistics, checksums, files): zstd, as xarray writes by default,
 # then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
 SMALL = {"compressors": [ZstdCodec(), Crc32cCodec()]}
+_FILE_CHUNK = 1 << 20  # bytes per chunk of files/bytes
 
 from .. import contract, zarrlite
 from ..errors import SourceError
 from ..source import Source, read_trials
 from ..source.npy import NpyHeader
-from ..storage import child, filesystem, open_array, open_group, read_bytes, renames, write_bytes, zarr_kwargs
+from ..storage import child, filesystem, open_array, read_bytes, read_objects, renames, write_bytes, write_objects
 from .layout import DataVar, row_copy, write_chunks
 
 
@@ -90,6 +96,18 @@ def _encoding(v: DataVar) -> dict:
     return enc
 
 
+def _zarr_objects(fill: Callable[[MemoryStore], object], initial: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """The objects that the zarr-python (or xarray) writes of ``fill(store)`` make or change.
+
+    They are written to memory, to be written out at once (`write_objects`). ``initial``: what
+    the store holds before, such as the metadata of the arrays ``fill`` writes into.
+    """
+    initial = initial or {}
+    held = {k: default_buffer_prototype().buffer.from_bytes(v) for k, v in initial.items()}
+    fill(MemoryStore(held))
+    return {k: data for k, v in held.items() if (data := v.to_bytes()) != initial.get(k)}
+
+
 def create_skeleton(
     path: Path,
     data_vars: dict[str, DataVar],
@@ -98,15 +116,17 @@ def create_skeleton(
     meta: list[MetaArray],
     labels: dict[str, tuple[str, ...]],
     statistics: list[MetaArray],
+    files: dict[str, int],
     storage_options: dict | None = None,
     n_frames: int | None = None,
 ) -> None:
     """Write every array's metadata and every small array; data arrays stay empty.
 
-    ``n_frames`` is the padded clip length of a Sensorium 2023 scan (which adds the ``frame``
-    axis and the ``n_frames`` coordinate).
+    ``files`` maps each other file of the source to its size (their bytes come with
+    `write_files`). ``n_frames`` is the padded clip length of a Sensorium 2023 scan (which adds
+    the ``frame`` axis and the ``n_frames`` coordinate). xarray writes it all into memory first,
+    and it goes to ``path`` at once (`write_objects`).
     """
-    kw = zarr_kwargs(path, storage_options)
     clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
     coords: dict[str, xr.Variable] = {
         contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": f"i of data/<key>/<i>.npy (stored clustered by {clustered})"}),
@@ -148,59 +168,58 @@ def create_skeleton(
                         "(withheld by the source, not measured)"},
         )
         encoding[v.withheld_name] = {"_FillValue": None, **SMALL}
-    ds = xr.Dataset(variables, coords=coords)
-    # mode "a": the folder already holds the conversion's state (and nothing else)
-    ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False, compute=False, encoding=encoding, **kw)
-    for key, (c, var) in copies.items():
-        group, name = c.path.rsplit("/", 1)
-        xr.Dataset({name: var}).to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False, compute=False,
-                                        encoding={name: _encoding(c)}, **kw)
-
     groups: dict[str, dict[str, MetaArray]] = {}
     for s in statistics:
         group, stat = s.name.rsplit("/", 1)
         groups.setdefault(group, {})[stat] = s
-    for name in (contract.CHECKSUMS_GROUP.split("/")[0], contract.CHECKSUMS_GROUP):  # filled by `write_checksums` at the end
-        zarr.open_group(str(child(path, name)), mode="a", zarr_format=3, **kw)
-    for group, stats in groups.items():
-        sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
-        sds.to_zarr(path, group=group, mode="a", zarr_format=3, consolidated=False,
-                    encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **kw)
+    opts = {"mode": "a", "zarr_format": 3, "consolidated": False}
+
+    def fill(store: MemoryStore) -> None:
+        xr.Dataset(variables, coords=coords).to_zarr(store, compute=False, encoding=encoding, **opts)
+        for c, var in copies.values():
+            group, name = c.path.rsplit("/", 1)
+            xr.Dataset({name: var}).to_zarr(store, group=group, compute=False, encoding={name: _encoding(c)}, **opts)
+        for name in (contract.CHECKSUMS_GROUP.split("/")[0], contract.CHECKSUMS_GROUP):  # filled by `write_checksums` at the end
+            zarr.open_group(store, path=name, mode="a", zarr_format=3)
+        for group, stats in groups.items():
+            sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
+            sds.to_zarr(store, group=group, encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **opts)
+        fds = _files_dataset(files)
+        fds.to_zarr(store, group=contract.FILES_GROUP, compute=False, **opts, encoding={
+            name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in fds.variables.items()})
+
+    write_objects(path, _zarr_objects(fill), storage_options)
 
 
-_FILE_CHUNK = 1 << 20
-
-
-def write_files(path, source: Source, rels: tuple[str, ...], storage_options: dict | None = None) -> None:
-    """Keep every other file of the source (``rels``) in group ``files``, streamed in pieces.
-
-    ``files/bytes`` holds their bytes one after another, in the order of ``files/path``;
-    ``files/offset`` and ``files/size`` cut it back into files.  Each file is read in pieces
-    of one chunk and written chunk by chunk, so memory does not depend on the files' sizes.
-    """
-    sizes = np.array([source.size(rel) for rel in rels], dtype=np.uint64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if len(rels) else sizes
-    total = int(sizes.sum())
+def _files_dataset(files: dict[str, int]) -> xr.Dataset:
+    """Group ``files``: the source's other files, their bytes one after another, cut by offset and size."""
+    sizes = np.array(list(files.values()), dtype=np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if len(files) else sizes
     where = "file of the source that is not an array (config.json, change.log, ...)"
-    ds = xr.Dataset(
+    return xr.Dataset(
         {
-            "bytes": xr.Variable(("byte",), da.zeros(total, dtype=np.uint8, chunks=_FILE_CHUNK),
+            "bytes": xr.Variable(("byte",), da.zeros(int(sizes.sum()), dtype=np.uint8, chunks=_FILE_CHUNK),
                                  {"derived": "the bytes of every file in files/path, one after another"}),
             "offset": xr.Variable(("file",), offsets, {"derived": "where each file starts in files/bytes"}),
             "size": xr.Variable(("file",), sizes, {"derived": "bytes of each file"}),
-            "crc32": xr.Variable(("file",), da.zeros(len(rels), dtype=np.uint32, chunks=-1), {"derived": "CRC-32 of each file"}),
+            "crc32": xr.Variable(("file",), da.zeros(len(files), dtype=np.uint32, chunks=-1), {"derived": "CRC-32 of each file"}),
         },
-        coords={"path": xr.Variable(("file",), np.array(list(rels), dtype=np.dtypes.StringDType()),
+        coords={"path": xr.Variable(("file",), np.array(list(files), dtype=np.dtypes.StringDType()),
                                     {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
-    encoding = {name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in ds.variables.items()}
-    ds.to_zarr(path, group=contract.FILES_GROUP, mode="a", zarr_format=3, consolidated=False, encoding=encoding,
-               compute=False, **zarr_kwargs(path, storage_options))
+
+
+def write_files(path, source: Source, files: dict[str, int], storage_options: dict | None = None) -> None:
+    """Fill group ``files`` (made by `create_skeleton`) with the bytes of the source's other files.
+
+    Each file is read in pieces of one chunk and written chunk by chunk, so memory does not
+    depend on the files' sizes.
+    """
     data = open_array(path, f"{contract.FILES_GROUP}/bytes", storage_options, mode="r+")
-    crcs = np.zeros(len(rels), dtype=np.uint32)
+    crcs = np.zeros(len(files), dtype=np.uint32)
     chunk = bytearray()
     written = 0
-    for k, rel in enumerate(rels):
+    for k, (rel, size) in enumerate(files.items()):
         crc, n = 0, 0
         with source.open(rel) as f:
             while piece := _read_piece(source, rel, f, _FILE_CHUNK - len(chunk)):
@@ -210,12 +229,12 @@ def write_files(path, source: Source, rels: tuple[str, ...], storage_options: di
                     data[written : written + _FILE_CHUNK] = np.frombuffer(chunk, dtype=np.uint8)
                     written += _FILE_CHUNK
                     chunk = bytearray()
-        if n != int(sizes[k]):
-            raise SourceError(source.where(rel), f"changed while being read ({n} bytes, {int(sizes[k])} expected)")
+        if n != size:
+            raise SourceError(source.where(rel), f"changed while being read ({n} bytes, {size} expected)")
         crcs[k] = crc
     if chunk:
         data[written : written + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-    if len(rels):
+    if files:
         open_array(path, f"{contract.FILES_GROUP}/crc32", storage_options, mode="r+")[...] = crcs
 
 
@@ -293,24 +312,35 @@ def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_opti
 
 def write_flags(path, results: list[BlockResult], storage_options: dict | None = None) -> None:
     """The per-trial flags every block found (``<key>_withheld``, ``n_frames``), each array whole."""
-    for name in results[0].flags if results else ():
-        open_array(path, name, storage_options, "r+")[...] = np.concatenate([r.flags[name] for r in results])
+    names = list(results[0].flags) if results else []
+    metadata = read_objects(path, [f"{name}/zarr.json" for name in names], storage_options)
+    objects = {}
+    for name in names:
+        values = np.concatenate([r.flags[name] for r in results])
+        made = _zarr_objects(lambda s: zarr.open_array(s, mode="r+").__setitem__(..., values), {"zarr.json": metadata[f"{name}/zarr.json"]})
+        objects.update({f"{name}/{k}": v for k, v in made.items()})
+    write_objects(path, objects, storage_options)
 
 
 def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]],
                     storage_options: dict | None = None) -> None:
     """Store each data file's CRC-32 (``checksums/data/<key>``) and its folder's header."""
-    kw = zarr_kwargs(path, storage_options)
+    one_header = [key for key in crcs if len(headers[key]) == 1]
+    metadata = read_objects(path, [f"{key}/zarr.json" for key in one_header], storage_options)
+    objects = {}
     for key, crc in crcs.items():
         attrs = {"checksum_of": contract.data_source(key), "derived": "CRC-32 of each source file"}
-        if len(headers[key]) == 1:
+        if key in one_header:
             attrs[contract.NPY_HEADER] = base64.b64encode(next(iter(headers[key]))).decode()
-        # created at its own path: no parent group (nor the root) is written again, so a failure
-        # here never leaves a root zarr.json behind in object storage
-        zarr.create_array(str(child(path, contract.checksums_path(key))), data=crc, chunks=(min(len(crc), 65536),), **SMALL,
-                          dimension_names=(contract.TRIAL,), attributes=attrs, overwrite=True, zarr_format=3, **kw)
-        if contract.NPY_HEADER in attrs:
-            open_array(path, key, storage_options, "r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
+            made = _zarr_objects(lambda s: zarr.open_array(s, mode="r+").attrs.__setitem__(contract.NPY_HEADER, attrs[contract.NPY_HEADER]),
+                                 {"zarr.json": metadata[f"{key}/zarr.json"]})
+            objects.update({f"{key}/{k}": v for k, v in made.items()})
+        # each array made in a store of its own: no parent group (nor the root) is written
+        # again, so a failure here never leaves a root zarr.json behind in object storage
+        made = _zarr_objects(lambda s: zarr.create_array(s, data=crc, chunks=(min(len(crc), 65536),), **SMALL,
+                                                         dimension_names=(contract.TRIAL,), attributes=attrs, zarr_format=3))
+        objects.update({f"{contract.checksums_path(key)}/{k}": v for k, v in made.items()})
+    write_objects(path, objects, storage_options)
 
 
 # Temporary names of a write killed half-way: zarr-python's, and `location.write_bytes`'s.
@@ -332,20 +362,16 @@ def sweep_temporaries(path) -> None:
 
 
 def finalize(path, attrs: dict, storage_options: dict | None = None) -> None:
-    """Set the root attributes and consolidate all metadata into the root ``zarr.json``."""
-    open_group(path, storage_options, "a").attrs.update(attrs)
-    consolidate(path, storage_options)
-
-
-def consolidate(path, storage_options: dict | None = None) -> None:
-    """Write every node's metadata into the root ``zarr.json`` (`converter.zarrlite.consolidate`)."""
+    """Set the root attributes and write every node's metadata into the root ``zarr.json``
+    (`converter.zarrlite.consolidate`): one round of reads, one write."""
     fs, root = filesystem(path, storage_options)
     fs.invalidate_cache(root)
     root = root.rstrip("/")
-    nodes = {}
-    for f in fs.find(root):
-        rel = f[len(root) + 1 :]
-        if rel.endswith("zarr.json") and rel.rsplit("/", 1)[-1] == "zarr.json" and rel != "zarr.json":
-            nodes[rel[: -len("/zarr.json")]] = json.loads(fs.cat_file(f))
-    top = json.loads(read_bytes(child(path, "zarr.json"), storage_options))
+    found = [f for f in fs.find(root) if f.rsplit("/", 1)[-1] == "zarr.json"]
+    nodes = {f[len(root) + 1 : -len("/zarr.json")]: json.loads(data) for f, data in fs.cat(found).items() if f != f"{root}/zarr.json"}
+    try:
+        top = json.loads(read_bytes(child(path, "zarr.json"), storage_options))
+    except FileNotFoundError:  # object storage: hidden until now (`ObjectStoreState`)
+        top = {"attributes": {}, "zarr_format": 3, "consolidated_metadata": None, "node_type": "group"}
+    top["attributes"] = {**top.get("attributes", {}), **attrs}
     write_bytes(child(path, "zarr.json"), zarrlite.consolidate(top, nodes), storage_options)
