@@ -20,6 +20,7 @@ import importlib.util
 import io
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def _cases(ds, rng: np.random.Generator) -> dict[str, tuple]:
 
 
 OPEN = "open_mouse (metadata and every coordinate)"
+CONVERT = "convert the source folder into the bucket"
 STREAM = f"DeviceLoader streaming, shuffled batches of {BATCH} trials"
 RUNS = 8  # run_length of the second streaming row: runs of 8 stored trials, shuffled within buffers of 8 batches
 ZARR = "by_trial, zarr-python"  # the same shards read one request after another, as before 0.8
@@ -86,6 +88,20 @@ def reads(label: str, folder: Path, fs, url: str, options: dict, repeat: int) ->
     return rows
 
 
+def writes(label: str, folder: Path, fs, options: dict) -> list[dict]:
+    """Into the bucket once, both ways: (a) the source folder uploaded as it is, one PUT per file
+    (s3fs sends them concurrently), (c) `converter.convert` from the folder into a store there."""
+    print("[remote] writing ...", file=sys.stderr)
+    t = time.perf_counter()
+    fs.put(str(folder), f"data/upload/{folder.name}", recursive=True)
+    a = time.perf_counter() - t
+    t = time.perf_counter()
+    converter.convert(folder, "s3://data/converted.zarr", storage_options=options, progress=False)
+    c = time.perf_counter() - t
+    return [{"dataset": label, "workload": CONVERT, "method": "a", "seconds": a, "note": "upload the source folder"},
+            {"dataset": label, "workload": CONVERT, "method": "c", "seconds": c}]
+
+
 def streamed(url: str, options: dict, by_trial, repeat: int, run_length: int, n: int = 16) -> float:
     """Seconds per batch of responses from `DeviceLoader` streaming from the bucket, ``n`` batches
     a time (its thread reads ahead while the last is taken)."""
@@ -113,13 +129,17 @@ def markdown(rows: list[dict], info: dict, size: str) -> str:
              "open_mouse / faster layout | (a) / open_mouse |",
              "|---|---|---|---|---|---|---|---|"]
     opened = [r for r in rows if r["workload"] == OPEN]
-    for w in dict.fromkeys(r["workload"] for r in rows if r["workload"] not in (OPEN, STREAM)):
+    for w in dict.fromkeys(r["workload"] for r in rows if r["workload"] not in (OPEN, STREAM, CONVERT)):
         got = {r.get("layout", "a"): r["seconds"] for r in rows if r["workload"] == w}
         pick = next(k for k in got if k.startswith("open_mouse"))
         a = got.get("a")
         lines.append(f"| {w} | {ms(a) if a else '-'} | {ms(got['tiles'])} | {ms(got['by_trial'])} | {ms(got[ZARR])} | {pick[len('open_mouse '):]} "
                      f"{ms(got[pick])} | {got[pick] / min(got['tiles'], got['by_trial']):.2f} | {f'{a / got[pick]:.1f}x' if a else '-'} |")
     lines += [""] + [f"{OPEN}: {ms(r['seconds'])} (target 0.2 s)." for r in opened]
+    put = {r["method"]: r["seconds"] for r in rows if r["workload"] == CONVERT}
+    if put:
+        lines += ["", f"Into the bucket: `convert` from the folder to a store there takes {put['c']:.1f} s; uploading the folder "
+                      f"as it is (one PUT per file, concurrent) takes {put['a']:.1f} s: {put['a'] / put['c']:.1f}x the conversion's time."]
     batch = {r.get("layout", "a"): r["seconds"] for r in rows if r["workload"] == f"random batch of {BATCH} trials"}
     if batch:
         ratio = batch["a"] / batch["by_trial"]
@@ -152,8 +172,9 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         print("[remote] uploading ...", file=sys.stderr)
         fs.put(str(store), "data/m.zarr", recursive=True)
         fs.put(str(folder / "data" / "responses"), f"data/tree/{folder.name}/data/responses", recursive=True)
+        rows = writes(f"{t} trials x {n} neurons", folder, fs, options)
         print("[remote] reading ...", file=sys.stderr)
-        rows = reads(f"{t} trials x {n} neurons", folder, fs, "s3://data/m.zarr", options, cfg["repeat"])
+        rows += reads(f"{t} trials x {n} neurons", folder, fs, "s3://data/m.zarr", options, cfg["repeat"])
     info = machine()
     result = {"size": size, "machine": info, "rows": rows}
     (out / f"remote-{size}.json").write_text(json.dumps(result, indent=1, default=float))

@@ -67,12 +67,14 @@ def test_tiny_remote_benchmark_run(tmp_path, needs_torch):
     result = remote.run("tiny", data=tmp_path / "data", out=tmp_path / "out")  # its own moto server on loopback
     rows = result["rows"]
     assert {r["workload"] for r in rows} == {"a run of 200 trials (the overview's panel)", "the train tier",
-                                            "random batch of 128 trials", "one neuron, all trials", remote.OPEN, remote.STREAM}
+                                            "random batch of 128 trials", "one neuron, all trials", remote.OPEN, remote.STREAM, remote.CONVERT}
+    assert sorted(r["method"] for r in rows if r["workload"] == remote.CONVERT) == ["a", "c"]
     assert sorted(r["run_length"] for r in rows if r["workload"] == remote.STREAM) == [1, remote.RUNS]
     run = [r for r in rows if r["workload"].startswith("a run of")]
     assert {r.get("layout") for r in run} == {None, "tiles", "by_trial", remote.ZARR, "open_mouse (by_trial)"}  # one merged request
     assert all(r["seconds"] > 0 for r in rows)
-    assert "| a run of 200 trials (the overview's panel) |" in (tmp_path / "out/remote-tiny.md").read_text()
+    md = (tmp_path / "out/remote-tiny.md").read_text()
+    assert "| a run of 200 trials (the overview's panel) |" in md and "Into the bucket: `convert`" in md
 
 
 def test_tiny_training_benchmark_run(tmp_path, needs_torch):
