@@ -172,9 +172,9 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         print("[remote] uploading ...", file=sys.stderr)
         fs.put(str(store), "data/m.zarr", recursive=True)
         fs.put(str(folder / "data" / "responses"), f"data/tree/{folder.name}/data/responses", recursive=True)
-        rows = writes(f"{t} trials x {n} neurons", folder, fs, options)
         print("[remote] reading ...", file=sys.stderr)
-        rows += reads(f"{t} trials x {n} neurons", folder, fs, "s3://data/m.zarr", options, cfg["repeat"])
+        rows = reads(f"{t} trials x {n} neurons", folder, fs, "s3://data/m.zarr", options, cfg["repeat"])
+        rows += writes(f"{t} trials x {n} neurons", folder, fs, options)  # last: the server holds it all in memory
     info = machine()
     result = {"size": size, "machine": info, "rows": rows}
     (out / f"remote-{size}.json").write_text(json.dumps(result, indent=1, default=float))
