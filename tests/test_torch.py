@@ -86,6 +86,8 @@ def test_loaders_structure_and_order(make_dataset, make_store):
     assert bits(train[np.lexsort(train.T[::-1])]) == bits(want[np.lexsort(want.T[::-1])])  # same trials
     again = torch.cat([b.responses for b in loaders(stores, batch_size=8, seed=1)["train"][key]]).numpy()
     assert np.array_equal(train, again)  # seeded
+    one = loaders(str(stores[0]), batch_size=8, seed=1)  # one path is one store, not a sequence of letters
+    assert list(one["train"]) == [key] and bits(torch.cat([b.responses for b in one["train"][key]]).numpy()) == bits(train)
 
 
 def test_loaders_channels_neurons_and_images(make_dataset, make_store):

@@ -102,6 +102,7 @@ def test_short_trials_are_skipped_and_raw_items_are_the_files(clips, clip_store)
 
 def test_video_loaders_like_the_official_one(clip_store):
     out = video_loaders([clip_store], 4, frames=15, seed=0)
+    assert video_loaders(clip_store, 4, frames=15, seed=0).keys() == out.keys()  # one path is one store
     data_key = next(iter(out["train"]))
     assert set(out) == {"train", "oracle", "live_test_main", "live_test_bonus", "final_test_main", "final_test_bonus", "none"}
     batch = next(iter(out["train"][data_key]))

@@ -133,6 +133,12 @@ class StoreDataset(Dataset):
         return _Batch(b, len(indices))
 
 
+def as_stores(stores: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """The stores a loader function was given: one path, or a sequence of them (a path is not
+    read as a sequence of one-letter stores)."""
+    return [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
+
+
 def neuron_positions(ds: StoreDataset, areas, layers, neuron_ids) -> np.ndarray | None:
     """Neuron positions as ``static_loader`` selects them: ids in the order given, else area/layer."""
     if neuron_ids is not None:

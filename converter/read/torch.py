@@ -27,7 +27,7 @@ from .dataset import checked_root
 from .normalize import Normalizer, add_channels
 from .statistics import trial_statistics
 from .select import labels, one_store_per_key
-from .batches import DEFAULT_KEYS, StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask  # noqa: F401  (public here)
+from .batches import DEFAULT_KEYS, StoreDataset, SubsetSequentialSampler, Trial, as_stores, collate, neuron_positions, tier_mask  # noqa: F401  (public here)
 from .device import DeviceLoader, refuse_for_device
 
 class MouseDataset(StoreDataset):
@@ -154,7 +154,7 @@ class MouseDataset(StoreDataset):
 
 
 def loaders(
-    stores: Sequence[str | os.PathLike],
+    stores: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     batch_size: int,
     tier: str | None = None,
@@ -178,9 +178,9 @@ def loaders(
     (a tier absent from a store is left out).  Items hold ``images`` and ``responses``,
     plus ``behavior`` and ``pupil_center`` when included; behavior and pupil center also
     become extra image channels with ``add_behavior_as_channels`` / ``add_eye_pos_as_channels``.
-    ``neuron_ids`` and ``image_ids`` hold one list (or ``None``) per store; ``image_ids``
-    restricts the ``train`` tier to those images.  Other keyword arguments (``num_workers``,
-    ``multiprocessing_context``, ...) go to every `DataLoader`.
+    ``stores`` is one store or a list of them.  ``neuron_ids`` and ``image_ids`` hold one list
+    (or ``None``) per store; ``image_ids`` restricts the ``train`` tier to those images.  Other
+    keyword arguments (``num_workers``, ``multiprocessing_context``, ...) go to every `DataLoader`.
 
     With ``device`` (``"cuda"``, ``"cpu"``, ...) the loaders are `DeviceLoader` s instead: batches
     arrive on that device, normalised there, with the same values; no worker processes
@@ -189,6 +189,7 @@ def loaders(
     Sensorium 2023 stores get `converter.torch.video_loaders` (clips of ``frames`` frames,
     keyword arguments as there); the image-only options must then keep their defaults.
     """
+    stores = as_stores(stores)
     kind = kind_of(checked_root(stores[0], dataloader_kwargs.get("storage_options"))["attributes"]) if stores else None
     if kind is not None and kind.part("loaders") is not loaders:
         image_only = {"add_behavior_as_channels": add_behavior_as_channels is not True, "include_eye_position": include_eye_position,

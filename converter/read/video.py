@@ -25,7 +25,7 @@ from .dataset import checked_root
 from .normalize import Normalizer
 from .statistics import trial_statistics
 from .select import one_store_per_key
-from .batches import StoreDataset, SubsetSequentialSampler, Trial, collate, neuron_positions, tier_mask
+from .batches import StoreDataset, SubsetSequentialSampler, Trial, as_stores, collate, neuron_positions, tier_mask
 from .device import DeviceLoader, refuse_for_device
 
 
@@ -194,7 +194,7 @@ def _channels(video: np.ndarray, extra: list[np.ndarray]) -> np.ndarray:
 
 
 def video_loaders(
-    paths: Sequence[str | os.PathLike],
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
     batch_size: int,
     *,
     frames: int = 50,
@@ -215,10 +215,12 @@ def video_loaders(
 
     ``train`` is sampled at random, every other tier in order.  Items hold ``videos`` and
     ``responses``, plus ``behavior`` (also as video channels) and ``pupil_center`` (as
-    channels too with ``include_pupil_centers_as_channels``).  ``neuron_ids`` holds one list
+    channels too with ``include_pupil_centers_as_channels``).  ``paths`` is one store or a list
+    of them; ``neuron_ids`` holds one list
     of unit ids (or ``None``) per store.  Other keyword arguments go to every `DataLoader`.
     With ``device``, the loaders are `DeviceLoader` s: windows cut and normalised on the device.
     """
+    paths = as_stores(paths)
     if device is not None:
         refuse_for_device(dataloader_kwargs)
     keys = [contract.VIDEOS, "responses"]
