@@ -317,7 +317,11 @@ def write_flags(path, results: list[BlockResult], storage_options: dict | None =
     objects = {}
     for name in names:
         values = np.concatenate([r.flags[name] for r in results])
-        made = _zarr_objects(lambda s: zarr.open_array(s, mode="r+").__setitem__(..., values), {"zarr.json": metadata[f"{name}/zarr.json"]})
+
+        def fill(store: MemoryStore) -> None:
+            zarr.open_array(store, mode="r+")[...] = values
+
+        made = _zarr_objects(fill, {"zarr.json": metadata[f"{name}/zarr.json"]})
         objects.update({f"{name}/{k}": v for k, v in made.items()})
     write_objects(path, objects, storage_options)
 
@@ -332,8 +336,11 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
         attrs = {"checksum_of": contract.data_source(key), "derived": "CRC-32 of each source file"}
         if key in one_header:
             attrs[contract.NPY_HEADER] = base64.b64encode(next(iter(headers[key]))).decode()
-            made = _zarr_objects(lambda s: zarr.open_array(s, mode="r+").attrs.__setitem__(contract.NPY_HEADER, attrs[contract.NPY_HEADER]),
-                                 {"zarr.json": metadata[f"{key}/zarr.json"]})
+
+            def fill(store: MemoryStore) -> None:
+                zarr.open_array(store, mode="r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
+
+            made = _zarr_objects(fill, {"zarr.json": metadata[f"{key}/zarr.json"]})
             objects.update({f"{key}/{k}": v for k, v in made.items()})
         # each array made in a store of its own: no parent group (nor the root) is written
         # again, so a failure here never leaves a root zarr.json behind in object storage
