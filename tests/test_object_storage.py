@@ -155,6 +155,34 @@ def test_convert_into_s3(s3, make_dataset):
     assert converter.verify(src, "s3://data/out/m.zarr").ok
 
 
+def test_a_conversion_into_s3_puts_each_object_about_once(s3, make_dataset, monkeypatch):
+    """xarray and zarr-python write each array's metadata with about eight requests, one after
+    another (1,472 requests for this sample).  Staged in memory, the skeleton, flags and checksums
+    go out as rounds of PUTs: each object of the store is put about once, and existence checks
+    are few."""
+    import collections
+
+    import s3fs
+
+    endpoint, fs = s3
+    calls: collections.Counter = collections.Counter()
+    original = s3fs.S3FileSystem._call_s3
+
+    async def counting(self, method, *args, **kwargs):
+        calls[getattr(method, "__name__", str(method))] += 1
+        return await original(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counting)
+    src, url = make_dataset("sensorium", True), "s3://data/requests/m.zarr"
+    converter.convert(src, url, progress=False)
+    monkeypatch.undo()
+    objects = len(fs.find("data/requests/m.zarr"))
+    # beyond the store's objects: the root metadata twice (skeleton, end) and the lock and resume records
+    assert calls["put_object"] <= objects + 15, (calls, objects)
+    assert calls["head_object"] + calls["list_objects_v2"] <= 40, calls
+    assert converter.verify(src, url).ok
+
+
 @pytest.mark.parametrize("where", ["/responses/c/", "/checksums/data/responses"])  # a block's chunk we encode; zarr's final writes
 def test_interrupted_write_to_s3_is_invisible_then_resumes(s3, make_dataset, monkeypatch, disk_full, where):
     endpoint, fs = s3
