@@ -216,8 +216,8 @@ def video_loaders(
     ``train`` is sampled at random, every other tier in order.  Items hold ``videos`` and
     ``responses``, plus ``behavior`` (also as video channels) and ``pupil_center`` (as
     channels too with ``include_pupil_centers_as_channels``).  ``paths`` is one store or a list
-    of them; ``neuron_ids`` holds one list
-    of unit ids (or ``None``) per store.  Other keyword arguments go to every `DataLoader`.
+    of them; ``neuron_ids`` holds one list of unit ids (or ``None``) per store.  Other keyword
+    arguments go to every `DataLoader`.
     With ``device``, the loaders are `DeviceLoader` s: windows cut and normalised on the device.
     """
     paths = as_stores(paths)

@@ -37,7 +37,7 @@ from .. import contract, zarrlite
 from ..errors import SourceError
 from ..source import Source, read_trials
 from ..source.npy import NpyHeader
-from ..storage import child, filesystem, open_array, read_bytes, read_objects, renames, write_bytes, write_objects
+from ..storage import child, filesystem, open_array, read_objects, renames, write_bytes, write_objects
 from .layout import DataVar, row_copy, write_chunks
 
 
@@ -374,11 +374,9 @@ def finalize(path, attrs: dict, storage_options: dict | None = None) -> None:
     fs, root = filesystem(path, storage_options)
     fs.invalidate_cache(root)
     root = root.rstrip("/")
-    found = [f for f in fs.find(root) if f.rsplit("/", 1)[-1] == "zarr.json"]
-    nodes = {f[len(root) + 1 : -len("/zarr.json")]: json.loads(data) for f, data in fs.cat(found).items() if f != f"{root}/zarr.json"}
-    try:
-        top = json.loads(read_bytes(child(path, "zarr.json"), storage_options))
-    except FileNotFoundError:  # object storage: hidden until now (`ObjectStoreState`)
-        top = {"attributes": {}, "zarr_format": 3, "consolidated_metadata": None, "node_type": "group"}
+    found = [f[len(root) + 1 :] for f in fs.find(root) if f.rsplit("/", 1)[-1] == "zarr.json"]
+    nodes = {rel.removesuffix("zarr.json").rstrip("/"): json.loads(data) for rel, data in read_objects(path, found, storage_options).items()}
+    # in object storage the root is hidden until now (`ObjectStoreState`)
+    top = nodes.pop("", None) or {"attributes": {}, "zarr_format": 3, "consolidated_metadata": None, "node_type": "group"}
     top["attributes"] = {**top.get("attributes", {}), **attrs}
     write_bytes(child(path, "zarr.json"), zarrlite.consolidate(top, nodes), storage_options)
