@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import StoreError
 from .sample_video import video_tiers, video_sample_name, write_video_sample
-from .storage import check_creatable, first_missing
+from .storage import check_creatable, discard_zip, first_missing
 
 COMPETITIONS = ("none", "sensorium", "sensorium+")
 _SESSION = {"none": 1, "sensorium": 2, "sensorium+": 3}
@@ -144,8 +144,7 @@ class _Out:
 
     def discard(self) -> None:
         if self.zf is not None:
-            self.zf.close()
-            self.path.unlink(missing_ok=True)
+            discard_zip(self.zf, self.path)
         else:
             shutil.rmtree(self.path, ignore_errors=True)
 

@@ -13,6 +13,7 @@ storage cannot rename at all.  `renames` says which; the conversion state
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 from .errors import StoreError
@@ -112,6 +113,20 @@ def first_missing(path: Location) -> Path | None:
     if base is None or base.exists():
         return None
     return next(p for p in [base, *base.parents] if not p.exists() and p.parent.exists())
+
+
+def discard_zip(zf: zipfile.ZipFile, path: Path) -> None:
+    """Close ``zf``, a zip being written to the local ``path``, and delete it, at any point of its
+    writing: also after a Ctrl-C that landed inside `zipfile.ZipFile.open`."""
+    try:
+        zf.close()
+    except ValueError:
+        # The interrupt came after ZipFile.open marked a member as being written and before it returned
+        # the member's handle, so no handle can ever be closed and ZipFile.close refuses.  The file is
+        # thrown away: only the flag stands between it and being closed.
+        zf._writing = False
+        zf.close()
+    path.unlink(missing_ok=True)
 
 
 def make_folder(path: Location) -> None:

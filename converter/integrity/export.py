@@ -22,7 +22,7 @@ from .. import contract
 from ..errors import StorageError, StoreError
 from ..progress import Progress
 from ..source.npy import parse_header
-from ..storage import check_creatable, first_missing, open_group
+from ..storage import check_creatable, discard_zip, first_missing, open_group
 from ..write.layout import blocks, to_file_order
 from ..schema import manifest, read_root
 from .report import Pieces, VerifyReport, block_trials, damaged, other_files, row_bits  # noqa: F401
@@ -185,8 +185,7 @@ def export(dest: str | os.PathLike, out: str | os.PathLike, *, as_zip: bool = Fa
                 raise StoreError(f"{dest}: {rel} does not rebuild to the source file (CRC-32 mismatch); run verify")
     except BaseException:
         if zf is not None:
-            zf.close()
-            partial.unlink(missing_ok=True)
+            discard_zip(zf, partial)
         else:
             shutil.rmtree(partial, ignore_errors=True)
         if created is not None:
