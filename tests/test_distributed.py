@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import converter
 
-from .conftest import upload_mice
-from .conftest import run_cli
+from .conftest import run_cli, sigint_as_at_a_terminal, upload_mice
 
 distributed = pytest.importorskip("distributed")
 
@@ -36,15 +36,17 @@ def scheduler(tmp_path_factory):
         while not info.exists() and time.monotonic() < end:
             time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
+        slow = {**os.environ, "SENSORIUM_ZARR_SLOW_BLOCKS": str(d / "slow")}  # see tests/slow_blocks.py
         for _ in range(2):
             procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--no-nanny", "--memory-limit", "2GB"], cwd=d,
+                                           "--no-dashboard", "--no-nanny", "--memory-limit", "2GB",
+                                           "--preload", str(Path(__file__).with_name("slow_blocks.py"))], cwd=d, env=slow,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with distributed.Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
             pids = set(client.run(os.getpid).values())
         assert os.getpid() not in pids and len(pids) == 2
-        yield address, pids
+        yield address, pids, d / "slow"
     finally:
         # ended as a user ends a cluster (workers, then the scheduler), not as the default client, so
         # that no dask setting outlives it in this process.  The workers run without a nanny, which
@@ -75,7 +77,7 @@ def mice(make_dataset, tmp_path):
 
 
 def test_convert_all_on_separate_scheduler_and_workers(scheduler, mice, make_dataset, tmp_path):
-    address, worker_pids = scheduler
+    address, worker_pids, _ = scheduler
     src, broken = mice
     out = tmp_path / "out"
     r = run_cli("convert-all", src, out, "--scheduler", address)
@@ -98,7 +100,7 @@ def test_convert_all_on_separate_scheduler_and_workers(scheduler, mice, make_dat
 
 
 def test_convert_all_converts_a_dataset_found_as_zip_and_folder_once(scheduler, make_dataset, tmp_path):
-    address, _ = scheduler
+    address, *_ = scheduler
     src = tmp_path / "src"
     src.mkdir()
     zipped, folder = make_dataset("none", True, seed=12), make_dataset("none", False, seed=12)
@@ -113,8 +115,8 @@ def test_convert_all_converts_a_dataset_found_as_zip_and_folder_once(scheduler, 
     assert converter.verify(folder, tmp_path / "out" / f"{folder.name}.zarr").ok
 
 
-def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch, disk_full):
-    address, _ = scheduler
+def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, monkeypatch, disk_full, capsys):
+    address, *_ = scheduler
     src = tmp_path / "src"
     shutil.copytree(make_dataset("none", False, seed=6), src / make_dataset("none", False, seed=6).name)
     dest = tmp_path / "out" / f"{make_dataset('none', False, seed=6).name}.zarr"
@@ -123,8 +125,12 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
         converter.convert(make_dataset("none", False, seed=6), dest)
     monkeypatch.undo()
     assert (dest.parent / f"{dest.name}.incomplete" / "state" / "plan.json").exists()
-    rows = converter.convert_all(src, tmp_path / "out", scheduler=address)
+    capsys.readouterr()
+    rows = converter.convert_all(src, tmp_path / "out", scheduler=address, progress=True)
     assert [r.status for r in rows] == ["converted"]
+    # the bar is fed from the worker that converts the mouse, the blocks done before included
+    drawn = [line.split("]")[1].split()[0] for line in capsys.readouterr().err.split("\r") if line.startswith("convert-all [")]
+    assert drawn[-1] == "100.0%" and drawn == sorted(drawn, key=lambda x: float(x.rstrip("%"))), drawn
     assert converter.verify(make_dataset("none", False, seed=6), dest).ok
     assert not (dest.parent / f"{dest.name}.incomplete").exists()
 
@@ -132,7 +138,7 @@ def test_convert_all_resumes_a_partial_store(scheduler, make_dataset, tmp_path, 
 def test_one_source_into_two_stores_at_once_on_one_client(scheduler, make_dataset, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    address, _ = scheduler
+    address, *_ = scheduler
     src = make_dataset("none", False, seed=11)
     with distributed.Client(address) as client, ThreadPoolExecutor(2) as pool:
         jobs = [pool.submit(converter.convert, src, tmp_path / f"{i}.zarr", executor=client, progress=False) for i in (1, 2)]
@@ -141,7 +147,7 @@ def test_one_source_into_two_stores_at_once_on_one_client(scheduler, make_datase
 
 
 def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_dataset):
-    address, _ = scheduler
+    address, *_ = scheduler
     endpoint, fs = s3
     opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}  # travel with the tasks
     mice = upload_mice(fs, "data/cluster-in", make_dataset, (("none", False, 9), ("sensorium", True, 10)))
@@ -149,3 +155,43 @@ def test_convert_all_between_s3_folders_on_separate_workers(scheduler, s3, make_
     assert [r.status for r in rows] == ["converted", "converted"], rows
     for p in mice:
         assert converter.verify(p, f"s3://data/cluster-out/{p.name.removesuffix('.zip')}.zarr", storage_options=opts).ok
+
+
+def test_ctrl_c_stops_the_mice_the_workers_convert_and_a_rerun_resumes(scheduler, make_dataset, tmp_path):
+    import fcntl
+    import signal
+
+    address, _, slow = scheduler
+    src = make_dataset("none", False, seed=13, trials=2100, neurons=30, image_shape=(24, 32))  # three blocks
+    (tmp_path / "in").mkdir()
+    shutil.copytree(src, tmp_path / "in" / src.name)
+    dest = tmp_path / "out" / f"{src.name}.zarr"
+    state = dest.with_name(dest.name + ".incomplete") / "state"
+    slow.touch()  # each block takes 1.5 s: the conversion is still running when the Ctrl-C comes
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "converter.cli", "convert-all", str(tmp_path / "in"),
+                                 str(tmp_path / "out"), "--scheduler", address, "--quiet"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_at_a_terminal)
+        end = time.monotonic() + 120
+        while not (state / "plan.json").exists() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and err.endswith("run the same command again to resume\n"), err
+        # the mouse's task on a worker holds the store's lock until it stops: at its next finished block
+        with open(state / "lock", "rb") as lock:
+            end = time.monotonic() + 60
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < end, "the worker kept converting after the Ctrl-C"
+                    time.sleep(0.05)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        assert not dest.exists() and len(list((state / "blocks").glob("*.json"))) < 3  # stopped, not finished
+    finally:
+        slow.unlink()
+    rows = converter.convert_all(tmp_path / "in", tmp_path / "out", scheduler=address)
+    assert [r.status for r in rows] == ["converted"]
+    assert converter.verify(src, dest).ok and not state.parent.exists()

@@ -1,9 +1,12 @@
 """``convert-all``: every dataset of a folder, on a dask.distributed cluster.
 
-Mice are converted one after another; the blocks of each are spread over all workers, so
-several workers write one mouse in parallel (blocks own disjoint chunks).  A store that is
-already complete and valid is skipped; a partial one resumes; one failure does not stop
-the others.
+The client only decides and waits: every mouse is planned, then converted, by a task on a
+worker, all mice at once.  A mouse's task spreads its blocks of trials over the whole
+cluster from there (`distributed.worker_client`), so several workers write one mouse in
+parallel (blocks own disjoint chunks), and the serial parts of each mouse (its plan, the
+store's skeleton, the final metadata) run beside the others' instead of one after another
+in the client.  A store that is already complete and valid is skipped; a partial one
+resumes; one failure does not stop the others.
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ import os
 import signal
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import SourceError, StorageError, StoreError
 from ..schema import validate
 from ..progress import Progress
 from ..source import open_source
-from ..storage import Location, check_creatable, check_store_dest, child, exists, filesystem, listing, make_folder, name, tree_bytes
+from ..storage import (Location, check_creatable, check_store_dest, child, exists, filesystem, listing, make_folder, name,
+                       portable, tree_bytes)
+from . import executors
 from .convert import run_planned
-from .plan import plan
+from .plan import Plan, plan
 
 
 def discover(src_dir: Location, storage_options: dict | None = None) -> list[Location]:
@@ -113,6 +120,104 @@ class MouseResult:
         return f"{self.status}: {self.reason}" if self.reason else self.status
 
 
+STOP_SECONDS = 60  # the longest a stopped run waits for its mice to stop: each stops at its next finished block
+
+
+class _Stopped(Exception):
+    """The client has gone (an error, a Ctrl-C): a mouse still converting on a worker stops."""
+
+
+class _Relay(Progress):
+    """The progress of one mouse converted on a worker: sent to the client's bar, and where the
+    mouse stops once the client has set ``stop``."""
+
+    def __init__(self, stop, queue) -> None:
+        super().__init__(1, "", enabled=False)
+        self.stop, self.queue = stop, queue
+
+    def __call__(self, n: int = 1) -> None:
+        if self.queue is not None:
+            self.queue.put(n)
+        if self.stop.is_set():
+            raise _Stopped
+
+
+def _spread(task, blocks, progress) -> Iterator:
+    """The executor of a mouse converted on a worker: its blocks go to the whole cluster, and
+    while they run this task's thread leaves the worker's pool, free for them."""
+    from distributed import worker_client
+
+    with worker_client() as client:
+        yield from executors.dask(client)(task, blocks, progress)
+
+
+def _plan_mouse(src: Location, storage_options: dict | None) -> Plan | str:
+    """On a worker: the plan of one dataset, or the one line that says why it cannot be converted."""
+    try:
+        with contextlib.closing(open_source(src, storage_options)) as source:
+            return plan(source)
+    except (SourceError, StoreError, OSError) as e:
+        return str(e)
+
+
+def _convert_mouse(src: Location, p: Plan, dest: Location, storage_options: dict | None, stop, queue) -> tuple:
+    """On a worker: one planned dataset into its store; ``(status, reason, size in bytes, seconds)``."""
+    start = time.perf_counter()
+    try:
+        if stop.is_set():  # started after the client stopped the run
+            raise _Stopped
+        with contextlib.closing(open_source(src, storage_options)) as source:
+            run_planned(source, p, dest, executor=_spread, progress=_Relay(stop, queue), storage_options=storage_options)
+        return "converted", "", tree_bytes(dest, storage_options), time.perf_counter() - start
+    except (SourceError, StoreError, OSError) as e:
+        return "failed", str(e), None, time.perf_counter() - start
+    except _Stopped:
+        return "failed", "stopped", None, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _relayed(client, bar: Progress):
+    """What the mice's tasks need: an event that stops them, and, when ``bar`` is drawn, a queue
+    for their progress, drained into it here by a thread."""
+    from distributed import Event, Queue
+
+    run = uuid.uuid4().hex[:12]
+    stop = Event(f"sensorium-zarr-stop-{run}", client=client)
+    queue = Queue(f"sensorium-zarr-progress-{run}", client=client) if bar.enabled else None
+    finished = threading.Event()
+
+    def drain() -> None:
+        while not finished.is_set():
+            try:
+                bar(queue.get(timeout=0.2))
+            except TimeoutError:
+                pass
+
+    reader = threading.Thread(target=drain, daemon=True, name="sensorium-zarr-progress") if queue is not None else None
+    if reader is not None:
+        reader.start()
+    try:
+        yield stop, queue
+    finally:
+        finished.set()
+        if reader is not None:
+            reader.join()
+            with contextlib.suppress(Exception):
+                bar(sum(queue.get(batch=True)))  # what came after the thread's last look
+                queue.close()
+
+
+def _stop(client, futures: list, stop) -> None:
+    """Stop the mice still converting (each at its next finished block) and wait until they have:
+    a worker closed under a running mouse would print its client's errors."""
+    from distributed import wait
+
+    with contextlib.suppress(Exception):
+        stop.set()
+        wait(futures, timeout=STOP_SECONDS)
+    client.cancel(futures)
+
+
 def convert_all(
     src_dir: Location,
     dest_dir: Location,
@@ -127,7 +232,8 @@ def convert_all(
     Parameters
     ----------
     src_dir, dest_dir : str or os.PathLike
-        Local folders or URLs (``s3://...``; ``storage_options`` go to fsspec).
+        Local folders or URLs (``s3://...``; ``storage_options`` go to fsspec).  Every worker
+        reads the sources and writes the stores itself: they must be reachable from each.
     scheduler : str, optional
         Address of a running dask scheduler (e.g. ``tcp://host:8786``); by default a local
         cluster of ``workers`` processes (one per core) is started.
@@ -145,41 +251,67 @@ def convert_all(
     check_creatable(dest_dir)
     sources = discover(src_dir, so)
     folders = {_name(s) for s in sources if not name(s).lower().endswith(".zip")}
-    with contextlib.ExitStack() as opened:  # each source stays open from its plan to its conversion
-        rows, todo, total = [], [], 0
-        for src in sources:
-            dest = child(dest_dir, f"{_name(src)}.zarr")
-            row = MouseResult(_name(src))
-            rows.append(row)
-            if name(src).lower().endswith(".zip") and _name(src) in folders:  # unzipped beside its zip: once, from the folder
-                row.mouse, row.status, row.reason = f"{_name(src)}.zip", "skipped", f"the same dataset as the folder {_name(src)}/"
+    rows, todo = [], []
+    for src in sources:
+        dest = child(dest_dir, f"{_name(src)}.zarr")
+        row = MouseResult(_name(src))
+        rows.append(row)
+        if name(src).lower().endswith(".zip") and _name(src) in folders:  # unzipped beside its zip: once, from the folder
+            row.mouse, row.status, row.reason = f"{_name(src)}.zip", "skipped", f"the same dataset as the folder {_name(src)}/"
+            continue
+        try:
+            if exists(child(dest, "zarr.json"), so):
+                attrs = validate(dest, so)["attributes"]
+                row.trials, row.neurons, row.size_bytes, row.status = attrs["n_trials"], attrs["n_neurons"], tree_bytes(dest, so), "complete"
                 continue
-            try:
-                if exists(child(dest, "zarr.json"), so):
-                    attrs = validate(dest, so)["attributes"]
-                    row.trials, row.neurons, row.size_bytes, row.status = attrs["n_trials"], attrs["n_neurons"], tree_bytes(dest, so), "complete"
-                    continue
-                check_store_dest(dest, src)
-                source = open_source(src, so)
-                opened.enter_context(contextlib.closing(source))
-                p = plan(source)  # once: the conversion below takes this plan
-                row.trials, row.neurons = p.n_trials, p.n_neurons
-                total += p.n_trials * len(p.data_vars)
-                todo.append((source, p, dest, row))
-            except (SourceError, StoreError, OSError) as e:
-                row.status, row.reason = "failed", str(e)
-        if todo:
-            with _client(scheduler, workers) as client, Progress(total, "convert-all", progress) as bar:
+            check_store_dest(dest, src)
+            todo.append((portable(src), portable(dest), row))
+        except (SourceError, StoreError, OSError) as e:
+            row.status, row.reason = "failed", str(e)
+    if todo:
+        with _client(scheduler, workers) as client:
+            run = uuid.uuid4().hex[:12]  # task keys unique per run: two runs may share a scheduler
+            ready = _plan_all(client, todo, so, run)
+            if ready:
                 make_folder(dest_dir)  # only once the cluster is there: a failed start leaves nothing
-                for source, p, dest, row in todo:
-                    t = time.perf_counter()
-                    try:
-                        run_planned(source, p, dest, executor=client, progress=bar, storage_options=so)
-                        row.status, row.size_bytes = "converted", tree_bytes(dest, so)
-                    except (SourceError, StoreError, OSError) as e:
-                        row.status, row.reason = "failed", str(e)
-                    row.seconds = time.perf_counter() - t
-        return rows
+                _convert_planned(client, ready, so, run, progress)
+    return rows
+
+
+def _plan_all(client, todo: list, storage_options: dict | None, run: str) -> list:
+    """Every mouse of ``todo`` planned at once on the workers; those that can be converted, with
+    their plans (the others' rows say why not)."""
+    planned = [client.submit(_plan_mouse, src, storage_options, key=f"convert-all-plan-{row.mouse}-{run}", pure=False)
+               for src, _, row in todo]
+    try:
+        plans = client.gather(planned)
+    finally:
+        client.cancel(planned)
+    ready = []
+    for (src, dest, row), p in zip(todo, plans):
+        if isinstance(p, str):
+            row.status, row.reason = "failed", p
+        else:
+            row.trials, row.neurons = p.n_trials, p.n_neurons
+            ready.append((src, p, dest, row))
+    return ready
+
+
+def _convert_planned(client, ready: list, storage_options: dict | None, run: str, progress: bool | None) -> None:
+    """Every planned mouse converted at once on the workers, its row filled in as it ends."""
+    from distributed import as_completed
+
+    total = sum(p.n_trials * len(p.data_vars) for _, p, _, _ in ready)
+    with Progress(total, "convert-all", progress) as bar, _relayed(client, bar) as (stop, queue):
+        futures = {client.submit(_convert_mouse, src, p, dest, storage_options, stop, queue,
+                                 key=f"convert-all-{row.mouse}-{run}", pure=False): row for src, p, dest, row in ready}
+        try:
+            for future in as_completed(list(futures)):
+                row = futures[future]
+                row.status, row.reason, row.size_bytes, row.seconds = future.result()
+        except BaseException:
+            _stop(client, list(futures), stop)
+            raise
 
 
 def format_summary(rows: list[MouseResult]) -> str:
