@@ -1,7 +1,7 @@
 """Preloaded into the workers of tests/test_distributed.py's cluster (``dask worker --preload``).
 
 While the file named by ``SENSORIUM_ZARR_SLOW_BLOCKS`` exists, every block of trials a worker
-writes first waits 1.5 s: long enough for a test to interrupt the client mid-conversion.
+writes first waits 1 s: long enough for a test to interrupt the client mid-conversion.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _write_block = getattr(executors.write_block, "__wrapped__", executors.write_blo
 @functools.wraps(_write_block)
 def _slow_write_block(*args, **kwargs):
     if _FLAG.exists():
-        time.sleep(1.5)
+        time.sleep(1.0)
     return _write_block(*args, **kwargs)
 
 

@@ -162,12 +162,12 @@ def test_ctrl_c_stops_the_mice_the_workers_convert_and_a_rerun_resumes(scheduler
     import signal
 
     address, _, slow = scheduler
-    src = make_dataset("none", False, seed=13, trials=2100, neurons=30, image_shape=(24, 32))  # three blocks
+    src = make_dataset("none", False, seed=13, trials=1100, neurons=30, image_shape=(24, 32))  # two blocks, one per worker
     (tmp_path / "in").mkdir()
     shutil.copytree(src, tmp_path / "in" / src.name)
     dest = tmp_path / "out" / f"{src.name}.zarr"
     state = dest.with_name(dest.name + ".incomplete") / "state"
-    slow.touch()  # each block takes 1.5 s: the conversion is still running when the Ctrl-C comes
+    slow.touch()  # each block takes 1 s: the conversion is still running when the Ctrl-C comes
     try:
         proc = subprocess.Popen([sys.executable, "-m", "converter.cli", "convert-all", str(tmp_path / "in"),
                                  str(tmp_path / "out"), "--scheduler", address, "--quiet"], stdout=subprocess.PIPE,
@@ -189,7 +189,7 @@ def test_ctrl_c_stops_the_mice_the_workers_convert_and_a_rerun_resumes(scheduler
                     assert time.monotonic() < end, "the worker kept converting after the Ctrl-C"
                     time.sleep(0.05)
             fcntl.flock(lock, fcntl.LOCK_UN)
-        assert not dest.exists() and len(list((state / "blocks").glob("*.json"))) < 3  # stopped, not finished
+        assert not dest.exists() and len(list((state / "blocks").glob("*.json"))) < 2  # stopped, not finished
     finally:
         slow.unlink()
     rows = converter.convert_all(tmp_path / "in", tmp_path / "out", scheduler=address)
