@@ -108,6 +108,13 @@ def _zarr_objects(fill: Callable[[MemoryStore], object], initial: dict[str, byte
     return {k: data for k, v in held.items() if (data := v.to_bytes()) != initial.get(k)}
 
 
+def _array_objects(rel: str, fill: Callable[[MemoryStore], object], metadata: bytes | None = None) -> dict[str, bytes]:
+    """`_zarr_objects` of ``fill`` on the array at ``rel`` of the store (its ``zarr.json`` is
+    ``metadata`` when it exists already), named from the store's root."""
+    made = _zarr_objects(fill, None if metadata is None else {"zarr.json": metadata})
+    return {f"{rel}/{k}": v for k, v in made.items()}
+
+
 def create_skeleton(
     path: Path,
     data_vars: dict[str, DataVar],
@@ -321,8 +328,7 @@ def write_flags(path, results: list[BlockResult], storage_options: dict | None =
         def fill(store: MemoryStore) -> None:
             zarr.open_array(store, mode="r+")[...] = values
 
-        made = _zarr_objects(fill, {"zarr.json": metadata[f"{name}/zarr.json"]})
-        objects.update({f"{name}/{k}": v for k, v in made.items()})
+        objects.update(_array_objects(name, fill, metadata[f"{name}/zarr.json"]))
     write_objects(path, objects, storage_options)
 
 
@@ -340,13 +346,11 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
             def fill(store: MemoryStore) -> None:
                 zarr.open_array(store, mode="r+").attrs[contract.NPY_HEADER] = attrs[contract.NPY_HEADER]
 
-            made = _zarr_objects(fill, {"zarr.json": metadata[f"{key}/zarr.json"]})
-            objects.update({f"{key}/{k}": v for k, v in made.items()})
+            objects.update(_array_objects(key, fill, metadata[f"{key}/zarr.json"]))
         # each array made in a store of its own: no parent group (nor the root) is written
         # again, so a failure here never leaves a root zarr.json behind in object storage
-        made = _zarr_objects(lambda s: zarr.create_array(s, data=crc, chunks=(min(len(crc), 65536),), **SMALL,
-                                                         dimension_names=(contract.TRIAL,), attributes=attrs, zarr_format=3))
-        objects.update({f"{contract.checksums_path(key)}/{k}": v for k, v in made.items()})
+        objects.update(_array_objects(contract.checksums_path(key), lambda s: zarr.create_array(
+            s, data=crc, chunks=(min(len(crc), 65536),), **SMALL, dimension_names=(contract.TRIAL,), attributes=attrs, zarr_format=3)))
     write_objects(path, objects, storage_options)
 
 
