@@ -258,8 +258,9 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
         dest = work / f"memory-{k}.zarr"
         shutil.rmtree(dest, ignore_errors=True)
         stores.append(converter.convert(m, dest, progress=False))
-    tiny = [converter.convert(dataset(data, 60, 40, "float32", seed=k), work / f"memory-tiny-{k}.zarr", overwrite=True, progress=False)
-            for k in range(len(mice))]
+    tiny = stores if size == "tiny" else [
+        converter.convert(dataset(data, 60, 40, "float32", seed=k), work / f"memory-tiny-{k}.zarr", overwrite=True, progress=False)
+        for k in range(len(mice))]
     rows += W.loader_memory("float32 images", stores, tiny, sum(W.source_bytes(m) for m in mice) / 1e6)
     info = machine()
     met = targets(rows)

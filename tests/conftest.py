@@ -102,6 +102,12 @@ def make_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def four_blocks(tmp_path_factory):
+    """A dataset of four write blocks (small images keep it quick)."""
+    return converter.make_sample(tmp_path_factory.mktemp("big"), trials=4000, neurons=30, image_shape=(24, 32))
+
+
+@pytest.fixture(scope="session")
 def make_store(make_dataset, tmp_path_factory):
     """Factory: the store converted from ``make_dataset(...)`` with the same arguments."""
     cache: dict[tuple, Path] = {}

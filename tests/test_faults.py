@@ -180,12 +180,12 @@ def test_a_reader_meets_the_replacement_of_its_store(two_blocks, tmp_path):
     assert converter.verify(other, dest).ok
 
 
-def test_a_failing_record_stops_the_blocks_still_queued(make_dataset, tmp_path, monkeypatch):
+def test_a_failing_record_stops_the_blocks_still_queued(four_blocks, tmp_path, monkeypatch):
     import errno
 
     from converter.write.state import LocalState
 
-    src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
+    src = four_blocks
     dest = tmp_path / "m.zarr"
 
     def full(self, r):
@@ -198,10 +198,10 @@ def test_a_failing_record_stops_the_blocks_still_queued(make_dataset, tmp_path, 
     assert not (tmp_path / "m.zarr.incomplete" / "store" / "responses" / "c" / "2").exists()
 
 
-def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(tmp_path):
+def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(four_blocks, tmp_path):
     import signal
 
-    src = converter.make_sample(tmp_path / "src", trials=4000, neurons=30, image_shape=(24, 32))
+    src = four_blocks
     dest, flag = tmp_path / "m.zarr", tmp_path / "flag"
     proc = start("converter.write.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=2)
     wait_paused(proc, flag)  # block 1 is done, block 2 is running, blocks 3 and 4 are queued

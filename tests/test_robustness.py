@@ -31,12 +31,6 @@ from .conftest import run_cli
 
 
 @pytest.fixture(scope="session")
-def four_blocks(tmp_path_factory):
-    """A dataset of four write blocks (small images keep it quick)."""
-    return converter.make_sample(tmp_path_factory.mktemp("big"), trials=4000, neurons=30, image_shape=(24, 32))
-
-
-@pytest.fixture(scope="session")
 def reference_store(four_blocks, tmp_path_factory):
     return converter.convert(four_blocks, tmp_path_factory.mktemp("ref") / "ref.zarr", progress=False)
 
