@@ -264,12 +264,12 @@ def test_killed_after_the_skeleton_in_s3_then_rerun(s3, two_blocks, tmp_path):
 
 
 def test_video_scan_killed_after_its_first_block_then_rerun(make_dataset, tmp_path):
-    """Clips of 17.7 MB make write blocks of 16 trials: a 40-trial 2023 scan is three blocks."""
+    """Clips of 17.7 MB make write blocks of 16 trials: a 20-trial 2023 scan is two blocks."""
     from converter.write import layout
 
     from .conftest import CLIPS
 
-    src = make_dataset(**{**CLIPS, "frames": 120, "video_shape": (144, 256)})
+    src = make_dataset(**{**CLIPS, "trials": 20, "frames": 120, "video_shape": (144, 256)})
     assert layout.block_trials(144 * 256 * 120 * 4 + (30 + 4) * 120 * 4) == 16
     reference = converter.convert(src, tmp_path / "ref.zarr", progress=False)
     dest = tmp_path / "m.zarr"
