@@ -394,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     global _interrupts
     _interrupts = _Interrupts()
-    _preload(args.command)
     try:
+        _refuse_early(args)
+        _preload(args.command)
         _startup.end()
         with _interrupts:
             return args.func(args)
@@ -432,6 +433,14 @@ _COMMAND_MODULES = {
     "verify": (".integrity.verify", ".integrity.export"), "export": (".integrity.export",), "validate": (".schema",),
     "info": (".read.dataset",), "score": (".read.dataset", ".read.score"), "show": (".read.dataset", ".read.plot"),
 }
+
+
+def _refuse_early(args) -> None:
+    """Refusals that need none of the command's heavy modules, told before they are imported."""
+    if args.command == "convert":
+        from .storage import check_store_dest
+
+        check_store_dest(_loc(args.dest), _loc(args.src))
 
 
 def _preload(command: str) -> None:

@@ -83,6 +83,14 @@ def test_convert_refuses_every_dest_that_cannot_be_a_store_and_leaves_nothing(mo
         assert snapshot(tmp_path, folder.parent, zipped.parent) == before, name  # nothing left behind, anywhere
 
 
+def test_a_dest_that_cannot_be_a_store_is_refused_before_the_conversion_imports_anything_heavy(mouse, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    code = ("import sys; from converter import cli; rc = cli.main(['convert', sys.argv[1], sys.argv[2]]); "
+            "print(rc, *[m for m in ('numpy', 'zarr', 'xarray', 'dask') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code, str(mouse[1]), str(tmp_path / "notes.txt")], capture_output=True, text=True)
+    assert r.stdout.split() == ["2"] and "notes.txt: exists and is not a Zarr store" in r.stderr, (r.stdout, r.stderr)
+
+
 def test_the_python_api_refuses_the_same_in_one_line(mouse, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(converter.StoreError, match="is not a Zarr store"):
