@@ -112,6 +112,32 @@ def test_disk_full_then_resume(make_dataset, tmp_path, monkeypatch, capsys, disk
     assert converter.verify(src, dest).ok and not (tmp_path / "m.zarr.incomplete").exists()
 
 
+def test_a_source_changed_between_an_interrupted_run_and_its_rerun_is_converted_afresh(tmp_path, monkeypatch):
+    """The rerun must not reuse blocks written from the files as they were: the source's identity
+    (every file's size and time) no longer matches the recorded plan, so the work starts over."""
+    import numpy as np
+
+    from converter.write.state import LocalState
+
+    src = converter.make_sample(tmp_path / "src", trials=1100, neurons=30, image_shape=(24, 32))  # two write blocks
+    dest, saved = tmp_path / "m.zarr", LocalState.save_block
+
+    def full_after_the_first(self, r):
+        if r.block.start:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved(self, r)
+
+    monkeypatch.setattr(LocalState, "save_block", full_after_the_first)
+    with pytest.raises(converter.StorageError):
+        converter.convert(src, dest, executor=1, progress=False)
+    monkeypatch.undo()
+    assert list((tmp_path / "m.zarr.incomplete" / "state" / "blocks").glob("*.json"))  # a block to resume from
+    for f in (src / "data" / "responses").glob("*.npy"):  # new values, same shapes and sizes
+        np.save(f, np.load(f) + 1)
+    converter.convert(src, dest, progress=False)
+    assert converter.verify(src, dest).ok
+
+
 def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, monkeypatch, capsys):
     import converter.write.store as store_module
 

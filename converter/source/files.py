@@ -106,6 +106,7 @@ class FolderSource(Source):
         self.root = Path(root).absolute()  # workers in other processes may have another cwd
         self.canonical = str(self.root.resolve())
         self.name = Path(self.canonical).name
+        self._stats: list[tuple[str, int, int]] | None = None  # filled by `tree`
 
     def read(self, rel: str) -> bytes:
         try:
@@ -154,35 +155,39 @@ class FolderSource(Source):
         return out
 
     def tree(self) -> dict[str, set[str]]:
+        """The folders and their entries; on the way, the ``(path, size, mtime)`` of every file
+        (one ``lstat`` each, which also finds symbolic links), for `identity`."""
         out: dict[str, set[str]] = {}
+        stats = []
         self.skipped = []
         for dirpath, dirnames, filenames in _walk(self.root, self.skipped):
-            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == "." else rel
             for name in dirnames + filenames:
-                if os.path.islink(os.path.join(dirpath, name)):
-                    raise SourceError(self.where(f"{rel}/{name}".lstrip("/")), "is a symbolic link")
-            out[rel] = set(dirnames) | set(filenames)
+                st = os.lstat(os.path.join(dirpath, name))
+                if stat.S_ISLNK(st.st_mode):
+                    raise SourceError(self.where(f"{rel.replace(os.sep, '/')}/{name}".lstrip("/")), "is a symbolic link")
+                if not stat.S_ISDIR(st.st_mode):
+                    stats.append((os.path.join(rel, name), st.st_size, st.st_mtime_ns))
+            out[rel.replace(os.sep, "/")] = set(dirnames) | set(filenames)
+        self._stats = sorted(stats)
         return out
 
-    @functools.cached_property
-    def _stats(self) -> list[tuple[str, int, int]]:
+    @property
+    def _file_stats(self) -> list[tuple[str, int, int]]:
         """``(path, size, mtime)`` of every file, taken once per opened source."""
-        out = []
-        for dirpath, _, filenames in _walk(self.root):
-            for name in filenames:
-                st = os.stat(os.path.join(dirpath, name))
-                out.append((os.path.relpath(os.path.join(dirpath, name), self.root), st.st_size, st.st_mtime_ns))
-        return sorted(out)
+        if self._stats is None:
+            self.tree()
+        return self._stats
 
     def identity(self) -> str:
         h = hashlib.sha256(str(self.root.resolve()).encode())
-        for rel, size, mtime in self._stats:
+        for rel, size, mtime in self._file_stats:
             h.update(f"{rel}\t{size}\t{mtime}\n".encode())
         return h.hexdigest()
 
     def declared_bytes(self) -> int:
-        return sum(size for _, size, _ in self._stats)
+        return sum(size for _, size, _ in self._file_stats)
 
     def __reduce__(self):
         return (FolderSource, (self.root,))
