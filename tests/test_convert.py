@@ -268,6 +268,24 @@ def test_open_mouse_chunks_and_coordinates(make_store):
         xr.testing.assert_identical(a.compute().drop_encoding(), plain.compute().drop_encoding())
 
 
+def test_a_folder_sources_identity_is_the_digest_that_stores_record(make_dataset):
+    """Each store records its source's identity, and a rerun finds the store complete only when it
+    is unchanged: the digest of the resolved folder, then of every file's path, size and time."""
+    import hashlib
+
+    from converter.source import open_source
+
+    src = make_dataset()
+    stats = sorted((os.path.relpath(os.path.join(d, f), src), os.stat(os.path.join(d, f))) for d, _, files in os.walk(src) for f in files)
+    h = hashlib.sha256(str(src.resolve()).encode())
+    for rel, st in stats:
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    source = open_source(src, None)
+    assert source.identity() == h.hexdigest()  # before the tree is walked
+    source.tree()
+    assert source.identity() == h.hexdigest()
+
+
 def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):
     import shutil
 
