@@ -315,3 +315,29 @@ def test_local_outputs_refuse_urls(make_store, tmp_path):
         r = run_cli(*argv)
         assert r.returncode == 2 and "a local folder is needed here, not a URL" in r.stderr, r.stderr
     assert not any(p.name.startswith("s3:") for p in Path.cwd().iterdir())
+
+
+def test_a_symbolic_link_in_the_source_folder_is_refused_in_one_line(dataset_copy, tmp_path):
+    src = dataset_copy()
+    (src / "data" / "responses" / "3.npy").unlink()
+    (src / "data" / "responses" / "3.npy").symlink_to(src / "data" / "responses" / "4.npy")
+    r = run_cli("convert", src, tmp_path / "m.zarr")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "data/responses/3.npy: is a symbolic link" in r.stderr, r.stderr
+    assert not (tmp_path / "m.zarr").exists() and not (tmp_path / "m.zarr.incomplete").exists()
+
+
+def test_a_file_gone_while_the_folder_is_walked_is_a_source_error_naming_it(make_dataset, monkeypatch):
+    import errno
+
+    from converter.source import open_source
+
+    lstat = os.lstat
+
+    def gone(path, *args, **kwargs):
+        if os.fspath(path).endswith(os.path.join("responses", "3.npy")):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", os.fspath(path))
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", gone)
+    with pytest.raises(converter.SourceError, match=r"data/responses/3\.npy: No such file or directory"):
+        open_source(make_dataset(), None).tree()

@@ -163,19 +163,23 @@ class FolderSource(Source):
         for dirpath, dirnames, filenames in _walk(self.root, self.skipped):
             rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == "." else rel
+            shown = rel.replace(os.sep, "/")
             for name in dirnames + filenames:
-                st = os.lstat(os.path.join(dirpath, name))
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError as e:  # gone since the folder was listed
+                    raise SourceError(self.where(f"{shown}/{name}".lstrip("/")), e.strerror or str(e)) from None
                 if stat.S_ISLNK(st.st_mode):
-                    raise SourceError(self.where(f"{rel.replace(os.sep, '/')}/{name}".lstrip("/")), "is a symbolic link")
+                    raise SourceError(self.where(f"{shown}/{name}".lstrip("/")), "is a symbolic link")
                 if not stat.S_ISDIR(st.st_mode):
                     stats.append((os.path.join(rel, name), st.st_size, st.st_mtime_ns))
-            out[rel.replace(os.sep, "/")] = set(dirnames) | set(filenames)
+            out[shown] = set(dirnames) | set(filenames)
         self._stats = sorted(stats)
         return out
 
     @property
     def _file_stats(self) -> list[tuple[str, int, int]]:
-        """``(path, size, mtime)`` of every file, taken once per opened source."""
+        """``(path, size, mtime)`` of every file, from the last walk of the folder (`tree`)."""
         if self._stats is None:
             self.tree()
         return self._stats
