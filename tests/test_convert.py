@@ -286,6 +286,36 @@ def test_a_folder_sources_identity_is_the_digest_that_stores_record(make_dataset
     assert source.identity() == h.hexdigest()
 
 
+@pytest.mark.parametrize("disk", [False, True])
+def test_headers_read_on_threads_when_the_first_come_from_the_disk_are_the_same(dataset_copy, monkeypatch, disk):
+    """`FolderSource.heads` reads the first files one after another; if they took disk time, the
+    rest on threads. Either way the headers and sizes are those of a plain read, in order."""
+    import threading
+
+    from converter.contract import trial_file
+    from converter.source import files, open_source
+
+    source = open_source(dataset_copy(), None)
+    rels = [trial_file(k, i) for k in ("images", "responses") for i in range(60)]
+    plain = [((source.root / r).read_bytes()[: files.HEAD_BYTES], (source.root / r).stat().st_size) for r in rels]
+    monkeypatch.setattr(files, "HEAD_PROBE_FILES", 8)
+    monkeypatch.setattr(files, "HEAD_DISK_SECONDS", 0.0 if disk else 3600.0)  # every probe slow, or none
+    seen: set[str] = set()
+    read = files.FolderSource._heads
+
+    def spy(self, part, n):
+        seen.add(threading.current_thread().name)
+        return read(self, part, n)
+
+    monkeypatch.setattr(files.FolderSource, "_heads", spy)
+    assert source.heads(rels) == plain
+    assert any(name.startswith("sensorium-zarr-heads") for name in seen) == disk
+    assert source.heads(rels, threads=3) == plain and source.heads(rels, threads=1) == plain
+    (source.root / rels[-1]).unlink()  # a file missing on a thread: one line naming it
+    with pytest.raises(converter.SourceError, match=rf"{rels[-1]}: No such file"):
+        source.heads(rels, threads=3)
+
+
 def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):
     import shutil
 
