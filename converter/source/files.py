@@ -155,13 +155,11 @@ class FolderSource(Source):
     def heads(self, rels: list[str], n: int = HEAD_BYTES, *, threads: int | None = None) -> list[tuple[bytes, int]]:
         """``threads``: read on that many threads; by default on `HEAD_DISK_THREADS` when the
         first `HEAD_PROBE_FILES` files, read one after another, came from the disk."""
-        first, rest = rels[:HEAD_PROBE_FILES], rels[HEAD_PROBE_FILES:]
+        out, rest = [], rels
         if threads is None:
             start = time.perf_counter()
-            out = self._heads(first, n)
-            threads = HEAD_DISK_THREADS if time.perf_counter() - start > HEAD_DISK_SECONDS * len(first) else 1
-        else:
-            out, rest = [], rels
+            out, rest = self._heads(rels[:HEAD_PROBE_FILES], n), rels[HEAD_PROBE_FILES:]
+            threads = HEAD_DISK_THREADS if time.perf_counter() - start > HEAD_DISK_SECONDS * len(out) else 1
         if threads <= 1 or len(rest) < 2:
             return out + self._heads(rest, n)
         step = -(-len(rest) // (threads * 4))  # parts small enough that no thread is left with the last long one
