@@ -125,3 +125,14 @@ def test_every_kind_of_scan_names_parts_that_exist():
                 assert callable(kind.part(role)), (kind.name, role)
         assert kind_of({"schema_version": kind.schema_version}) is kind
         assert kind_of_source((*kind.data_keys[1:], kind.stimulus)) is kind
+
+
+def test_the_wheel_ships_every_subpackage():
+    """pyproject.toml lists the packages by hand (``converter.schemas`` lives in ``schemas/``): each
+    folder of ``converter/`` with an ``__init__.py`` is in the list, or a plain ``pip install .``
+    installs a package that fails on import, while the editable install the tests use still works."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert folders - listed == set()
