@@ -168,11 +168,26 @@ def resident_memory(store: Path, device: torch.device, kwargs: dict) -> dict:
     """A resident loader made, then five batches taken, in a fresh process: its peak resident
     memory after each, and what it held after its imports, with the tier's stored raw bytes."""
     out = subprocess.run([sys.executable, "-c", _RESIDENT_CHILD, str(store), str(device), json.dumps(kwargs)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+                         capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr.strip()[-400:]}
 
 
-def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
+def model_alone(step, n: int, neurons: int, device: torch.device) -> dict:
+    """The model's own speed: ``n`` steps on one batch already on the device (no loading at all)."""
+    images = torch.randn(BATCH, 1, 144, 256, device=device)
+    responses = torch.rand(BATCH, neurons, device=device)
+    step(images, responses)  # the first step allocates and picks kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        step(images, responses)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"trials_per_s": n * BATCH / (time.perf_counter() - t), "waiting": 0.0, "first_batch_s": 0.0}
+
+
+def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None = None) -> list[dict]:
     s = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     work = data / "work" / f"training-{size}"
@@ -185,13 +200,18 @@ def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
     for path in (*folders, *stores):  # the rows compare reads from a warm page cache
         warm(path)
     cores = os.cpu_count() or 1
-    workers = sorted({0, *range(2, cores + 1, 2)}) if cores > 1 else [0]
+    if workers is None:
+        workers = sorted({0, *range(2, cores + 1, 2)}) if cores > 1 else [0]
     ctx = {"multiprocessing_context": "fork"} if sys.platform.startswith("linux") else {}
     rows = []
 
     def record(name, make, n, w=None, step=None, scan="image", mice=1):
+        """One row; a loader that fails is a row saying how, and the others still run."""
         with Peak() as peak:
-            result = consume(make, n, device, step)
+            try:
+                result = consume(make, n, device, step)
+            except Exception as e:  # noqa: BLE001
+                result = {"trials_per_s": float("nan"), "waiting": float("nan"), "first_batch_s": float("nan"), "error": f"{type(e).__name__}: {e}"}
         rows.append({"loader": name, "num_workers": w, "mice": mice, "model": step is not None, "scan": scan, "device": device.type, **result,
                      "peak_mb": peak.peak / 2**20})
         print(rows[-1], file=sys.stderr)
@@ -201,7 +221,12 @@ def run(size: str, data: Path, out: Path, model: bool) -> list[dict]:
 
     for with_model in ([False, True] if model else [False]):
         step = __import__("benchmarks.model", fromlist=["trainer"]).trainer(1, s["neurons"], device) if with_model else None
-        n = s["batches"] if not with_model else max(2, s["batches"] // 5)
+        # on a CPU device the model takes seconds a step: fewer batches there
+        n = s["batches"] if not with_model or device.type == "cuda" else max(2, s["batches"] // 5)
+        if with_model:
+            rows.append({"loader": "model alone, one batch held on the device", "num_workers": None, "mice": 1, "model": True, "scan": "image",
+                         "device": device.type, **model_alone(step, n, s["neurons"], device), "peak_mb": float("nan")})
+            print(rows[-1], file=sys.stderr)
         for w in workers:
             kw = dataloader_options(w)
             record("file tree", lambda: DataLoader(FileTree(folders[0], stores[0]), batch_size=BATCH, shuffle=True, **kw), n, w, step)
@@ -243,13 +268,15 @@ def markdown(result: dict) -> str:
              "| loader | num_workers | mice | model | items/s | waiting for data | first batch (s) | peak memory (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['loader']} | {'' if r['num_workers'] is None else r['num_workers']} | {r['mice']} | "
+        lines.append(f"| {r['loader']}{' (failed: ' + r['error'] + ')' if 'error' in r else ''} | {'' if r['num_workers'] is None else r['num_workers']} | {r['mice']} | "
                      f"{'yes' if r['model'] else 'no'} | {r['trials_per_s']:.0f} | {r['waiting']:.0%} | {r['first_batch_s']:.2f} | {r['peak_mb']:.0f} |")
     return "\n".join(lines + [""] + verdicts(result["rows"], result["resident_memory"])) + "\n"
 
 
 def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
     """The issue's targets for loaders alone, from the rows of this run."""
+    rows = [r for r in rows if "error" not in r]
+
     def best(prefix, mice=1, scan="image"):
         got = [r["trials_per_s"] for r in rows if r["loader"].startswith(prefix) and r["mice"] == mice and not r["model"] and r["scan"] == scan]
         return max(got) if got else float("nan")
@@ -261,6 +288,17 @@ def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
         met = d >= 5 * tree and d >= 2 * old
         out.append(f"- `DeviceLoader` {mode}, one mouse: {d / tree:.1f}x the file tree's best setting (target 5x), "
                    f"{d / old:.1f}x the best `loaders` setting (target 2x): {'met' if met else '**missed**'}.")
+    def trained(loader):
+        got = [r["trials_per_s"] for r in rows if r["loader"] == loader and r["model"] and r["mice"] == 1 and r["scan"] == "image"]
+        return max(got) if got else None
+
+    ref, alone = trained("DeviceLoader resident"), trained("model alone, one batch held on the device")
+    if ref and alone:
+        out.append(f"- With the reference model: resident {ref:.0f} trials/s, {ref / alone:.2f}x the model alone ({alone:.0f} trials/s).")
+        for loader, target in (("DeviceLoader streaming", 0.95), ("file tree", None), ("loaders", None)):
+            got = trained(loader)
+            verdict = f" (target {target}x): {'met' if got >= target * ref else '**missed**'}" if target else " (best num_workers)"
+            out.append(f"- With the reference model, {loader}: {got / ref:.2f}x the resident rate{verdict}.")
     first = [r["first_batch_s"] for r in rows if r["loader"] == "DeviceLoader resident" and not r["model"]]
     if first:
         out.append(f"- Resident, time to the first batch: {first[0]:.2f} s (target 2 s): {'met' if first[0] <= 2 else '**missed**'}.")
@@ -270,6 +308,9 @@ def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
         out.append(f"- `DeviceLoader` {mode}, clips: {d / tree:.1f}x the file tree's best setting (target 3x, set for CUDA), "
                    f"{d / old:.1f}x the best `video_loaders` setting.")
     for scan, m in memory.items():
+        if "error" in m:
+            out.append(f"- Memory, resident, {scan} scan: the child failed: {m['error']}")
+            continue
         load, batches = m["load_peak_mb"] - m["base_mb"], m["peak_mb"] - m["base_mb"]
         out.append(f"- Memory, resident, {scan} scan (a fresh process): during the load the host's peak rose {load:.0f} MB above the process "
                    f"after its imports, {load / m['raw_mb']:.2f}x the tier's stored raw bytes ({m['raw_mb']:.0f} MB; target 1.2x: "
@@ -284,8 +325,10 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, default=HERE / "data")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--model", action="store_true", help="also measure with the reference model training")
+    p.add_argument("--workers", type=lambda v: [int(w) for w in v.split(",")], default=None,
+                   help="the DataLoaders' num_workers, comma-separated (default: 0, 2, 4, ... up to the cores)")
     a = p.parse_args(argv)
-    run(a.size, a.data, a.out, a.model)
+    run(a.size, a.data, a.out, a.model, a.workers)
     print((a.out / f"training-{a.size}.md").read_text())
 
 

@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 from converter.torch import DeviceLoader, MiceCycler, MouseDataset  # noqa: E402
 
 KEYS = ("images", "responses", "behavior", "pupil_center")
+# CI has no GPU: the cuda cases run where there is one (the benchmarks' machine), skip elsewhere
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +22,19 @@ def stores(make_store):
     return {"float32": make_store(), "uint8": make_store(image_dtype="uint8", seed=1)}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["resident", "streaming"])
 @pytest.mark.parametrize("dtype", ["float32", "uint8"])
-def test_batches_equal_mouse_dataset_bit_for_bit(stores, mode, dtype):
+def test_batches_equal_mouse_dataset_bit_for_bit(stores, mode, dtype, device):
     store = stores[dtype]
-    dl = DeviceLoader(store, batch_size=7, device="cpu", mode=mode, shuffle=False, keys=KEYS)  # normalised by default
+    dl = DeviceLoader(store, batch_size=7, device=device, mode=mode, shuffle=False, keys=KEYS)  # normalised by default
     ref = MouseDataset(store, tier="train", keys=KEYS, normalize=True)
     assert dl.mode == mode and len(dl) == -(-len(ref) // 7)
     for b, batch in enumerate(dl):
         want = ref.batch(list(range(b * 7, min((b + 1) * 7, len(ref)))))
         for key in KEYS:
-            assert batch[key].dtype == torch.float32 and batch[key].device.type == "cpu"
-            assert np.array_equal(batch[key].numpy(), want[key].astype(np.float32), equal_nan=True), (key, b)
+            assert batch[key].dtype == torch.float32 and batch[key].device.type == device
+            assert np.array_equal(batch[key].cpu().numpy(), want[key].astype(np.float32), equal_nan=True), (key, b)
     assert b == len(dl) - 1
 
 
@@ -102,18 +105,19 @@ def test_bad_arguments_are_one_line(stores):
         DeviceLoader(stores["float32"], batch_size=0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["resident", "streaming"])
 @pytest.mark.parametrize("channels", [False, True])
-def test_images_with_behavior_as_channels_equal_mouse_dataset(stores, mode, channels):
+def test_images_with_behavior_as_channels_equal_mouse_dataset(stores, mode, channels, device):
     kw = {"keys": ("images", "responses"), "normalize": True, "behavior_channels": channels, "pupil_channels": channels}
-    dl = DeviceLoader(stores["uint8"], batch_size=8, device="cpu", mode=mode, shuffle=True, seed=4, **kw)
+    dl = DeviceLoader(stores["uint8"], batch_size=8, device=device, mode=mode, shuffle=True, seed=4, **kw)
     ref = MouseDataset(stores["uint8"], tier="train", float32=True, **kw)
     order = dl.order(0)
     for b, batch in enumerate(dl):
         want = ref.batch(order[b * 8:(b + 1) * 8].numpy())
         assert batch["images"].shape[1] == (6 if channels else 1)  # 3 behavior variables, 2 pupil axes
         for key in kw["keys"]:
-            assert np.array_equal(batch[key].numpy(), want[key], equal_nan=True), (key, b)
+            assert np.array_equal(batch[key].cpu().numpy(), want[key], equal_nan=True), (key, b)
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +125,14 @@ def video_store(clip_store):
     return clip_store
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", ["resident", "streaming"])
 @pytest.mark.parametrize("offset, channels", [(-1, True), (3, False)])
-def test_video_windows_equal_video_dataset_bit_for_bit(video_store, mode, offset, channels):
+def test_video_windows_equal_video_dataset_bit_for_bit(video_store, mode, offset, channels, device):
     from converter.torch import VideoDataset
 
     kw = {"frames": 10, "offset": offset, "behavior_channels": channels, "pupil_channels": channels, "neurons": [4, 0, 2]}
-    dl = DeviceLoader(video_store, batch_size=6, device="cpu", mode=mode, seed=2, **kw)
+    dl = DeviceLoader(video_store, batch_size=6, device=device, mode=mode, seed=2, **kw)
     ref = VideoDataset(video_store, tier="train", **kw)
     assert dl.mode == mode and len(dl.dataset) == len(ref) > 6
     plan = dl.batches(0)
@@ -138,8 +143,8 @@ def test_video_windows_equal_video_dataset_bit_for_bit(video_store, mode, offset
         want = ref.batch(idx.numpy(), starts)
         assert batch["videos"].shape == (len(idx), 1 + 4 * channels, 10, *ref._reader("videos").shape[1:3])
         for key in ref.keys:
-            assert batch[key].dtype == torch.float32
-            assert np.array_equal(batch[key].numpy(), want[key], equal_nan=True), key
+            assert batch[key].dtype == torch.float32 and batch[key].device.type == device
+            assert np.array_equal(batch[key].cpu().numpy(), want[key], equal_nan=True), key
 
 
 def test_video_windows_are_seeded_and_resume_at_the_next_batch(video_store):
