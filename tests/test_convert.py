@@ -385,3 +385,76 @@ def test_executor_is_one_parameter(make_dataset, tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         converter.convert(src, tmp_path / "d.zarr", executor=0)
     assert not (tmp_path / "c.zarr").exists() and not (tmp_path / "c.zarr.incomplete").exists()
+
+
+@pytest.mark.parametrize("kind", [{}, {"image_dtype": "uint8"}, {"video": True, "trials": 40, "neurons": 30, "frames": 33}])
+def test_the_skeleton_is_what_xarray_writes_of_lazy_arrays(make_dataset, tmp_path, kind):
+    """The skeleton creates the arrays filled later (data, their trial-major copies, the flags, the
+    bytes of other files) with zarr-python, without dask: their metadata is byte for byte what
+    ``xarray.Dataset.to_zarr(compute=False)`` writes of dask arrays with the same encoding."""
+    import asyncio
+
+    import dask.array as da
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
+    from converter.source import open_source
+    from converter.write import store as S
+    from converter.write.layout import row_copy, write_chunks
+    from converter.write.plan import plan
+
+    source = open_source(make_dataset(**kind))
+    p = plan(source)
+    files = {rel: source.size(rel) for rel in p.inventory.other_files}
+    path = tmp_path / "skeleton.zarr"
+    S.create_skeleton(path, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, files, n_frames=p.n_frames)
+    meta = lambda rel: json.loads((path / rel / "zarr.json").read_text())  # noqa: E731
+    opened = xr.open_zarr(path, consolidated=False)
+    flags = [n for n in opened.coords if n.endswith("_withheld") or n == "n_frames"]
+    assert len(flags) == len(p.data_vars) + ("video" in kind)
+
+    def lazy(name, dims, shape, dtype, chunks):
+        return xr.Variable(dims, da.zeros(shape, dtype=dtype, chunks=chunks), meta(name)["attributes"])
+
+    coords = {n: opened[n].variable.load() for n in opened.coords if n not in flags}
+    for n in flags:
+        coords[n] = lazy(n, opened[n].dims, opened[n].shape, opened[n].dtype, -1)
+    data = {k: lazy(k, v.dims, v.shape, v.dtype, write_chunks(v)) for k, v in p.data_vars.items()}
+    for var in data.values():
+        var.attrs.pop("coordinates", None)
+    ref = MemoryStore()
+    xr.Dataset(data, coords=coords).to_zarr(ref, compute=False, zarr_format=3, consolidated=False, mode="w",
+                                            encoding={**{k: S._encoding(v) for k, v in p.data_vars.items()},
+                                                      **{n: {"_FillValue": None, **S.SMALL} for n in coords}})
+    for k, v in p.data_vars.items():
+        c = row_copy(v)
+        if c is not None:
+            group, name = c.path.rsplit("/", 1)
+            xr.Dataset({name: lazy(c.path, c.dims, c.shape, c.dtype, write_chunks(c))}).to_zarr(
+                ref, group=group, compute=False, zarr_format=3, consolidated=False, mode="a", encoding={name: S._encoding(c)})
+    fds, _ = S._files_dataset(files)
+    fds["bytes"] = lazy("files/bytes", ("byte",), (int(sum(files.values())),), np.uint8, 2**20)
+    fds["crc32"] = lazy("files/crc32", ("file",), (len(files),), np.uint32, -1)
+    fds.to_zarr(ref, group="files", compute=False, zarr_format=3, consolidated=False, mode="a",
+                encoding={n: {"_FillValue": None, **S.SMALL, "chunks": (max(1, min(v.size, S._FILE_CHUNK)),)} for n, v in fds.variables.items()})
+    written = [*p.data_vars, *flags, *(c.path for v in p.data_vars.values() if (c := row_copy(v))), "files/bytes", "files/crc32"]
+
+    def ref_json(rel):
+        return asyncio.run(ref.get(f"{rel}/zarr.json" if rel else "zarr.json", default_buffer_prototype())).to_bytes()
+
+    for rel in written:
+        assert (path / rel / "zarr.json").read_bytes() == ref_json(rel), rel
+    assert meta("")["attributes"].get("coordinates") == json.loads(ref_json(""))["attributes"].get("coordinates")
+    assert "coordinates" in meta(next(iter(p.data_vars)))["attributes"]
+
+
+def test_a_conversion_imports_neither_dask_array_nor_distributed(make_dataset, tmp_path):
+    """Converting on this machine's threads needs neither (they cost ~0.8 s of imports here, and
+    seconds where CuPy or SciPy are installed); only a dask cluster brings them in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, converter; converter.convert(sys.argv[1], sys.argv[2], progress=False); "
+            "print(sorted(m for m in ('dask.array', 'distributed', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(make_dataset()), str(tmp_path / "m.zarr")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

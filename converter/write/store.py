@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -85,8 +84,44 @@ def blosc(codec) -> BloscCodec:
     return BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle)
 
 
-def _placeholder(v: DataVar) -> da.Array:
-    return da.zeros(v.shape, dtype=v.dtype, chunks=write_chunks(v))
+@dataclass(frozen=True)
+class _Placeholder:
+    """An array whose metadata the skeleton writes and whose values come later (the blocks, the
+    flags): zarr-python creates it as xarray would, without dask."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    encoding: dict
+    attrs: dict
+
+
+def _placeholder(v: DataVar, attrs: dict) -> _Placeholder:
+    return _Placeholder(v.dims, v.shape, v.dtype, _encoding(v), attrs)
+
+
+def _create(group: zarr.Group, name: str, p: _Placeholder, coordinates: str = "") -> None:
+    """What ``xarray.Dataset.to_zarr(compute=False)`` writes of a lazy variable: its metadata (a
+    float's fill value NaN), its attributes, ``coordinates`` last, and no chunk."""
+    enc = {k: v for k, v in p.encoding.items() if k != "_FillValue"}
+    array = group.create(name, shape=p.shape, dtype=p.dtype, fill_value=np.nan if np.dtype(p.dtype).kind == "f" else None,
+                         dimension_names=p.dims, config={}, **enc)
+    array.attrs.put({**p.attrs, **({"coordinates": coordinates} if coordinates else {})})
+
+
+def _var(dims: tuple[str, ...], values: np.ndarray, attrs: dict) -> xr.Variable:
+    """An `xarray.Variable` of numpy ``values`` as they are (``fastpath``: xarray would otherwise
+    import dask.array to ask whether they are a dask array)."""
+    return xr.Variable(dims, np.asarray(values), attrs, fastpath=True)
+
+
+def _coordinates(coord_dims: dict[str, tuple[str, ...]], var_dims: dict[str, tuple[str, ...]]) -> tuple[dict[str, str], str]:
+    """xarray's ``coordinates`` attributes (CF): each variable lists the non-dimension coordinates
+    whose dimensions it has; the group lists those no variable lists."""
+    non_dim = {c for c, dims in coord_dims.items() if c not in dims}
+    per_var = {k: sorted(c for c in non_dim if set(coord_dims[c]) <= set(dims)) for k, dims in var_dims.items()}
+    listed = {c for cs in per_var.values() for c in cs}
+    return {k: " ".join(cs) for k, cs in per_var.items()}, " ".join(sorted(non_dim - listed))
 
 
 def _encoding(v: DataVar) -> dict:
@@ -135,46 +170,44 @@ def create_skeleton(
     and it goes to ``path`` at once (`write_objects`).
     """
     clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
+    lazy: dict[str, _Placeholder] = {}  # coordinates filled at the end (flags), besides the data variables
     coords: dict[str, xr.Variable] = {
-        contract.TRIAL: xr.Variable((contract.TRIAL,), trial_coord, {"derived": f"i of data/<key>/<i>.npy (stored clustered by {clustered})"}),
+        contract.TRIAL: _var((contract.TRIAL,), trial_coord, {"derived": f"i of data/<key>/<i>.npy (stored clustered by {clustered})"}),
     }
     if n_frames is not None:
         frame = np.arange(n_frames, dtype=np.int64)
-        coords[contract.FRAME] = xr.Variable((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
-        coords[contract.FRAME_TIME] = xr.Variable((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
+        coords[contract.FRAME] = _var((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
+        coords[contract.FRAME_TIME] = _var((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
             "units": "s", "derived": f"frame / {contract.FRAME_RATE_HZ:g} Hz, the release's frame rate (not in its files)"})
-        coords[contract.N_FRAMES] = xr.Variable((contract.TRIAL,), da.zeros(len(trial_coord), dtype=np.int64, chunks=-1), {
+        lazy[contract.N_FRAMES] = _Placeholder((contract.TRIAL,), (len(trial_coord),), "int64", {"_FillValue": None, **SMALL, "chunks": (len(trial_coord),)}, {
             "derived": "frames before the first frame of data/videos/<i>.npy holding a NaN (the rest is padding)"})
     if isinstance(neuron_coord, MetaArray):
-        coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
+        coords[contract.NEURON] = _var((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
     elif neuron_coord is not None:
-        coords[contract.NEURON] = xr.Variable((contract.NEURON,), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
+        coords[contract.NEURON] = _var((contract.NEURON,), neuron_coord, {"derived": "position in the responses arrays (no unit_ids.npy)"})
     for m in meta:
         values = m.stored_values()
         if m.dims[0] == contract.TRIAL:
             values = values[trial_coord]  # rows in stored order: row p is file trial_coord[p]
-        coords[m.name] = xr.Variable(m.dims, values, m.attrs())
+        coords[m.name] = _var(m.dims, values, m.attrs())
     for dim, names in labels.items():
-        coords[dim] = xr.Variable((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
+        coords[dim] = _var((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
     # every coordinate is one chunk: opening a store reads each with one request
     encoding: dict[str, dict] = {name: {"_FillValue": None, **SMALL} for name in coords}
-    variables = {}
-    copies = {}
+    variables: dict[str, _Placeholder] = {}
+    copies: dict[str, tuple[DataVar, _Placeholder]] = {}
     for key, v in data_vars.items():
-        variables[key] = xr.Variable(v.dims, _placeholder(v), {contract.SOURCE: contract.data_source(key), contract.SOURCE_DTYPE: v.source_dtype})
-        encoding[key] = _encoding(v)
+        variables[key] = _placeholder(v, {contract.SOURCE: contract.data_source(key), contract.SOURCE_DTYPE: v.source_dtype})
         c = row_copy(v)
         if c is not None:
-            copies[key] = (c, xr.Variable(c.dims, _placeholder(c), {
+            copies[key] = (c, _placeholder(c, {
                 contract.COPY_OF: key, contract.SOURCE_DTYPE: v.source_dtype,
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
-        coords[v.withheld_name] = xr.Variable(
-            (contract.TRIAL,),
-            da.zeros(v.shape[:1], dtype=bool, chunks=-1),
-            {"derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
-                        "(withheld by the source, not measured)"},
-        )
-        encoding[v.withheld_name] = {"_FillValue": None, **SMALL}
+        lazy[v.withheld_name] = _Placeholder((contract.TRIAL,), v.shape[:1], "bool", {"_FillValue": None, **SMALL, "chunks": v.shape[:1]}, {
+            "derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
+                       "(withheld by the source, not measured)"})
+    listed, unlisted = _coordinates({**{k: c.dims for k, c in coords.items()}, **{k: p.dims for k, p in lazy.items()}},
+                                    {k: p.dims for k, p in variables.items()})
     groups: dict[str, dict[str, MetaArray]] = {}
     for s in statistics:
         group, stat = s.name.rsplit("/", 1)
@@ -182,38 +215,49 @@ def create_skeleton(
     opts = {"mode": "a", "zarr_format": 3, "consolidated": False}
 
     def fill(store: MemoryStore) -> None:
-        xr.Dataset(variables, coords=coords).to_zarr(store, compute=False, encoding=encoding, **opts)
-        for c, var in copies.values():
+        xr.Dataset(coords=coords).to_zarr(store, encoding=encoding, **opts)
+        root = zarr.open_group(store, mode="a", zarr_format=3)
+        root.attrs.put({**{k: v for k, v in root.attrs.items() if k != "coordinates"}, **({"coordinates": unlisted} if unlisted else {})})
+        for name, p in {**variables, **lazy}.items():
+            _create(root, name, p, listed.get(name, ""))
+        for c, p in copies.values():
             group, name = c.path.rsplit("/", 1)
-            xr.Dataset({name: var}).to_zarr(store, group=group, compute=False, encoding={name: _encoding(c)}, **opts)
+            _create(zarr.open_group(store, path=group, mode="a", zarr_format=3), name, p)
         for name in (contract.CHECKSUMS_GROUP.split("/")[0], contract.CHECKSUMS_GROUP):  # filled by `write_checksums` at the end
             zarr.open_group(store, path=name, mode="a", zarr_format=3)
         for group, stats in groups.items():
-            sds = xr.Dataset({stat: xr.Variable(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
+            sds = xr.Dataset({stat: _var(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
             sds.to_zarr(store, group=group, encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **opts)
-        fds = _files_dataset(files)
-        fds.to_zarr(store, group=contract.FILES_GROUP, compute=False, **opts, encoding={
+        fds, placeholders = _files_dataset(files)
+        fds.to_zarr(store, group=contract.FILES_GROUP, **opts, encoding={
             name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in fds.variables.items()})
+        group = zarr.open_group(store, path=contract.FILES_GROUP, mode="a", zarr_format=3)
+        of_files, _ = _coordinates({"path": ("file",)}, {k: p.dims for k, p in placeholders.items()})
+        for name, p in placeholders.items():
+            _create(group, name, p, of_files[name])
 
     write_objects(path, _zarr_objects(fill), storage_options)
 
 
-def _files_dataset(files: dict[str, int]) -> xr.Dataset:
-    """Group ``files``: the source's other files, their bytes one after another, cut by offset and size."""
+def _files_dataset(files: dict[str, int]) -> tuple[xr.Dataset, dict[str, _Placeholder]]:
+    """Group ``files``: the source's other files, their bytes one after another, cut by offset and
+    size; ``bytes`` and ``crc32`` are filled by `write_files`."""
     sizes = np.array(list(files.values()), dtype=np.uint64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if len(files) else sizes
     where = "file of the source that is not an array (config.json, change.log, ...)"
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
-            "bytes": xr.Variable(("byte",), da.zeros(int(sizes.sum()), dtype=np.uint8, chunks=_FILE_CHUNK),
-                                 {"derived": "the bytes of every file in files/path, one after another"}),
-            "offset": xr.Variable(("file",), offsets, {"derived": "where each file starts in files/bytes"}),
-            "size": xr.Variable(("file",), sizes, {"derived": "bytes of each file"}),
-            "crc32": xr.Variable(("file",), da.zeros(len(files), dtype=np.uint32, chunks=-1), {"derived": "CRC-32 of each file"}),
+            "offset": _var(("file",), offsets, {"derived": "where each file starts in files/bytes"}),
+            "size": _var(("file",), sizes, {"derived": "bytes of each file"}),
         },
-        coords={"path": xr.Variable(("file",), np.array(list(files), dtype=np.dtypes.StringDType()),
+        coords={"path": _var(("file",), np.array(list(files), dtype=np.dtypes.StringDType()),
                                     {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
+    total = int(sizes.sum())
+    lazy = {"bytes": _Placeholder(("byte",), (total,), "uint8", {**SMALL, "chunks": (max(1, min(total, _FILE_CHUNK)),)},
+                                  {"derived": "the bytes of every file in files/path, one after another"}),
+            "crc32": _Placeholder(("file",), (len(files),), "uint32", {**SMALL, "chunks": (max(1, len(files)),)}, {"derived": "CRC-32 of each file"})}
+    return ds, lazy
 
 
 def write_files(path, source: Source, files: dict[str, int], storage_options: dict | None = None) -> None:
