@@ -458,23 +458,3 @@ def test_a_conversion_imports_neither_dask_array_nor_distributed(make_dataset, t
             "print(sorted(m for m in ('dask.array', 'distributed', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(make_dataset()), str(tmp_path / "m.zarr")], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_more_threads_than_blocks_share_them_and_write_the_same_bytes(make_dataset, tmp_path, monkeypatch):
-    """Three blocks on twelve threads: each block reads its files and encodes its shards on
-    four, and the store is byte for byte the one a single thread writes."""
-    from converter.write import store as S
-
-    src = make_dataset(trials=2100, neurons=20, image_shape=(32, 48))  # 6 KB images: sharded, as full-size ones
-    one = converter.convert(src, tmp_path / "one.zarr", executor=1, progress=False)
-    seen = []
-    real = S.read_trials
-    monkeypatch.setattr(S, "read_trials", lambda *a: seen.append(a[-1]) or real(*a))
-    many = converter.convert(src, tmp_path / "many.zarr", executor=12, progress=False)
-    assert set(seen) == {4}
-    def files(store):  # all but the root metadata (it records when it was made)
-        return sorted(p.relative_to(store) for p in store.rglob("*") if p.is_file() and p != store / "zarr.json")
-
-    assert len(files(one)) > 50 and files(one) == files(many)
-    assert all((one / f).read_bytes() == (many / f).read_bytes() for f in files(one))
-    assert converter.verify(src, many).ok

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,62 +69,46 @@ def read_trials(
     trials: Iterable[int],
     expect: NpyHeader | None,
     progress: Callable[[int], None] | None = None,
-    threads: int = 1,
 ) -> TrialBlock:
     """Read ``data/<key>/<i>.npy`` for each trial, checking every one against ``expect``.
 
     ``expect`` carries the shape and dtype (byte order included) that every trial of
-    this folder must have; ``None`` takes the first trial read as the reference.  With
-    ``threads`` > 1, files read straight into their rows are read on that many threads, a
-    contiguous run of trials each (the reads and CRCs release the GIL).
+    this folder must have; ``None`` takes the first trial read as the reference.
     """
     trials = list(trials)
     crcs = np.empty(len(trials), dtype=np.uint32)
     headers: set[bytes] = set()
+    out = None
     direct = expect is not None and _direct(source, expect)
-    out = np.empty((len(trials), *expect.shape), dtype=expect.dtype) if direct else None
-
-    def rows(run: range) -> None:
-        nonlocal expect, out
-        head = bytearray(expect.offset) if direct else None
-        seen: set[bytes] = set()
-        for j in run:
-            i = trials[j]
-            rel = trial_file(key, i)
-            if direct:
-                # the file's header, then its data straight into the block's row: one system call, no copy
-                row = memoryview(out[j].reshape(-1)).cast("B")
-                got, size = source.read_into(rel, head, row)
-                if size == len(head) + len(row) and got == size and parse_header(head, source.where(rel)) == expect:
-                    crcs[j] = zlib.crc32(row, zlib.crc32(head))
-                    seen.add(bytes(head))
-                    if progress is not None and j % 64 == 63:
-                        progress(64)
-                    continue
-            buf = source.read(rel)
-            path = source.where(rel)
-            h = parse_header(buf, path)
-            if expect is None:
-                expect = h
-            if h.shape != expect.shape or h.dtype != expect.dtype:
-                raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from other trials' shape {expect.shape} dtype {expect.dtype.str}")
-            if out is None:
-                out = np.empty((len(trials), *expect.shape), dtype=expect.dtype.newbyteorder("="))
-            out[j] = array_from_header(buf, h, path)
-            crcs[j] = source.crc32(rel, buf)
-            seen.add(bytes(buf[: h.offset]))
-            if progress is not None and j % 64 == 63:
-                progress(64)
-        headers.update(seen)
-
-    n = min(threads, len(trials) // 64) if direct else 1  # runs of at least 64 trials (progress counts in 64s)
-    if n > 1:
-        edges = [len(trials) * k // n // 64 * 64 for k in range(n)] + [len(trials)]
-        with ThreadPoolExecutor(n, thread_name_prefix="sensorium-zarr-read-trials") as pool:
-            for done in [pool.submit(rows, range(lo, hi)) for lo, hi in zip(edges, edges[1:])]:
-                done.result()
-    else:
-        rows(range(len(trials)))
+    if direct:
+        out = np.empty((len(trials), *expect.shape), dtype=expect.dtype)
+        head = bytearray(expect.offset)
+    for j, i in enumerate(trials):
+        rel = trial_file(key, i)
+        if direct:
+            # the file's header, then its data straight into the block's row: one system call, no copy
+            row = memoryview(out[j].reshape(-1)).cast("B")
+            got, size = source.read_into(rel, head, row)
+            if size == len(head) + len(row) and got == size and parse_header(head, source.where(rel)) == expect:
+                crcs[j] = zlib.crc32(row, zlib.crc32(head))
+                headers.add(bytes(head))
+                if progress is not None and j % 64 == 63:
+                    progress(64)
+                continue
+        buf = source.read(rel)
+        path = source.where(rel)
+        h = parse_header(buf, path)
+        if expect is None:
+            expect = h
+        if h.shape != expect.shape or h.dtype != expect.dtype:
+            raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from other trials' shape {expect.shape} dtype {expect.dtype.str}")
+        if out is None:
+            out = np.empty((len(trials), *expect.shape), dtype=expect.dtype.newbyteorder("="))
+        out[j] = array_from_header(buf, h, path)
+        crcs[j] = source.crc32(rel, buf)
+        headers.add(bytes(buf[: h.offset]))
+        if progress is not None and j % 64 == 63:
+            progress(64)
     if progress is not None and len(trials) % 64:
         progress(len(trials) % 64)
     assert out is not None

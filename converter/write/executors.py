@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,32 +39,26 @@ class BlockWriter:
     expect: dict[str, NpyHeader]
     order: np.ndarray  # the file number stored at each position
     storage_options: dict | None = None
-    threads: int = 1  # inside each block: reading its files, encoding its shards
 
     def __call__(self, block: range, step: Progress = None) -> BlockResult:
         files = [int(i) for i in self.order[block.start : block.stop]]
-        return write_block(self.source, self.store, self.data_vars, self.expect, block, step, self.storage_options, files, self.threads)
+        return write_block(self.source, self.store, self.data_vars, self.expect, block, step, self.storage_options, files)
 
     def units(self, block: range) -> int:
         """Work units one block reports through ``step``: its trials, once per data variable."""
         return len(block) * len(self.data_vars)
 
     def __reduce__(self):  # workers may have another working folder
-        return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options, self.threads))
+        return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options))
 
 
 def threads(workers: int | None = None) -> Executor:
-    """Blocks on a pool of threads in this process (one per core by default).  Where there are
-    more threads than blocks (a mouse has ~7 blocks of 1024 trials), each block gets a share
-    of them for reading its files and encoding its shards."""
+    """Blocks on a pool of threads in this process (one per core by default)."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
 
     def run(task: Callable, blocks: Sequence[range], progress: Progress = None) -> Iterator[BlockResult]:
         stop = threading.Event()
-        n = workers or os.cpu_count() or 1
-        if isinstance(task, BlockWriter) and n > len(blocks) > 0:
-            task = replace(task, threads=-(-n // len(blocks)))
 
         def step(n: int) -> None:
             if stop.is_set():
@@ -72,7 +66,7 @@ def threads(workers: int | None = None) -> Executor:
             if progress is not None:
                 progress(n)
 
-        pool = ThreadPoolExecutor(n)
+        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
         futures = [pool.submit(task, b, step) for b in blocks]
         try:
             for future in as_completed(futures):

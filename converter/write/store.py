@@ -306,23 +306,21 @@ def write_block(
     progress=None,
     storage_options: dict | None = None,
     files: list[int] | None = None,
-    threads: int = 1,
 ) -> BlockResult:
     """Read one block of trials of every data folder and write it into its chunks.
 
     ``block`` is a run of stored positions; ``files`` the file number stored at each
-    (default: the positions themselves); ``threads``: how many threads read its files and
-    encode its shards (more than one where a conversion has more threads than blocks).
+    (default: the positions themselves).
 
     Opens only the arrays it writes (not the root group), so it works on a store whose
     root metadata is not written yet.
     """
     result = BlockResult(block)
     for key, v in data_vars.items():
-        tb = read_trials(source, key, block if files is None else files, expect[key], progress, threads)
+        tb = read_trials(source, key, block if files is None else files, expect[key], progress)
         for target in (v, row_copy(v)):
             if target is not None:
-                _write_rows(path, target, block, tb.values, storage_options, threads)
+                _write_rows(path, target, block, tb.values, storage_options)
         withheld = _withheld(tb.values, contract.FRAME in v.dims)
         result.flags[v.withheld_name] = withheld
         if key == contract.VIDEOS:
@@ -343,7 +341,7 @@ def _withheld(values: np.ndarray, padded: bool) -> np.ndarray:
     return np.array([not row.any() for row in values])
 
 
-def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None, threads: int = 1) -> None:
+def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None) -> None:
     """Rows ``block`` of array ``v``, encoded here and written as whole files (shards or chunks).
 
     zarr-python would pay ~0.5 ms per (inner) chunk and keep memory growing block after block;
@@ -358,8 +356,7 @@ def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_opti
             write_bytes(child(path, f"{v.path}/c/" + "/".join(map(str, idx))), data, storage_options)
         return
     for s in range(0, len(block), v.shards[0]):
-        shard = zarrlite.encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False,
-                                      threads=threads if threads > 1 else None)
+        shard = zarrlite.encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
         key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
         write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numcodecs import blosc
@@ -102,14 +101,13 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
 
 
 def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, ...], cname: str, clevel: int,
-                 shuffle: str, joined: bool = True, threads: int | None = None) -> bytes | list[bytes]:
+                 shuffle: str, joined: bool = True) -> bytes | list[bytes]:
     """One ``sharding_indexed`` shard (index at the end, ``bytes`` + ``crc32c``) holding ``values``.
 
     ``values`` fills the shard from its origin and may be shorter than it along the first
     axis (the array's last shard); inner chunks beyond it are marked missing, as Zarr
     marks chunks never written.  Inner chunks are Blosc-compressed on the read pool's
-    threads, or on ``threads`` threads of the caller's own (a conversion with more threads than
-    blocks).  zarr-python pays ~0.5 ms per inner chunk for the same work.  With
+    threads.  zarr-python pays ~0.5 ms per inner chunk for the same work.  With
     ``joined=False`` the shard comes as its pieces in order, which saves a copy.
     """
     import google_crc32c
@@ -132,13 +130,7 @@ def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, .
                 part = padded
             parts[k] = with_crc32c(_blosc(part, cname, clevel, shuffle))
 
-    if threads is None:
-        in_runs(encode, range(len(cells)), values.nbytes)
-    else:
-        runs = [range(len(cells) * k // threads, len(cells) * (k + 1) // threads) for k in range(threads)]
-        with ThreadPoolExecutor(threads, thread_name_prefix="sensorium-zarr-encode") as pool:
-            for done in [pool.submit(encode, r) for r in runs]:
-                done.result()
+    in_runs(encode, range(len(cells)), values.nbytes)
     index = np.full((*per, 2), MISSING, dtype="<u8")
     offset = 0
     for idx, p in zip(cells, parts):
