@@ -1,6 +1,7 @@
 """The reference model of ``python -m benchmarks.training``: a Sensorium-style baseline, kept small.
 
-Input scaled by 0.25 on the device; a core of 4 convolutions with 64 channels (9x9, then 7x7),
+Input scaled to a quarter of its height and width on the device (144 x 256 -> 36 x 64, as the
+Sensorium baselines' loaders do with ``scale=0.25``: 4 x 4 averages); a core of 4 convolutions with 64 channels (9x9, then 7x7),
 batch norm and ELU; a point readout per neuron (``grid_sample`` at a learned position, then a
 linear map), ELU + 1; Poisson loss, AdamW, bf16 autocast where the device has it.
 """
@@ -24,7 +25,7 @@ class Baseline(nn.Module):
         self.bias = nn.Parameter(torch.zeros(neurons))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.core(images * 0.25)  # (B, C, H, W)
+        features = self.core(nn.functional.avg_pool2d(images, 4))  # (B, C, H/4, W/4)
         grid = self.position.clamp(-1, 1)[None, :, None, :].expand(len(images), -1, -1, -1)  # (B, N, 1, 2)
         sampled = nn.functional.grid_sample(features, grid, align_corners=False)[..., 0]  # (B, C, N)
         return nn.functional.elu((sampled.transpose(1, 2) * self.weight).sum(-1) + self.bias) + 1
