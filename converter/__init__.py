@@ -45,7 +45,7 @@ __getattr__, __dir__ = exports(__name__, {
     "MouseResult": ".write.batch:MouseResult", "convert": ".write.convert:convert", "convert_all": ".write.batch:convert_all",
     "VerifyReport": ".integrity.verify:VerifyReport", "export": ".integrity.export:export",
     "self_check": ".integrity.export:self_check", "validate": ".schema:validate", "verify": ".integrity.verify:verify",
-    "Normalizer": ".read.normalize:Normalizer", "standardize": ".read.normalize:standardize", "info": ".read.dataset:info",
+    "Normalizer": ".read.normalize:Normalizer", "standardize": ".read.normalize:standardize", "info": ".store_info:info",
     "open_mice": ".read.dataset:open_mice", "open_mouse": ".read.dataset:open_mouse",
     "read_statistics": ".read.statistics:read_statistics", "oracle": ".read.score:oracle", "score": ".read.score:score",
     "make_sample": ".sample:make_sample",

@@ -204,7 +204,7 @@ def _validate(args) -> int:
 def _info(args) -> int:
     import json
 
-    from .read.dataset import format_info, info
+    from .store_info import format_info, info
 
     d = info(_loc(args.dest), _options(args))
     _report(json.dumps(d, indent=1) if args.json else format_info(d))
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 _COMMAND_MODULES = {
     "sample": (".sample",), "convert": (".write.convert",), "convert-all": (".write.batch",),
     "verify": (".integrity.verify", ".integrity.export"), "export": (".integrity.export",), "validate": (".schema",),
-    "info": (".read.dataset",), "score": (".read.dataset", ".read.score"), "show": (".read.dataset", ".read.plot"),
+    "info": (".store_info",), "score": (".read.dataset", ".read.score"), "show": (".read.dataset", ".read.plot"),
 }
 
 

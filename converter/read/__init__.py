@@ -10,6 +10,6 @@ from .._lazy import exports
 from . import accessor  # registers ds.sensorium
 
 __all__ = ["Normalizer", "accessor", "info", "open_mice", "open_mouse", "read_statistics", "standardize"]
-__getattr__, __dir__ = exports(__name__, {"info": ".dataset:info", "open_mice": ".dataset:open_mice",
+__getattr__, __dir__ = exports(__name__, {"info": "..store_info:info", "open_mice": ".dataset:open_mice",
                                           "open_mouse": ".dataset:open_mouse", "read_statistics": ".statistics:read_statistics",
                                           "Normalizer": ".normalize:Normalizer", "standardize": ".normalize:standardize"})

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from .batches import Trial  # first: says how to install torch
-from .dataset import checked_root
+from ..store_info import checked_root
 from ..kinds import kind_of
 
 import torch  # noqa: E402,I001

@@ -23,7 +23,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess without
 from .. import contract
 from ..kinds import kind_of
 from ..storage import open_group
-from .dataset import checked_root
+from ..store_info import checked_root
 from .normalize import Normalizer, add_channels
 from .statistics import trial_statistics
 from .select import labels, one_store_per_key

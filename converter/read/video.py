@@ -21,7 +21,7 @@ from .. import contract
 from ..kinds import kind_of
 from ..storage import open_group
 from ..zarrlite.pool import in_runs
-from .dataset import checked_root
+from ..store_info import checked_root
 from .normalize import Normalizer
 from .statistics import trial_statistics
 from .select import one_store_per_key
