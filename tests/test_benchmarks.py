@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -115,3 +116,14 @@ def test_tiny_conversion_benchmark_measures_every_target(tmp_path):
     assert {t["target"] for t in result["targets"]} >= {"a full-size mouse <= 1.0x np.load of every file", "from the zip <= 0.5x unzip -q",
                                                        "a 2023 mouse <= 1.0x np.load", "sensorium-zarr --help <= 0.3 s"}
     assert "| target | measured | met |" in (tmp_path / "out/conversion-tiny.md").read_text()
+
+
+def test_tiny_scaling_benchmark_times_every_worker_count(tmp_path):
+    from benchmarks import scaling
+
+    result = scaling.run("tiny", data=tmp_path / "data", out=tmp_path / "out")
+    cores = os.cpu_count() or 1
+    counts = {r["workers"] for r in result["rows"] if r["workload"] == "convert"}
+    assert {1, cores} <= counts and max(counts) == cores
+    assert sum(r["workload"] == "phases" for r in result["rows"]) == len({1, cores})
+    assert "| workers |" in (tmp_path / "out/scaling-tiny.md").read_text()
