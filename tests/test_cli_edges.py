@@ -158,7 +158,7 @@ def _commands(mouse, out: Path):
         "verify DEST": (["verify", store], [("converter.integrity.export:file_bytes", 20)], []),
         "export": (["export", store, out / "e"], [("converter.integrity.export:file_bytes", 20)], [out / "e"]),
         "export --zip": (["export", store, out / "z", "--zip"], [("converter.integrity.export:file_bytes", 20)], [out / "z"]),
-        "info": (["info", store], [("converter.read.dataset:tree_bytes", 2)], []),
+        "info": (["info", store], [("converter.store_info:tree_bytes", 2)], []),
         "validate": (["validate", store], [("converter.schema:cross_check", 1)], []),
         "score": (["score", store, store.parent / "pred.zarr"], [("converter.read.score:score", 1)], []),
         "show": (["show", store, "--out", out / "page.png", "--dpi", "30"], [("converter.read.plot:overview", 1)], [out / "page.png"]),
