@@ -166,8 +166,9 @@ def create_skeleton(
 
     ``files`` maps each other file of the source to its size (their bytes come with
     `write_files`). ``n_frames`` is the padded clip length of a Sensorium 2023 scan (which adds
-    the ``frame`` axis and the ``n_frames`` coordinate). xarray writes it all into memory first,
-    and it goes to ``path`` at once (`write_objects`).
+    the ``frame`` axis and the ``n_frames`` coordinate). xarray writes the coordinates and zarr-python
+    the metadata of the arrays filled later (`_create`), all into memory first; it goes to ``path``
+    at once (`write_objects`).
     """
     clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
     lazy: dict[str, _Placeholder] = {}  # coordinates filled at the end (flags), besides the data variables
