@@ -288,6 +288,7 @@ def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
         met = d >= 5 * tree and d >= 2 * old
         out.append(f"- `DeviceLoader` {mode}, one mouse: {d / tree:.1f}x the file tree's best setting (target 5x), "
                    f"{d / old:.1f}x the best `loaders` setting (target 2x): {'met' if met else '**missed**'}.")
+
     def trained(loader):
         got = [r["trials_per_s"] for r in rows if r["loader"] == loader and r["model"] and r["mice"] == 1 and r["scan"] == "image"]
         return max(got) if got else None
@@ -297,6 +298,8 @@ def verdicts(rows: list[dict], memory: dict[str, dict]) -> list[str]:
         out.append(f"- With the reference model: resident {ref:.0f} trials/s, {ref / alone:.2f}x the model alone ({alone:.0f} trials/s).")
         for loader, target in (("DeviceLoader streaming", 0.95), ("file tree", None), ("loaders", None)):
             got = trained(loader)
+            if got is None:  # not run, or failed
+                continue
             verdict = f" (target {target}x): {'met' if got >= target * ref else '**missed**'}" if target else " (best num_workers)"
             out.append(f"- With the reference model, {loader}: {got / ref:.2f}x the resident rate{verdict}.")
     first = [r["first_batch_s"] for r in rows if r["loader"] == "DeviceLoader resident" and not r["model"]]
