@@ -1,6 +1,6 @@
 """Conversion at the machine's speed: cores, start-up, and what bounds it, side by side in one run.
 
-    python -m benchmarks.conversion               # full size (about 20 minutes here)
+    python -m benchmarks.conversion               # full size (about 4 minutes here, once its samples exist)
     python -m benchmarks.conversion --size tiny   # the same code in seconds; the tests run it
 
 Every command runs as a user runs it, in a fresh process (``sensorium-zarr ...``), timed with its
@@ -208,7 +208,8 @@ def run(size: str = "full", data: Path = HERE / "data", out: Path = HERE / "resu
     mlabel = f"{s['mice']} 2022 mice"
     row(workload="np.load every data file, one thread", dataset=mlabel,
         seconds=sum(np_load_all(m, 0) for m in sorted(mice.iterdir())))
-    for n in sorted({*s["mice_workers"], cores}) if "mice_workers" in s else counts if s["every_count"] else counts[-1:]:
+    mice_counts = sorted({*s["mice_workers"], cores}) if "mice_workers" in s else (counts if s["every_count"] else counts[-1:])
+    for n in mice_counts:
         shutil.rmtree(work / "stores", ignore_errors=True)
         row(workload="convert-all", dataset=mlabel, workers=n,
             **timed([*CLI, "convert-all", str(mice), str(work / "stores"), "--quiet", "--workers", str(n)]))
