@@ -270,7 +270,8 @@ def targets(rows: list[dict], cores: int) -> list[dict]:
 def markdown(result: dict) -> str:
     m, rows = result["machine"], result["rows"]
     lines = [f"Measured {result['date']} ({result['size']} size): {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
-             f"Python {m['python']}, zarr {m['zarr']}, sensorium-zarr {m['converter']}; warm page cache, fresh process per command.",
+             f"Python {m['python']}, zarr {m['zarr']}, sensorium-zarr {m['converter']}; warm page cache, fresh process per command."
+             + (f" Note: {result['note']}" if "note" in result else ""),
              "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |" for t in result["targets"]]
     lines += ["", "| workload | data | workers | wall time | cores busy (CPU time / wall) | peak memory |", "|---|---|---|---|---|---|"]

@@ -264,7 +264,8 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Training throughput ({result['size']} size)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; device {m['device']}; torch {m['torch']}, sensorium-zarr {m['converter']}. "
-             "Train tier, batches of 128 trials (image scans) or 32 clips of 60 frames (video), normalised, warm page cache.", "",
+             "Train tier, batches of 128 trials (image scans) or 32 clips of 60 frames (video), normalised, warm page cache."
+             + (f" Note: {result['note']}" if "note" in result else ""), "",
              "| loader | num_workers | mice | model | items/s | waiting for data | first batch (s) | peak memory (MB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
