@@ -424,14 +424,14 @@ def test_the_skeleton_is_what_xarray_writes_of_lazy_arrays(make_dataset, tmp_pat
         var.attrs.pop("coordinates", None)
     ref = MemoryStore()
     xr.Dataset(data, coords=coords).to_zarr(ref, compute=False, zarr_format=3, consolidated=False, mode="w",
-                                            encoding={**{k: S._encoding(v) for k, v in p.data_vars.items()},
+                                            encoding={**{k: {"_FillValue": None, **S._encoding(v)} for k, v in p.data_vars.items()},
                                                       **{n: {"_FillValue": None, **S.SMALL} for n in coords}})
     for k, v in p.data_vars.items():
         c = row_copy(v)
         if c is not None:
             group, name = c.path.rsplit("/", 1)
             xr.Dataset({name: lazy(c.path, c.dims, c.shape, c.dtype, write_chunks(c))}).to_zarr(
-                ref, group=group, compute=False, zarr_format=3, consolidated=False, mode="a", encoding={name: S._encoding(c)})
+                ref, group=group, compute=False, zarr_format=3, consolidated=False, mode="a", encoding={name: {"_FillValue": None, **S._encoding(c)}})
     fds, _ = S._files_dataset(files)
     fds["bytes"] = lazy("files/bytes", ("byte",), (int(sum(files.values())),), np.uint8, 2**20)
     fds["crc32"] = lazy("files/crc32", ("file",), (len(files),), np.uint32, -1)

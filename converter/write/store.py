@@ -103,9 +103,8 @@ def _placeholder(v: DataVar, attrs: dict) -> _Placeholder:
 def _create(group: zarr.Group, name: str, p: _Placeholder, coordinates: str = "") -> None:
     """What ``xarray.Dataset.to_zarr(compute=False)`` writes of a lazy variable: its metadata (a
     float's fill value NaN), its attributes, ``coordinates`` last, and no chunk."""
-    enc = {k: v for k, v in p.encoding.items() if k != "_FillValue"}
     array = group.create(name, shape=p.shape, dtype=p.dtype, fill_value=np.nan if np.dtype(p.dtype).kind == "f" else None,
-                         dimension_names=p.dims, config={}, **enc)
+                         dimension_names=p.dims, config={}, **p.encoding)
     array.attrs.put({**p.attrs, **({"coordinates": coordinates} if coordinates else {})})
 
 
@@ -125,7 +124,7 @@ def _coordinates(coord_dims: dict[str, tuple[str, ...]], var_dims: dict[str, tup
 
 
 def _encoding(v: DataVar) -> dict:
-    enc = {"chunks": v.chunks, "compressors": [blosc(v.codec), Crc32cCodec()], "_FillValue": None}
+    enc = {"chunks": v.chunks, "compressors": [blosc(v.codec), Crc32cCodec()]}
     if v.shards is not None:
         enc["shards"] = v.shards
     return enc
@@ -180,7 +179,7 @@ def create_skeleton(
         coords[contract.FRAME] = _var((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
         coords[contract.FRAME_TIME] = _var((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
             "units": "s", "derived": f"frame / {contract.FRAME_RATE_HZ:g} Hz, the release's frame rate (not in its files)"})
-        lazy[contract.N_FRAMES] = _Placeholder((contract.TRIAL,), (len(trial_coord),), "int64", {"_FillValue": None, **SMALL, "chunks": (len(trial_coord),)}, {
+        lazy[contract.N_FRAMES] = _Placeholder((contract.TRIAL,), (len(trial_coord),), "int64", {**SMALL, "chunks": (len(trial_coord),)}, {
             "derived": "frames before the first frame of data/videos/<i>.npy holding a NaN (the rest is padding)"})
     if isinstance(neuron_coord, MetaArray):
         coords[contract.NEURON] = _var((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
@@ -204,7 +203,7 @@ def create_skeleton(
             copies[key] = (c, _placeholder(c, {
                 contract.COPY_OF: key, contract.SOURCE_DTYPE: v.source_dtype,
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
-        lazy[v.withheld_name] = _Placeholder((contract.TRIAL,), v.shape[:1], "bool", {"_FillValue": None, **SMALL, "chunks": v.shape[:1]}, {
+        lazy[v.withheld_name] = _Placeholder((contract.TRIAL,), v.shape[:1], "bool", {**SMALL, "chunks": v.shape[:1]}, {
             "derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
                        "(withheld by the source, not measured)"})
     listed, unlisted = _coordinates({**{k: c.dims for k, c in coords.items()}, **{k: p.dims for k, p in lazy.items()}},
@@ -231,13 +230,18 @@ def create_skeleton(
             sds.to_zarr(store, group=group, encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **opts)
         fds, placeholders = _files_dataset(files)
         fds.to_zarr(store, group=contract.FILES_GROUP, **opts, encoding={
-            name: {"_FillValue": None, **SMALL, "chunks": (max(1, min(v.size, _FILE_CHUNK)),)} for name, v in fds.variables.items()})
+            name: {"_FillValue": None, **SMALL, "chunks": _file_chunks(v.size)} for name, v in fds.variables.items()})
         group = zarr.open_group(store, path=contract.FILES_GROUP, mode="a", zarr_format=3)
         of_files, _ = _coordinates({"path": ("file",)}, {k: p.dims for k, p in placeholders.items()})
         for name, p in placeholders.items():
             _create(group, name, p, of_files[name])
 
     write_objects(path, _zarr_objects(fill), storage_options)
+
+
+def _file_chunks(n: int) -> tuple[int]:
+    """The chunks of a one-dimensional array of group ``files``: `_FILE_CHUNK` entries at most."""
+    return (max(1, min(n, _FILE_CHUNK)),)
 
 
 def _files_dataset(files: dict[str, int]) -> tuple[xr.Dataset, dict[str, _Placeholder]]:
@@ -252,10 +256,10 @@ def _files_dataset(files: dict[str, int]) -> tuple[xr.Dataset, dict[str, _Placeh
             "size": _var(("file",), sizes, {"derived": "bytes of each file"}),
         },
         coords={"path": _var(("file",), np.array(list(files), dtype=np.dtypes.StringDType()),
-                                    {"derived": f"path of each {where}, relative to the dataset folder"})},
+                             {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
     total = int(sizes.sum())
-    lazy = {"bytes": _Placeholder(("byte",), (total,), "uint8", {**SMALL, "chunks": (max(1, min(total, _FILE_CHUNK)),)},
+    lazy = {"bytes": _Placeholder(("byte",), (total,), "uint8", {**SMALL, "chunks": _file_chunks(total)},
                                   {"derived": "the bytes of every file in files/path, one after another"}),
             "crc32": _Placeholder(("file",), (len(files),), "uint32", {**SMALL, "chunks": (max(1, len(files)),)}, {"derived": "CRC-32 of each file"})}
     return ds, lazy
