@@ -108,7 +108,7 @@ def np_load_all(folder: Path, repeat: int) -> float:
 
 
 _PHASES_CHILD = r"""
-import json, sys, time, threading
+import contextlib, json, sys, time
 t0 = time.perf_counter()
 import converter.write.convert as C
 from converter.write import executors
@@ -123,17 +123,20 @@ def timer(name, fn):
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return wrapped
 C.plan = timer("plan (headers of every file, meta arrays)", C.plan)
-C.create_skeleton = timer("skeleton (xarray writes metadata, coordinates)", C.create_skeleton)
+C.create_skeleton = timer("skeleton (metadata, coordinates)", C.create_skeleton)
 C.write_files = timer("other files", C.write_files)
-real = executors.resolve
-def resolve(e):
-    run = real(e)
-    def blocks(task, todo, bar):
-        t = time.perf_counter()
-        yield from run(task, todo, bar)
-        spent["blocks (read, encode, write)"] = time.perf_counter() - t
-    return blocks
-C.executors.resolve = resolve
+real = executors.started
+@contextlib.contextmanager
+def started(e, n, local):
+    t = time.perf_counter()
+    with real(e, n, local) as run:
+        spent["start workers"] = time.perf_counter() - t
+        def blocks(task, todo, bar):
+            t = time.perf_counter()
+            yield from run(task, todo, bar)
+            spent["blocks (read, encode, write)"] = time.perf_counter() - t
+        yield blocks
+C.executors.started = started
 t = time.perf_counter()
 C.convert(sys.argv[1], sys.argv[2], executor=int(sys.argv[3]), progress=False)
 total = time.perf_counter() - t

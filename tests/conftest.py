@@ -49,6 +49,7 @@ def disk_full(monkeypatch):
 
     from zarr.storage import FsspecStore, LocalStore
 
+    import converter.write.block as block_module
     import converter.write.store as store_module
 
     def fill(where: str, after: int = 0) -> None:
@@ -80,6 +81,7 @@ def disk_full(monkeypatch):
             return original_objects(path, objects, storage_options)
 
         monkeypatch.setattr(store_module, "write_bytes", full_write)
+        monkeypatch.setattr(block_module, "write_bytes", full_write)  # chunks and shards
         monkeypatch.setattr(store_module, "write_objects", full_objects)
 
     return fill

@@ -286,34 +286,26 @@ def test_a_folder_sources_identity_is_the_digest_that_stores_record(make_dataset
     assert source.identity() == h.hexdigest()
 
 
-@pytest.mark.parametrize("disk", [False, True])
-def test_headers_read_on_threads_when_the_first_come_from_the_disk_are_the_same(dataset_copy, monkeypatch, disk):
-    """`FolderSource.heads` reads the first files one after another; if they took disk time, the
-    rest on threads. Either way the headers and sizes are those of a plain read, in order."""
-    import threading
-
+def test_the_plan_reads_one_header_per_folder_and_the_blocks_check_every_file(dataset_copy, tmp_path):
+    """`FolderSource.heads` gives a plain read's first bytes and size; the plan reads trial 0's
+    header alone, and a file that differs later is found as its block reads it: one line naming
+    it, and nothing left behind."""
     from converter.contract import trial_file
     from converter.source import files, open_source
+    from converter.write.plan import plan
 
-    source = open_source(dataset_copy(), None)
-    rels = [trial_file(k, i) for k in ("images", "responses") for i in range(60)]
-    plain = [((source.root / r).read_bytes()[: files.HEAD_BYTES], (source.root / r).stat().st_size) for r in rels]
-    monkeypatch.setattr(files, "HEAD_PROBE_FILES", 8)
-    monkeypatch.setattr(files, "HEAD_DISK_SECONDS", 0.0 if disk else 3600.0)  # every probe slow, or none
-    seen: set[str] = set()
-    read = files.FolderSource._heads
-
-    def spy(self, part, n):
-        seen.add(threading.current_thread().name)
-        return read(self, part, n)
-
-    monkeypatch.setattr(files.FolderSource, "_heads", spy)
-    assert source.heads(rels) == plain
-    assert any(name.startswith("sensorium-zarr-heads") for name in seen) == disk
-    assert source.heads(rels, threads=3) == plain and source.heads(rels, threads=1) == plain
-    (source.root / rels[-1]).unlink()  # a file missing on a thread: one line naming it
-    with pytest.raises(converter.SourceError, match=rf"{rels[-1]}: No such file"):
-        source.heads(rels, threads=3)
+    folder = dataset_copy()
+    source = open_source(folder, None)
+    rels = [trial_file(k, i) for k in ("images", "responses") for i in (0, 59)]
+    assert source.heads(rels) == [((folder / r).read_bytes()[: files.HEAD_BYTES], (folder / r).stat().st_size) for r in rels]
+    np.save(folder / "data/responses/59.npy", np.zeros(3, np.float32))
+    assert plan(open_source(folder, None)).expect["responses"].shape == (40,)
+    with pytest.raises(converter.SourceError, match=r"data/responses/59.npy: shape \(3,\) dtype <f4 differs from data/responses/0.npy's"):
+        converter.convert(folder, tmp_path / "out" / "m.zarr", progress=False)
+    assert not any((tmp_path / "out").iterdir())
+    (folder / "data/responses/59.npy").unlink()
+    with pytest.raises(converter.SourceError, match="data/responses/59.npy: No such file"):
+        source.heads([trial_file("responses", 59)])
 
 
 def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):
@@ -425,7 +417,7 @@ def test_the_skeleton_is_what_xarray_writes_of_lazy_arrays(make_dataset, tmp_pat
     ref = MemoryStore()
     xr.Dataset(data, coords=coords).to_zarr(ref, compute=False, zarr_format=3, consolidated=False, mode="w",
                                             encoding={**{k: {"_FillValue": None, **S._encoding(v)} for k, v in p.data_vars.items()},
-                                                      **{n: {"_FillValue": None, **S.SMALL} for n in coords}})
+                                                      **{n: {"_FillValue": None, **S.small()} for n in coords}})
     for k, v in p.data_vars.items():
         c = row_copy(v)
         if c is not None:
@@ -436,7 +428,7 @@ def test_the_skeleton_is_what_xarray_writes_of_lazy_arrays(make_dataset, tmp_pat
     fds["bytes"] = lazy("files/bytes", ("byte",), (int(sum(files.values())),), np.uint8, 2**20)
     fds["crc32"] = lazy("files/crc32", ("file",), (len(files),), np.uint32, -1)
     fds.to_zarr(ref, group="files", compute=False, zarr_format=3, consolidated=False, mode="a",
-                encoding={n: {"_FillValue": None, **S.SMALL, "chunks": (max(1, min(v.size, S._FILE_CHUNK)),)} for n, v in fds.variables.items()})
+                encoding={n: {"_FillValue": None, **S.small(), "chunks": (max(1, min(v.size, S._FILE_CHUNK)),)} for n, v in fds.variables.items()})
     written = [*p.data_vars, *flags, *(c.path for v in p.data_vars.values() if (c := row_copy(v))), "files/bytes", "files/crc32"]
 
     def ref_json(rel):

@@ -139,14 +139,14 @@ def test_a_source_changed_between_an_interrupted_run_and_its_rerun_is_converted_
 
 
 def test_permission_denied_names_the_place_and_the_cure(make_dataset, tmp_path, monkeypatch, capsys):
-    import converter.write.store as store_module
+    import converter.write.block as block_module
 
     src, dest = make_dataset(), tmp_path / "m.zarr"
 
     def denied(path, data, storage_options=None):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(store_module, "write_bytes", denied)
+    monkeypatch.setattr(block_module, "write_bytes", denied)
     assert cli.main(["convert", str(src), str(dest), "--quiet"]) == cli.EXIT_STORAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied while writing" in err and "fix the permissions" in err

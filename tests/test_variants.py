@@ -194,10 +194,10 @@ def test_a_trial_read_straight_into_its_row_is_checked_like_any_other(tmp_path):
     for i, row in enumerate(values):
         np.save(folder / f"data/responses/{i}.npy", row)
     source = open_source(folder)
-    expect = trial_header(source, "responses", 5)
+    expect = trial_header(source, "responses")
     block = read_trials(source, "responses", range(5), expect)
     assert np.array_equal(block.values, values) and block.values.dtype == np.dtype("<f4")
     assert block.crc32.tolist() == [zlib.crc32((folder / f"data/responses/{i}.npy").read_bytes()) for i in range(5)]
-    np.save(folder / "data/responses/3.npy", values[3].astype(">f4"))  # written after the headers were checked
-    with pytest.raises(converter.SourceError, match="data/responses/3.npy: shape .* dtype >f4 differs"):
+    np.save(folder / "data/responses/3.npy", values[3].astype(">f4"))  # written after trial 0's header was read
+    with pytest.raises(converter.SourceError, match="data/responses/3.npy: shape .* dtype >f4 differs from data/responses/0.npy's"):
         read_trials(source, "responses", range(5), expect)

@@ -1,8 +1,8 @@
 """Reading a source dataset: a folder or the distributed zip, on disk or at a URL.
 
-`open_source` opens it, `scan` lists and checks its files (an `Inventory`), and
-`trial_header` checks every trial file's header, `read_array` / `read_trials` decode its ``.npy`` files (`converter.source.npy`, never with
-pickling).
+`open_source` opens it, `scan` lists and checks its files (an `Inventory`), `trial_header`
+reads the header every trial file of a folder shares, and `read_array` / `read_trials` decode
+its ``.npy`` files, checking each (`converter.source.npy`, never with pickling).
 """
 
 from .arrays import TrialBlock, read_array, read_trials, trial_header

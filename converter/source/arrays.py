@@ -22,24 +22,19 @@ def read_array(source: Source, rel: str) -> tuple[np.ndarray, int, bytes]:
     return array_from_header(buf, h, path), source.crc32(rel, buf), bytes(buf[: h.offset])
 
 
-def trial_header(source: Source, key: str, n_trials: int) -> NpyHeader:
-    """The one header every ``data/<key>/<i>.npy`` has, checked from the first bytes of each file.
+def trial_header(source: Source, key: str) -> NpyHeader:
+    """The header of ``data/<key>/0.npy``, which every trial file of the folder must share.
 
-    Raises `SourceError` naming the first file whose shape or dtype differs from trial 0's, or
-    whose size does not match what its header declares, before a single trial is read whole.
+    Only this file is read here (its first bytes): `read_trials` checks each file against it as
+    it reads the file, so a conversion reads every file once.  Raises `SourceError` naming the
+    file when its header is malformed or its size does not match what the header declares.
     """
-    rels = [trial_file(key, i) for i in range(n_trials)]
-    heads = source.heads(rels)
-    expect = _header(source, rels[0], *heads[0])
-    prefix = heads[0][0][: expect.offset]
-    for rel, (head, size) in zip(rels, heads):
-        h = expect if head[: expect.offset] == prefix else _header(source, rel, head, size)
-        if h.shape != expect.shape or h.dtype != expect.dtype:
-            raise SourceError(source.where(rel), f"shape {h.shape} dtype {h.dtype.str} differs from {rels[0]}'s "
-                                                 f"shape {expect.shape} dtype {expect.dtype.str}")
-        problem = size_problem(h, size)
-        if problem:
-            raise SourceError(source.where(rel), problem)
+    rel = trial_file(key, 0)
+    (head, size), = source.heads([rel])
+    expect = _header(source, rel, head, size)
+    problem = size_problem(expect, size)
+    if problem:
+        raise SourceError(source.where(rel), problem)
     return expect
 
 
@@ -73,9 +68,12 @@ def read_trials(
     """Read ``data/<key>/<i>.npy`` for each trial, checking every one against ``expect``.
 
     ``expect`` carries the shape and dtype (byte order included) that every trial of
-    this folder must have; ``None`` takes the first trial read as the reference.
+    this folder must have (`trial_header`: trial 0's); ``None`` takes the first trial read
+    as the reference.  A file that differs, or is cut short or too long, is a `SourceError`
+    naming it.
     """
     trials = list(trials)
+    reference = expect is not None
     crcs = np.empty(len(trials), dtype=np.uint32)
     headers: set[bytes] = set()
     out = None
@@ -101,7 +99,8 @@ def read_trials(
         if expect is None:
             expect = h
         if h.shape != expect.shape or h.dtype != expect.dtype:
-            raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from other trials' shape {expect.shape} dtype {expect.dtype.str}")
+            other = f"{trial_file(key, 0)}'s" if reference else "other trials'"
+            raise SourceError(path, f"shape {h.shape} dtype {h.dtype.str} differs from {other} shape {expect.shape} dtype {expect.dtype.str}")
         if out is None:
             out = np.empty((len(trials), *expect.shape), dtype=expect.dtype.newbyteorder("="))
         out[j] = array_from_header(buf, h, path)

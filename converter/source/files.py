@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import os
 import re
 import stat
 import struct
-import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from ..errors import SourceError
@@ -41,14 +38,6 @@ def _walk(root: Path, skipped: list[str] | None = None):
 
 # Bytes `Source.heads` reads of each file: a .npy header is 128 bytes unless its shape is long.
 HEAD_BYTES = 256
-# How a folder's headers are read. The first files, one after another, tell whether they come from
-# the page cache (~10 us a file) or from the disk (~70 us); from the disk, reads in flight on a few
-# threads at once halve the time, while from the cache threads only add contention. Measured on a
-# full-size mouse's 27,820 files, 2 cores: from the disk 1.9 s serial, 1.25 s on 2 threads, 0.95 s
-# on 4, 1.0 s on 8; from the cache 0.25 s serial, 0.3-0.46 s on 2-16 threads.
-HEAD_PROBE_FILES = 256
-HEAD_DISK_SECONDS = 30e-6  # a file read slower than this, on average, came from the disk
-HEAD_DISK_THREADS = 4
 # No array of a Sensorium scan comes near this; a .npy zip entry declaring more is refused (arrays are
 # read whole; other files are streamed in pieces, whatever their size).
 MAX_MEMBER_BYTES = 2**31
@@ -152,23 +141,7 @@ class FolderSource(Source):
         except OSError as e:
             raise SourceError(self.where(rel), e.strerror or str(e)) from None
 
-    def heads(self, rels: list[str], n: int = HEAD_BYTES, *, threads: int | None = None) -> list[tuple[bytes, int]]:
-        """``threads``: read on that many threads; by default on `HEAD_DISK_THREADS` when the
-        first `HEAD_PROBE_FILES` files, read one after another, came from the disk."""
-        out, rest = [], rels
-        if threads is None:
-            start = time.perf_counter()
-            out, rest = self._heads(rels[:HEAD_PROBE_FILES], n), rels[HEAD_PROBE_FILES:]
-            threads = HEAD_DISK_THREADS if time.perf_counter() - start > HEAD_DISK_SECONDS * len(out) else 1
-        if threads <= 1 or len(rest) < 2:
-            return out + self._heads(rest, n)
-        step = -(-len(rest) // (threads * 4))  # parts small enough that no thread is left with the last long one
-        with ThreadPoolExecutor(threads, thread_name_prefix="sensorium-zarr-heads") as pool:
-            for part in pool.map(self._heads, [rest[i:i + step] for i in range(0, len(rest), step)], itertools.repeat(n)):
-                out += part
-        return out
-
-    def _heads(self, rels: list[str], n: int) -> list[tuple[bytes, int]]:
+    def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
         out = []
         for rel in rels:
             try:

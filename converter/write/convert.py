@@ -44,23 +44,26 @@ def _check_space(source: Source, p: Plan, dest: Location, state: ConversionState
                            f"(estimated from a few trials), and {_size(usage.free)} is free there", errno.ENOSPC)
 
 
-def _build(source: Source, p: Plan, state: ConversionState, run_blocks: Executor, bar, record: dict) -> None:
+def _build(source: Source, p: Plan, state: ConversionState, executor: Executor | int, bar, record: dict) -> None:
     """Write (or finish writing) the store at ``state.store`` and publish it; resumable at any point."""
     store, so = state.store, state.storage_options
-    if state.plan() != record:
+    fresh = state.plan() != record
+    if fresh:
         state.start_over()
-        files = {rel: source.size(rel) for rel in p.inventory.other_files}
-        create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, files, so, n_frames=p.n_frames)
-        write_files(store, source, files, so)
-        state.save_plan(record)
     done = state.done_blocks()
     todo = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]
-    bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
+    local = local_path(source.location) is not None and local_path(store) is not None
     task = BlockWriter(source, store, p.data_vars, p.expect, p.order, so)
-    # closed at once on any error, here too: blocks still queued must not run on
-    with contextlib.closing(run_blocks(task, todo, bar)) as finished:
+    bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
+    with executors.started(executor, len(todo), local) as run_blocks, \
+            contextlib.closing(run_blocks(task, todo, bar)) as finished:  # closed at once on any error: queued blocks never run
+        if fresh:  # written while the blocks are: their chunks and the metadata are separate files
+            files = {rel: source.size(rel) for rel in p.inventory.other_files}
+            create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, files, so, n_frames=p.n_frames)
+            write_files(store, source, files, so)
+            state.save_plan(record)
         for r in finished:
-            state.save_block(r)  # only after every chunk of the block is written
+            state.save_block(r)  # only after every chunk of the block is written, and the plan
             done[r.block.start] = r
     results = [done[b.start] for b in layout.blocks(p.n_trials, p.block)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
@@ -125,9 +128,10 @@ def convert(
     overwrite : bool
         Replace an existing store at ``dest`` (on disk only once the new one is complete).
     executor : int, distributed.Client or Executor, optional
-        Who writes the blocks of trials: by default a thread per core; an integer: that
-        many threads; a ``distributed.Client``: its workers; or any
-        `converter.write.executors.Executor`.
+        Who writes the blocks of trials: by default a worker per core; an integer: that
+        many workers (processes when more than one block is written from and to local
+        disks, else threads: `converter.write.executors.uses_processes`); a
+        ``distributed.Client``: its workers; or any `converter.write.executors.Executor`.
     progress : bool or Progress, optional
         Draw a progress bar on stderr; default: only when stderr is a terminal.  A
         `Progress` instance is advanced instead (one bar over several conversions).

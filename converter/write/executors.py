@@ -1,7 +1,9 @@
-"""Where blocks of trials are written: threads in this process, or a dask.distributed cluster.
+"""Where blocks of trials are written: worker processes or threads on this machine, or a
+dask.distributed cluster.
 
 An `Executor` maps one picklable callable over blocks, ``executor(task, blocks, progress)``,
-and yields each result as it finishes, in any order.  The task (a `BlockWriter`) is called
+and yields each result as it finishes, in any order.  Ours hand every block out before they
+return (`started_now`): the blocks run while the caller writes the store's skeleton.  The task (a `BlockWriter`) is called
 as ``task(block, step)``; ``step(n)`` reports ``n`` units of work done and is where a
 stopped block gives up.  Blocks own disjoint chunks, so they may run anywhere.  When the
 caller stops early (an error, Ctrl-C), blocks not yet started never start and running ones
@@ -10,6 +12,7 @@ stop at their next step; what was yielded stays valid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -23,7 +26,7 @@ from ..source import Source
 from ..source.npy import NpyHeader
 from ..storage import Location, portable
 from .layout import DataVar
-from .store import BlockResult, write_block
+from .block import BlockResult, write_block
 
 Progress = Callable[[int], None] | None
 Executor = Callable[[Callable, Sequence[range], Progress], Iterator[BlockResult]]
@@ -69,13 +72,22 @@ def threads(workers: int | None = None) -> Executor:
         pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
         futures = [pool.submit(task, b, step) for b in blocks]
         try:
+            yield None  # every block handed out (`started_now`)
             for future in as_completed(futures):
                 yield future.result()
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    return run
+    return lambda task, blocks, progress=None: started_now(run(task, blocks, progress))
+
+
+def started_now(results: Iterator) -> Iterator:
+    """``results``, a generator of an executor, run to its first ``yield None``, by which it has
+    handed every block out: they run while the caller goes on, and closing it stops them even
+    before a result is taken."""
+    next(results)
+    return results
 
 
 def dask(client) -> Executor:
@@ -89,6 +101,7 @@ def dask(client) -> Executor:
         run_id = uuid.uuid4().hex[:12]  # keys unique per conversion: two stores from one source may run at once
         futures = [client.submit(task, b, pure=False, key=f"sensorium-zarr-{name}-{run_id}-{b.start}") for b in blocks]
         try:
+            yield None  # every block handed out (`started_now`)
             for future in as_completed(futures):
                 r = future.result()
                 if progress is not None:
@@ -97,19 +110,46 @@ def dask(client) -> Executor:
         finally:
             client.cancel(futures)  # on an error, stop the blocks still queued
 
-    return run
+    return lambda task, blocks, progress=None: started_now(run(task, blocks, progress))
 
 
-def resolve(executor: int | Executor | object | None) -> Executor:
-    """The executor for the ``executor`` argument of `convert`.
-
-    ``None``: a thread per core; an integer: that many threads; a ``distributed.Client``:
-    its workers; or an `Executor` itself.
-    """
-    if executor is None or isinstance(executor, int) and not isinstance(executor, bool):
-        return threads(executor)
+def resolve(executor: int | Executor | object | None) -> Executor | int:
+    """The ``executor`` argument of `convert`, checked: a number of workers (``None``: one per
+    core), or the `Executor` for a ``distributed.Client`` or given itself.  `started` turns a
+    number into an executor once the conversion's size is known."""
+    if executor is None:
+        return os.cpu_count() or 1
+    if isinstance(executor, int) and not isinstance(executor, bool):
+        if executor < 1:
+            raise ValueError(f"workers must be at least 1, not {executor}")
+        return executor
     if type(executor).__module__.startswith("distributed") and hasattr(executor, "submit"):
         return dask(executor)
     if callable(executor):
         return executor
     raise TypeError(f"executor must be None, a number of threads, a distributed.Client or an Executor, not {executor!r}")
+
+
+def uses_processes(workers: int, blocks: int, local: bool) -> bool:
+    """Whether ``workers`` on this machine should be processes rather than threads: when more
+    than one would be busy (``blocks`` to write) and the source and the store are on local disks.
+    A block's work holds the interpreter lock most of the time, so threads of one process do
+    not add up; with object storage the work is waiting on the network, which threads do well."""
+    return workers > 1 and blocks > 1 and local
+
+
+@contextlib.contextmanager
+def started(executor: Executor | int, blocks: int, local: bool) -> Iterator[Executor]:
+    """The executor that writes ``blocks`` blocks, for what `resolve` gave: a number of workers
+    becomes processes (started now, while the caller writes the skeleton) or threads
+    (`uses_processes`); an executor is itself.  Worker processes end when the context does."""
+    if not isinstance(executor, int):
+        yield executor
+    elif uses_processes(executor, blocks, local):
+        from .processes import Workers
+
+        n = min(executor, blocks)
+        with Workers(n, threads=max(1, (os.cpu_count() or 1) // n)) as workers:
+            yield workers
+    else:
+        yield threads(executor)

@@ -1,6 +1,6 @@
 """The plan of a conversion: everything decided before the first trial is written.
 
-`plan` reads a source's meta arrays and one trial per data folder and decides the layout
+`plan` reads a source's meta arrays and one trial's header per data folder and decides the layout
 (`converter.write.layout`); `plan_record` is what a resumed conversion must find unchanged,
 `root_attrs` the store's root attributes, and `made_from` whether a store came from a source.
 """
@@ -80,7 +80,7 @@ def _meta_array(source: Source, rel: str, name: str, base: str | None, length: i
 def plan(source: Source) -> Plan:
     """Scan the source, read its meta arrays and one trial per folder; decide the layout."""
     inv = scan(source)
-    expect = {key: trial_header(source, key, inv.n_trials) for key in inv.data_keys}
+    expect = {key: trial_header(source, key) for key in inv.data_keys}
     if inv.kind.frames:
         _check_clips(source, inv, expect)
     block = layout.block_trials(sum(int(np.prod(h.shape, dtype=np.int64)) * h.dtype.itemsize for h in expect.values()))

@@ -1,4 +1,4 @@
-"""Where the store is written: the skeleton, one block of trials, the final metadata.
+"""Where the store is written: the skeleton and the final metadata (one block of trials: `.block`).
 
 The skeleton (every array's metadata, all coordinates and statistics) is written by xarray
 itself, so plain ``xarray.open_zarr`` reads the result by construction. xarray writes it into
@@ -17,27 +17,27 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import xarray as xr
-import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
-from zarr.core.buffer import default_buffer_prototype
-from zarr.storage import MemoryStore
+from typing import TYPE_CHECKING
 
-# Every other array (coordinates, statistics, checksums, files): zstd, as xarray writes by default,
-# then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
-SMALL = {"compressors": [ZstdCodec(), Crc32cCodec()]}
+import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
+    import zarr
+    from zarr.codecs import BloscCodec
+    from zarr.storage import MemoryStore
+
 _FILE_CHUNK = 1 << 20  # bytes per chunk of files/bytes
 
 from .. import contract, zarrlite
 from ..errors import SourceError
-from ..source import Source, read_trials
-from ..source.npy import NpyHeader
+from ..source import Source
 from ..storage import child, filesystem, open_array, read_objects, renames, write_bytes, write_objects
-from .layout import DataVar, row_copy, write_chunks
+from .block import BlockResult
+from .layout import DataVar, row_copy
 
 
 @dataclass
@@ -69,18 +69,20 @@ class MetaArray:
         return v.astype(v.dtype.newbyteorder("="), order="C")
 
 
-@dataclass
-class BlockResult:
-    """What writing one block learned: checksums, headers seen, and the per-trial flags it found
-    (``<key>_withheld``, ``n_frames``), written whole at the end."""
+def small() -> dict:
+    """The codecs of every other array (coordinates, statistics, checksums, files): zstd, as xarray
+    writes by default, then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
 
-    block: range
-    crc32: dict[str, np.ndarray] = field(default_factory=dict)
-    headers: dict[str, set[bytes]] = field(default_factory=dict)
-    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    zarr-python (and, for the skeleton, xarray) is imported on first use: a conversion's blocks
+    start on its workers while this process imports them (`converter.write.convert`)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return {"compressors": [ZstdCodec(), Crc32cCodec()]}
 
 
 def blosc(codec) -> BloscCodec:
+    from zarr.codecs import BloscCodec
+
     return BloscCodec(cname=codec.cname, clevel=codec.clevel, shuffle=codec.shuffle)
 
 
@@ -111,6 +113,8 @@ def _create(group: zarr.Group, name: str, p: _Placeholder, coordinates: str = ""
 def _var(dims: tuple[str, ...], values: np.ndarray, attrs: dict) -> xr.Variable:
     """An `xarray.Variable` of numpy ``values`` as they are (``fastpath``: xarray would otherwise
     import dask.array to ask whether they are a dask array)."""
+    import xarray as xr
+
     return xr.Variable(dims, np.asarray(values), attrs, fastpath=True)
 
 
@@ -124,6 +128,8 @@ def _coordinates(coord_dims: dict[str, tuple[str, ...]], var_dims: dict[str, tup
 
 
 def _encoding(v: DataVar) -> dict:
+    from zarr.codecs import Crc32cCodec
+
     enc = {"chunks": v.chunks, "compressors": [blosc(v.codec), Crc32cCodec()]}
     if v.shards is not None:
         enc["shards"] = v.shards
@@ -136,6 +142,9 @@ def _zarr_objects(fill: Callable[[MemoryStore], object], initial: dict[str, byte
     They are written to memory, to be written out at once (`write_objects`). ``initial``: what
     the store holds before, such as the metadata of the arrays ``fill`` writes into.
     """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
     initial = initial or {}
     held = {k: default_buffer_prototype().buffer.from_bytes(v) for k, v in initial.items()}
     fill(MemoryStore(held))
@@ -169,6 +178,9 @@ def create_skeleton(
     the metadata of the arrays filled later (`_create`), all into memory first; it goes to ``path``
     at once (`write_objects`).
     """
+    import xarray as xr
+    import zarr
+
     clustered = "tier, i" if n_frames is not None else "tier, image_id, i"
     lazy: dict[str, _Placeholder] = {}  # coordinates filled at the end (flags), besides the data variables
     coords: dict[str, xr.Variable] = {
@@ -179,7 +191,7 @@ def create_skeleton(
         coords[contract.FRAME] = _var((contract.FRAME,), frame, {"derived": "position on the last axis of every data/<key>/<i>.npy"})
         coords[contract.FRAME_TIME] = _var((contract.FRAME,), frame / contract.FRAME_RATE_HZ, {
             "units": "s", "derived": f"frame / {contract.FRAME_RATE_HZ:g} Hz, the release's frame rate (not in its files)"})
-        lazy[contract.N_FRAMES] = _Placeholder((contract.TRIAL,), (len(trial_coord),), "int64", {**SMALL, "chunks": (len(trial_coord),)}, {
+        lazy[contract.N_FRAMES] = _Placeholder((contract.TRIAL,), (len(trial_coord),), "int64", {**small(), "chunks": (len(trial_coord),)}, {
             "derived": "frames before the first frame of data/videos/<i>.npy holding a NaN (the rest is padding)"})
     if isinstance(neuron_coord, MetaArray):
         coords[contract.NEURON] = _var((contract.NEURON,), neuron_coord.stored_values(), neuron_coord.attrs())
@@ -193,7 +205,7 @@ def create_skeleton(
     for dim, names in labels.items():
         coords[dim] = _var((dim,), np.array(names, dtype=object), {"derived": "labels from the data description"})
     # every coordinate is one chunk: opening a store reads each with one request
-    encoding: dict[str, dict] = {name: {"_FillValue": None, **SMALL} for name in coords}
+    encoding: dict[str, dict] = {name: {"_FillValue": None, **small()} for name in coords}
     variables: dict[str, _Placeholder] = {}
     copies: dict[str, tuple[DataVar, _Placeholder]] = {}
     for key, v in data_vars.items():
@@ -203,7 +215,7 @@ def create_skeleton(
             copies[key] = (c, _placeholder(c, {
                 contract.COPY_OF: key, contract.SOURCE_DTYPE: v.source_dtype,
                 "derived": f"the same values as {key}, stored one trial per inner chunk for reads of whole trials"}))
-        lazy[v.withheld_name] = _Placeholder((contract.TRIAL,), v.shape[:1], "bool", {**SMALL, "chunks": v.shape[:1]}, {
+        lazy[v.withheld_name] = _Placeholder((contract.TRIAL,), v.shape[:1], "bool", {**small(), "chunks": v.shape[:1]}, {
             "derived": f"True where every value of data/{key}/<i>.npy is zero{' (or NaN padding)' if contract.FRAME in v.dims else ''} "
                        "(withheld by the source, not measured)"})
     listed, unlisted = _coordinates({**{k: c.dims for k, c in coords.items()}, **{k: p.dims for k, p in lazy.items()}},
@@ -227,10 +239,10 @@ def create_skeleton(
             zarr.open_group(store, path=name, mode="a", zarr_format=3)
         for group, stats in groups.items():
             sds = xr.Dataset({stat: _var(s.dims, s.stored_values(), s.attrs()) for stat, s in stats.items()})
-            sds.to_zarr(store, group=group, encoding={stat: {"_FillValue": None, **SMALL} for stat in stats}, **opts)
+            sds.to_zarr(store, group=group, encoding={stat: {"_FillValue": None, **small()} for stat in stats}, **opts)
         fds, placeholders = _files_dataset(files)
         fds.to_zarr(store, group=contract.FILES_GROUP, **opts, encoding={
-            name: {"_FillValue": None, **SMALL, "chunks": _file_chunks(v.size)} for name, v in fds.variables.items()})
+            name: {"_FillValue": None, **small(), "chunks": _file_chunks(v.size)} for name, v in fds.variables.items()})
         group = zarr.open_group(store, path=contract.FILES_GROUP, mode="a", zarr_format=3)
         of_files, _ = _coordinates({"path": ("file",)}, {k: p.dims for k, p in placeholders.items()})
         for name, p in placeholders.items():
@@ -247,6 +259,8 @@ def _file_chunks(n: int) -> tuple[int]:
 def _files_dataset(files: dict[str, int]) -> tuple[xr.Dataset, dict[str, _Placeholder]]:
     """Group ``files``: the source's other files, their bytes one after another, cut by offset and
     size; ``bytes`` and ``crc32`` are filled by `write_files`."""
+    import xarray as xr
+
     sizes = np.array(list(files.values()), dtype=np.uint64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64) if len(files) else sizes
     where = "file of the source that is not an array (config.json, change.log, ...)"
@@ -259,9 +273,9 @@ def _files_dataset(files: dict[str, int]) -> tuple[xr.Dataset, dict[str, _Placeh
                              {"derived": f"path of each {where}, relative to the dataset folder"})},
     )
     total = int(sizes.sum())
-    lazy = {"bytes": _Placeholder(("byte",), (total,), "uint8", {**SMALL, "chunks": _file_chunks(total)},
+    lazy = {"bytes": _Placeholder(("byte",), (total,), "uint8", {**small(), "chunks": _file_chunks(total)},
                                   {"derived": "the bytes of every file in files/path, one after another"}),
-            "crc32": _Placeholder(("file",), (len(files),), "uint32", {**SMALL, "chunks": (max(1, len(files)),)}, {"derived": "CRC-32 of each file"})}
+            "crc32": _Placeholder(("file",), (len(files),), "uint32", {**small(), "chunks": (max(1, len(files)),)}, {"derived": "CRC-32 of each file"})}
     return ds, lazy
 
 
@@ -302,72 +316,10 @@ def _read_piece(source: Source, rel: str, f, n: int) -> bytes:
         raise SourceError(source.where(rel), f"damaged zip entry ({e})") from None
 
 
-def write_block(
-    source: Source,
-    path: Path,
-    data_vars: dict[str, DataVar],
-    expect: dict[str, NpyHeader],
-    block: range,
-    progress=None,
-    storage_options: dict | None = None,
-    files: list[int] | None = None,
-) -> BlockResult:
-    """Read one block of trials of every data folder and write it into its chunks.
-
-    ``block`` is a run of stored positions; ``files`` the file number stored at each
-    (default: the positions themselves).
-
-    Opens only the arrays it writes (not the root group), so it works on a store whose
-    root metadata is not written yet.
-    """
-    result = BlockResult(block)
-    for key, v in data_vars.items():
-        tb = read_trials(source, key, block if files is None else files, expect[key], progress)
-        for target in (v, row_copy(v)):
-            if target is not None:
-                _write_rows(path, target, block, tb.values, storage_options)
-        withheld = _withheld(tb.values, contract.FRAME in v.dims)
-        result.flags[v.withheld_name] = withheld
-        if key == contract.VIDEOS:
-            result.flags[contract.N_FRAMES] = np.array([contract.first_nan_frame(clip) for clip in tb.values], dtype=np.int64)
-        result.crc32[key] = tb.crc32
-        result.headers[key] = tb.headers
-        del tb  # the next folder's trials are read only after this one's are released
-    return result
-
-
-def _withheld(values: np.ndarray, padded: bool) -> np.ndarray:
-    """Per trial: every value zero (and, in padded clips, every other one NaN)."""
-    if not values[0].size:
-        return np.zeros(len(values), bool)
-    # row by row: a whole-block `any` would allocate a boolean copy of the block
-    if padded and values.dtype.kind in "fc":
-        return np.array([not np.any(np.where(np.isnan(row), 0, row)) for row in values])
-    return np.array([not row.any() for row in values])
-
-
-def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None) -> None:
-    """Rows ``block`` of array ``v``, encoded here and written as whole files (shards or chunks).
-
-    zarr-python would pay ~0.5 ms per (inner) chunk and keep memory growing block after block;
-    the bytes are the same (the tests compare them).
-    """
-    if block.start % write_chunks(v)[0]:
-        open_array(path, v.path, storage_options, "r+")[block.start : block.stop] = values
-        return
-    if v.shards is None:
-        origin = (block.start, *(0,) * (len(v.shape) - 1))
-        for idx, data in zarrlite.encode_chunks(values, origin, v.chunks, v.shape, v.codec.cname, v.codec.clevel, v.codec.shuffle):
-            write_bytes(child(path, f"{v.path}/c/" + "/".join(map(str, idx))), data, storage_options)
-        return
-    for s in range(0, len(block), v.shards[0]):
-        shard = zarrlite.encode_shard(values[s : s + v.shards[0]], v.chunks, v.shards, v.codec.cname, v.codec.clevel, v.codec.shuffle, joined=False)
-        key = "/".join(["c", str((block.start + s) // v.shards[0]), *["0"] * (len(v.shape) - 1)])
-        write_bytes(child(path, f"{v.path}/{key}"), shard, storage_options)
-
-
 def write_flags(path, results: list[BlockResult], storage_options: dict | None = None) -> None:
     """The per-trial flags every block found (``<key>_withheld``, ``n_frames``), each array whole."""
+    import zarr
+
     names = list(results[0].flags) if results else []
     metadata = read_objects(path, [f"{name}/zarr.json" for name in names], storage_options)
     objects = {}
@@ -384,6 +336,8 @@ def write_flags(path, results: list[BlockResult], storage_options: dict | None =
 def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict[str, set[bytes]],
                     storage_options: dict | None = None) -> None:
     """Store each data file's CRC-32 (``checksums/data/<key>``) and its folder's header."""
+    import zarr
+
     one_header = [key for key in crcs if len(headers[key]) == 1]
     metadata = read_objects(path, [f"{key}/zarr.json" for key in one_header], storage_options)
     objects = {}
@@ -399,7 +353,7 @@ def write_checksums(path: Path | str, crcs: dict[str, np.ndarray], headers: dict
         # each array made in a store of its own: no parent group (nor the root) is written
         # again, so a failure here never leaves a root zarr.json behind in object storage
         objects.update(_array_objects(contract.checksums_path(key), lambda s: zarr.create_array(
-            s, data=crc, chunks=(min(len(crc), 65536),), **SMALL, dimension_names=(contract.TRIAL,), attributes=attrs, zarr_format=3)))
+            s, data=crc, chunks=(min(len(crc), 65536),), **small(), dimension_names=(contract.TRIAL,), attributes=attrs, zarr_format=3)))
     write_objects(path, objects, storage_options)
 
 

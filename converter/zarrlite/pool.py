@@ -30,12 +30,22 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` threads (1: none, every job on its calling thread) from now on; for a process
+    that is one of many on the machine (`converter.write.processes`)."""
+    global _THREADS, _pool
+    with _pool_lock:
+        old, _THREADS, _pool = _pool, max(1, n), None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
 def in_runs(fn: Callable[[Sequence], object], items: Sequence, nbytes: int | None = None) -> None:
     """``fn(run)`` for runs of neighbouring ``items``: a few runs per thread on the pool, or one
     run on the calling thread when too few items, or too few bytes (``nbytes``: what the job
     decodes or encodes), would not pay for the pool.  A job started on the pool's own threads
     runs where it is: waiting there for the pool could leave no thread to do the work."""
-    if len(items) < _POOL_MIN or (nbytes is not None and nbytes < _POOL_MIN_BYTES) or getattr(_on_pool, "busy", False):
+    if _THREADS == 1 or len(items) < _POOL_MIN or (nbytes is not None and nbytes < _POOL_MIN_BYTES) or getattr(_on_pool, "busy", False):
         fn(items)
         return
     n = min(len(items), 4 * _THREADS)

@@ -1,0 +1,190 @@
+"""Blocks of trials on worker processes: one conversion on every core.
+
+The threads of one process share one interpreter lock, which a block's Python work (a system
+call or two per source file, a header check, its bookkeeping) holds most of the time: on 2
+cores, two threads write a full-size mouse's blocks 1.2-1.5x as fast as one, two processes
+1.8x (docs/performance.md).  The workers are fresh interpreters running this module, not
+forks: a fork of a process that runs threads (zarr-python's event loop, the caller's own) can
+deadlock, and `multiprocessing`'s other ways of starting import the caller's main script again.
+Each imports what a block needs (numpy, numcodecs; not xarray or zarr-python) in ~0.15 s,
+while the caller writes the store's skeleton.
+
+Tasks go to a worker pickled on its stdin; its steps, results and errors come back pickled on
+its stdout, read by one thread per worker.  Workers run in a session of their own, so a Ctrl-C
+at the terminal reaches only the caller, which stops them: each stops at its next step, as a
+thread would.  A worker whose caller has gone stops there too, or at once when idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+STOP_SECONDS = 30  # the longest `close` waits for a stopped worker before killing it
+
+
+class _Stopped(Exception):
+    """Raised at a worker's next step once it has been told to stop (or its caller has gone)."""
+
+
+class Workers:
+    """``n`` worker processes, started at once; an `Executor` (`converter.write.executors`)
+    while open.  Use as a context manager: leaving it stops and reaps every worker."""
+
+    def __init__(self, n: int, threads: int = 1) -> None:
+        package = str(Path(__file__).resolve().parents[2])  # importable as here, whatever sys.path the worker gets
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+        self._messages: queue.Queue = queue.Queue()
+        self._procs: list[subprocess.Popen] = []
+        self._readers: list[threading.Thread] = []
+        try:
+            for k in range(n):
+                proc = subprocess.Popen([sys.executable, "-m", __name__, str(threads)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env=env, start_new_session=True)
+                self._procs.append(proc)
+                reader = threading.Thread(target=self._read, args=(k, proc), daemon=True, name=f"sensorium-zarr-worker-{k}")
+                reader.start()
+                self._readers.append(reader)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, k: int, proc: subprocess.Popen) -> None:
+        with contextlib.suppress(EOFError, OSError, pickle.UnpicklingError):
+            while True:
+                self._messages.put((k, pickle.load(proc.stdout)))
+        self._messages.put((k, ("exit", proc.wait())))
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, task: Callable, blocks: Sequence[range], progress: Callable[[int], None] | None = None) -> Iterator:
+        """Each block's ``task(block, step)`` on the workers; results as they finish, in any order.
+        The first blocks are handed out before this returns, as `converter.write.executors.started_now` says."""
+        results = self._results(task, blocks, progress)
+        next(results)
+        return results
+
+    def _results(self, task: Callable, blocks: Sequence[range], progress: Callable[[int], None] | None) -> Iterator:
+        todo, busy = deque(blocks), {}
+        try:
+            for k in range(len(self._procs)):
+                if todo:
+                    busy[k] = self._send(k, (task, todo.popleft()))
+            yield None  # handed out (`converter.write.executors.started_now`)
+            while busy:
+                k, (kind, value) = self._messages.get()
+                if kind == "step":
+                    if progress is not None:
+                        progress(value)
+                elif kind == "done":
+                    del busy[k]
+                    if todo:
+                        busy[k] = self._send(k, (task, todo.popleft()))
+                    yield value
+                elif kind == "error":
+                    raise value
+                else:  # the worker ended with a block in hand: killed (out of memory?) or crashed
+                    how = f"killed by signal {-value}" if value < 0 else f"exit code {value}"
+                    raise ChildProcessError(f"a worker process of the conversion ended unexpectedly ({how}) writing trials "
+                                            f"{busy[k].start}-{busy[k].stop - 1}; the work done so far is kept: run the same "
+                                            "command again to resume")
+        finally:
+            if busy:
+                self.close()  # blocks still running stop at their next step; those queued never start
+
+    def _send(self, k: int, message) -> range:
+        stdin = self._procs[k].stdin
+        try:
+            pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
+        except OSError:  # it has ended: its reader reports how
+            pass
+        return message[1]
+
+    def close(self) -> None:
+        """Stop every worker (each at its next step) and wait until it has ended."""
+        for proc in self._procs:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # an idle worker ends at once
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for reader in self._readers:
+            reader.join()
+        self._procs, self._readers = [], []
+
+
+def serve(threads: int) -> None:
+    """A worker's life: run each task read from stdin; send its steps, then its result or error."""
+    from numcodecs import blosc
+
+    from ..zarrlite.pool import set_threads
+
+    set_threads(threads)
+    # Blosc called on a main thread compresses on threads of its own, which store a frame's blocks in
+    # the order they finish: the same values, other bytes.  Off here (our own process), each chunk's
+    # bytes are those a thread of the caller's process writes.
+    blosc.use_threads = False
+    tasks = sys.stdin.buffer
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever else prints goes to stderr, not into the pipe
+    sys.stdout = sys.stderr
+    caller, stopping = os.getppid(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    def send(message) -> None:
+        pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+    def step(n: int) -> None:
+        if stopping.is_set() or os.getppid() != caller:
+            raise _Stopped
+        send(("step", n))
+
+    while not stopping.is_set():
+        try:
+            task, block = pickle.load(tasks)
+        except EOFError:
+            return
+        try:
+            send(("done", task(block, step)))
+        except _Stopped:
+            return
+        except Exception as e:
+            if not _picklable(e):
+                e = RuntimeError(f"{type(e).__name__}: {e}")
+            e.add_note("".join(["in a worker process of the conversion:\n", *traceback.format_exception(e)]))
+            send(("error", e))
+
+
+def _picklable(e: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(e))
+        return True
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the caller has gone
+        serve(int(sys.argv[1]))
