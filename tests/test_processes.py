@@ -162,3 +162,16 @@ def test_bad_input_found_by_a_worker_is_one_line_and_leaves_nothing(four_blocks,
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert "data/responses/3500.npy: shape (7,) dtype <f4 differs from data/responses/0.npy's" in r.stderr
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_verify_on_worker_processes_reports_what_one_thread_does(four_blocks, reference, tmp_path):
+    src = Path(shutil.copytree(four_blocks, tmp_path / four_blocks.name))
+    for i in (100, 3900):  # in two blocks
+        values = np.load(src / f"data/responses/{i}.npy")
+        np.save(src / f"data/responses/{i}.npy", values + 1)
+    on_processes = converter.verify(src, reference, workers=2, progress=False)
+    on_a_thread = converter.verify(src, reference, workers=1, progress=False)
+    assert not on_processes.ok and on_processes.mismatches == on_a_thread.mismatches
+    named = [line for line in on_processes.mismatches if "values differ in responses" in line]
+    assert sorted(line.split(":")[0] for line in named) == ["data/responses/100.npy", "data/responses/3900.npy"]
+    assert converter.verify(four_blocks, reference, workers=2, progress=False).ok

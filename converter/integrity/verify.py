@@ -6,17 +6,19 @@ not through the converter's naming rules, so a naming bug cannot hide a mismatch
 
 from __future__ import annotations
 
+import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import contract
 from ..errors import StoreError
 from ..progress import Progress
-from ..source import open_source, read_array, read_trials, scan
-from ..storage import child, exists, open_group
-from ..write import layout
+from ..source import Source, open_source, read_array, read_trials, scan, trial_header
+from ..source.npy import NpyHeader
+from ..storage import Location, child, exists, local_path, open_group, portable
+from ..write import executors, layout
 from .report import VerifyReport, block_trials, damaged, other_files, row_bits  # noqa: F401  (public here)
 from ..schema import manifest, read_root
 
@@ -101,6 +103,42 @@ def _check_n_frames(stored: np.ndarray, clips: np.ndarray, files: np.ndarray) ->
     return ""
 
 
+@dataclass(frozen=True)
+class BlockCheck:
+    """Compares one block of trials of every data folder with the store, as zarr-python reads it:
+    the task `verify` maps over blocks, on threads or worker processes (`converter.write.executors`)."""
+
+    source: Source
+    dest: Location
+    storage_options: dict | None
+    keys: tuple[str, ...]
+    trial: np.ndarray  # the file number stored at each position
+    recorded: dict[str, str]  # each data variable's ``source_dtype`` attribute
+    expect: dict[str, NpyHeader]  # the header every file of a folder shares (trial 0's)
+
+    def __call__(self, block: range, step=None) -> tuple[range, list[tuple[str, dict[str, int]]]]:
+        group = open_group(self.dest, self.storage_options)
+        found = []
+        files = self.trial[block.start : block.stop]
+        for key in self.keys:
+            arr = group[key]
+            copies = [(key, arr)] + [(c, group[c]) for c in (contract.row_copy_path(key),) if c in group]
+            tb = read_trials(self.source, key, files.tolist(), self.expect[key], step)
+            paths = [contract.trial_file(key, int(i)) for i in files]
+            for name, a in copies:
+                if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != len(self.trial):
+                    found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
+                    continue
+                problem = compare(name, a[block.start : block.stop], tb.values, self.recorded[key], tb.source_dtype, paths)
+                found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
+            if key == contract.VIDEOS and contract.N_FRAMES in group:
+                found.append((_check_n_frames(group[contract.N_FRAMES][block.start : block.stop], tb.values, files), {}))
+        return block, found
+
+    def __reduce__(self):  # workers may have another working folder
+        return (BlockCheck, (self.source, portable(self.dest), self.storage_options, self.keys, self.trial, self.recorded, self.expect))
+
+
 def verify(
     src: str | os.PathLike,
     dest: str | os.PathLike,
@@ -165,33 +203,22 @@ def verify(
         for extra in by_source:
             report.add(f"{extra}: in the store but not in the source")
 
-        def check_block(block: range) -> list[tuple[str, dict[str, int]]]:
-            found = []
-            files = trial[block.start : block.stop]
-            for key in keys:
-                arr = group[key]
-                copies = [(key, arr)] + [(c, group[c]) for c in (contract.row_copy_path(key),) if c in group]
-                tb = read_trials(source, key, files.tolist(), None, bar)
-                paths = [inv.trial_path(key, int(i)) for i in files]
-                for name, a in copies:
-                    if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != inv.n_trials:
-                        found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
-                        continue
-                    recorded = m["arrays"][key]["attributes"].get(contract.SOURCE_DTYPE, "")
-                    problem = compare(name, a[block.start : block.stop], tb.values, recorded, tb.source_dtype, paths)
-                    found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
-                if key == contract.VIDEOS and contract.N_FRAMES in group:
-                    found.append((_check_n_frames(group[contract.N_FRAMES][block.start : block.stop], tb.values, files), {}))
-            return found
-
-        total = inv.n_trials * len(keys)
-        with Progress(total, "verify", progress) as bar:
-            with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-                for found in pool.map(check_block, layout.blocks(inv.n_trials, block_trials(group, keys))):
-                    for problem, block_crcs in found:
-                        if problem:
-                            report.add(problem)
-                        crcs.update(block_crcs)
+        check = BlockCheck(source, dest, storage_options, tuple(keys), trial,
+                           {k: m["arrays"][k]["attributes"].get(contract.SOURCE_DTYPE, "") for k in keys},
+                           {k: trial_header(source, k) for k in keys})
+        blocks = layout.blocks(inv.n_trials, block_trials(group, keys))
+        local = local_path(src) is not None and local_path(dest) is not None
+        found: dict[int, list] = {}
+        with Progress(inv.n_trials * len(keys), "verify", progress) as bar, \
+                executors.started(executors.resolve(workers), len(blocks), local) as run, \
+                contextlib.closing(run(check, blocks, bar)) as results:
+            for block, problems in results:
+                found[block.start] = problems
+        for b in blocks:  # mismatches in the order of the trials, whichever block finished first
+            for problem, block_crcs in found[b.start]:
+                if problem:
+                    report.add(problem)
+                crcs.update(block_crcs)
         report.files_checked += len(keys) * inv.n_trials
         if len(keys) == len(inv.data_keys) and contract.fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
             if report.ok:
