@@ -11,8 +11,8 @@ peak resident memory, warm page cache, against the physical references measured 
   N = 1, 2, 4, ... up to the cores, against one thread doing ``np.load`` on every data file;
   from the zip against ``unzip -q``; ``verify SRC DEST``;
 - where the time of one conversion goes, phase by phase (in a child process that wraps the
-  phases of `converter.write.convert` with timers): imports, plan, skeleton and other files,
-  blocks, finishing;
+  phases of `converter.write.convert` with timers): imports, plan, the blocks (with the skeleton
+  and other files written meanwhile in the main process), finishing;
 - a full-size 2023 mouse (720 clips x 7900 neurons x 300 frames): ``convert`` and ``verify``
   against ``np.load`` of every file;
 - ``convert-all`` of several 2022 mice on a local dask cluster, for 1, 2, 4, ... workers.
@@ -122,9 +122,9 @@ def timer(name, fn):
         finally:
             spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
     return wrapped
-C.plan = timer("plan (headers of every file, meta arrays)", C.plan)
-C.create_skeleton = timer("skeleton (metadata, coordinates)", C.create_skeleton)
-C.write_files = timer("other files", C.write_files)
+C.plan = timer("plan (the tree, one header per folder, meta arrays)", C.plan)
+C.create_skeleton = timer("meanwhile, in the main process: skeleton (metadata, coordinates)", C.create_skeleton)
+C.write_files = timer("meanwhile, in the main process: other files", C.write_files)
 real = executors.started
 @contextlib.contextmanager
 def started(e, n, local):
@@ -132,16 +132,19 @@ def started(e, n, local):
     with real(e, n, local) as run:
         spent["start workers"] = time.perf_counter() - t
         def blocks(task, todo, bar):
-            t = time.perf_counter()
-            yield from run(task, todo, bar)
-            spent["blocks (read, encode, write)"] = time.perf_counter() - t
+            t, results = time.perf_counter(), run(task, todo, bar)  # handed out now, as convert does
+            def timed():
+                yield from results
+                spent["blocks (read, encode, write), on the workers"] = time.perf_counter() - t
+            return timed()
         yield blocks
 C.executors.started = started
 t = time.perf_counter()
 C.convert(sys.argv[1], sys.argv[2], executor=int(sys.argv[3]), progress=False)
 total = time.perf_counter() - t
-spent["finish (flags, checksums, consolidate, validate, rename)"] = total - sum(v for k, v in spent.items() if not k.startswith("finish"))
-print(json.dumps({"imports": imported, **spent, "total": imported + total}))
+spent["finish (flags, checksums, consolidate, validate, rename)"] = total - sum(v for k, v in spent.items() if not k.startswith("meanwhile"))
+order = sorted(spent, key=lambda k: (k.startswith("finish"), k.startswith("meanwhile")) if k.startswith(("finish", "meanwhile", "blocks")) else (False, False))
+print(json.dumps({"imports": imported, **{k: spent[k] for k in order}, "total": imported + total}))
 """
 
 

@@ -175,3 +175,12 @@ def test_verify_on_worker_processes_reports_what_one_thread_does(four_blocks, re
     named = [line for line in on_processes.mismatches if "values differ in responses" in line]
     assert sorted(line.split(":")[0] for line in named) == ["data/responses/100.npy", "data/responses/3900.npy"]
     assert converter.verify(four_blocks, reference, workers=2, progress=False).ok
+
+
+def test_a_worker_and_a_conversion_before_its_skeleton_import_neither_xarray_nor_zarr():
+    """What a worker process imports, and what a conversion imports before its blocks are handed
+    out: xarray and zarr-python come later, in the main process, while the workers write."""
+    code = ("import sys; import converter.write.processes, converter.write.executors, converter.write.convert; "
+            "print(sorted(m for m in ('xarray', 'zarr', 'pandas', 'dask') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
