@@ -183,6 +183,7 @@ def test_a_reader_meets_the_replacement_of_its_store(two_blocks, tmp_path):
 def test_a_failing_record_stops_the_blocks_still_queued(four_blocks, tmp_path, monkeypatch):
     import errno
 
+    from converter.write import executors
     from converter.write.state import LocalState
 
     src = four_blocks
@@ -191,10 +192,16 @@ def test_a_failing_record_stops_the_blocks_still_queued(four_blocks, tmp_path, m
     def full(self, r):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    def slow(*args, **kwargs):  # each block outlasts the skeleton, written meanwhile: blocks 3 and 4 are still queued
+        time.sleep(1.0)
+        return write_block(*args, **kwargs)
+
+    write_block = executors.write_block
+    monkeypatch.setattr(executors, "write_block", slow)
     monkeypatch.setattr(LocalState, "save_block", full)
     with pytest.raises(converter.StorageError, match="No space left"):
         converter.convert(src, dest, executor=1, progress=False)
-    time.sleep(1)  # a block still running on would write now
+    time.sleep(3.0)  # a block still running on, and the next one, would have written by now
     assert not (tmp_path / "m.zarr.incomplete" / "store" / "responses" / "c" / "2").exists()
 
 
