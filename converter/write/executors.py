@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -135,7 +136,7 @@ def uses_processes(workers: int, blocks: int, local: bool) -> bool:
     than one would be busy (``blocks`` to write) and the source and the store are on local disks.
     A block's work holds the interpreter lock most of the time, so threads of one process do
     not add up; with object storage the work is waiting on the network, which threads do well."""
-    return workers > 1 and blocks > 1 and local
+    return workers > 1 and blocks > 1 and local and bool(sys.executable)  # an embedded Python may have no interpreter to start
 
 
 @contextlib.contextmanager
