@@ -80,7 +80,8 @@ CONVERT_PHASES = [  # (phase, wrapped function, nth call, positional argument th
     ("skeleton", "converter.write.convert:create_skeleton", 1, "", ("new", "overwrite")),
     ("other files", "converter.write.convert:write_files", 1, "", ("new", "overwrite")),
     ("block 1", "converter.write.executors:write_block", 1, "", ("new", "overwrite")),
-    ("block 2", "converter.write.executors:write_block", 2, "", ("new", "overwrite")),
+    ("block 1, its second part", "converter.write.executors:write_block", 2, "", ("new", "overwrite")),
+    ("block 2", "converter.write.executors:write_block", 5, "", ("new", "overwrite")),  # each block: 4 parts, one per folder
     ("checksums", "converter.write.convert:write_checksums", 1, "", ("new", "overwrite")),
     ("final metadata", "converter.write.state:finalize", 1, "", ("new", "overwrite")),
     ("validation", "converter.schema:validate", 1, "", ("new", "overwrite")),
@@ -192,8 +193,8 @@ def test_a_failing_record_stops_the_blocks_still_queued(four_blocks, tmp_path, m
     def full(self, r):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    def slow(*args, **kwargs):  # each block outlasts the skeleton, written meanwhile: blocks 3 and 4 are still queued
-        time.sleep(1.0)
+    def slow(*args, **kwargs):  # each block (4 parts) outlasts the skeleton, written meanwhile: blocks 3 and 4 are still queued
+        time.sleep(0.3)
         return write_block(*args, **kwargs)
 
     write_block = executors.write_block
@@ -210,8 +211,8 @@ def test_ctrl_c_stops_queued_blocks_and_keeps_the_work(four_blocks, tmp_path):
 
     src = four_blocks
     dest, flag = tmp_path / "m.zarr", tmp_path / "flag"
-    proc = start("converter.write.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=2)
-    wait_paused(proc, flag)  # block 1 is done, block 2 is running, blocks 3 and 4 are queued
+    proc = start("converter.write.executors:write_block", "pause", flag, "convert", src, dest, "--workers", "1", "--quiet", nth=5)
+    wait_paused(proc, flag)  # block 1's four parts are done, block 2's first is running, the rest are queued
     records = tmp_path / "m.zarr.incomplete" / "state" / "blocks"
     end = time.monotonic() + 60
     while not any(records.glob("*.json")) and time.monotonic() < end:  # block 1's record, written by the main thread

@@ -18,6 +18,20 @@ from ..storage import child, open_array, write_bytes
 from .layout import DataVar, row_copy, write_chunks
 
 
+@dataclass(frozen=True)
+class Part:
+    """What one task of a conversion writes: one data variable's files for one block of trials.
+
+    A block's variables are separate tasks, so that more workers than blocks have work, and a
+    block's record is saved once all of them are written (`BlockResult.merged`)."""
+
+    block: range
+    key: str
+
+    def __str__(self) -> str:
+        return f"data/{self.key} of trials {self.block.start}-{self.block.stop - 1}"
+
+
 @dataclass
 class BlockResult:
     """What writing one block learned: checksums, headers seen, and the per-trial flags it found
@@ -27,6 +41,16 @@ class BlockResult:
     crc32: dict[str, np.ndarray] = field(default_factory=dict)
     headers: dict[str, set[bytes]] = field(default_factory=dict)
     flags: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @staticmethod
+    def merged(parts: list[BlockResult]) -> BlockResult:
+        """The result of a whole block, from those of its parts (one data variable each)."""
+        out = BlockResult(parts[0].block)
+        for r in parts:
+            out.crc32.update(r.crc32)
+            out.headers.update(r.headers)
+            out.flags.update(r.flags)
+        return out
 
 
 def write_block(

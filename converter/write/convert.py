@@ -20,6 +20,7 @@ from ..progress import Progress
 from ..source import Source, open_source
 from ..storage import Location, check_store_dest, local_path, tree_bytes
 from . import executors, layout
+from .block import BlockResult
 from .executors import BlockWriter, Executor
 from .plan import Plan, estimate_bytes, made_from, plan, plan_record, root_attrs
 from .state import ConversionState, state_for
@@ -51,20 +52,25 @@ def _build(source: Source, p: Plan, state: ConversionState, executor: Executor |
     if fresh:
         state.start_over()
     done = state.done_blocks()
-    todo = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]
-    local = local_path(source.location) is not None and local_path(store) is not None
     task = BlockWriter(source, store, p.data_vars, p.expect, p.order, so)
+    blocks = [b for b in layout.blocks(p.n_trials, p.block) if b.start not in done]
+    todo = task.parts(blocks)
+    local = local_path(source.location) is not None and local_path(store) is not None
     bar(sum(len(r.block) for r in done.values()) * len(p.data_vars))
-    with executors.started(executor, len(todo), local) as run_blocks, \
-            contextlib.closing(run_blocks(task, todo, bar)) as finished:  # closed at once on any error: queued blocks never run
+    written: dict[int, list[BlockResult]] = {}  # the parts of each block written so far
+    with executors.started(executor, len(blocks), local, len(todo)) as run_blocks, \
+            contextlib.closing(run_blocks(task, todo, bar)) as finished:  # closed at once on any error: queued parts never run
         if fresh:  # written while the blocks are: their chunks and the metadata are separate files
             files = {rel: source.size(rel) for rel in p.inventory.other_files}
             create_skeleton(store, p.data_vars, p.order, p.neuron_coord, p.meta, p.labels, p.statistics, files, so, n_frames=p.n_frames)
             write_files(store, source, files, so)
             state.save_plan(record)
         for r in finished:
-            state.save_block(r)  # only after every chunk of the block is written, and the plan
-            done[r.block.start] = r
+            parts = written.setdefault(r.block.start, [])
+            parts.append(r)
+            if len(parts) == len(p.data_vars):  # only after every chunk of the block is written, and the plan
+                done[r.block.start] = BlockResult.merged(written.pop(r.block.start))
+                state.save_block(done[r.block.start])
     results = [done[b.start] for b in layout.blocks(p.n_trials, p.block)]
     crcs = {k: np.concatenate([r.crc32[k] for r in results]) for k in p.data_vars}
     headers = {k: set().union(*(r.headers[k] for r in results)) for k in p.data_vars}

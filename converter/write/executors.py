@@ -1,13 +1,14 @@
 """Where blocks of trials are written: worker processes or threads on this machine, or a
 dask.distributed cluster.
 
-An `Executor` maps one picklable callable over blocks, ``executor(task, blocks, progress)``,
-and yields each result as it finishes, in any order.  Ours hand every block out before they
-return (`started_now`): the blocks run while the caller writes the store's skeleton.  The task (a `BlockWriter`) is called
-as ``task(block, step)``; ``step(n)`` reports ``n`` units of work done and is where a
-stopped block gives up.  Blocks own disjoint chunks, so they may run anywhere.  When the
-caller stops early (an error, Ctrl-C), blocks not yet started never start and running ones
-stop at their next step; what was yielded stays valid.
+An `Executor` maps one picklable callable over items, ``executor(task, items, progress)``,
+and yields each result as it finishes, in any order.  A conversion's items are its `Part`s (one
+data variable of one block of trials: `BlockWriter.parts`), `verify`'s are blocks.  Ours hand
+every item out before they return (`started_now`): the parts run while the caller writes the
+store's skeleton.  The task is called as ``task(item, step)``; ``step(n)`` reports ``n`` units
+of work done and is where a stopped item gives up.  Parts own disjoint chunks, so they may run
+anywhere.  When the caller stops early (an error, Ctrl-C), items not yet started never start
+and running ones stop at their next step; what was yielded stays valid.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from ..source import Source
 from ..source.npy import NpyHeader
 from ..storage import Location, portable
 from .layout import DataVar
-from .block import BlockResult, write_block
+from .block import BlockResult, Part, write_block
 
 Progress = Callable[[int], None] | None
-Executor = Callable[[Callable, Sequence[range], Progress], Iterator[BlockResult]]
+Executor = Callable[[Callable, Sequence, Progress], Iterator]
 
 
 @dataclass(frozen=True)
 class BlockWriter:
-    """Writes one block of stored positions of every data variable: the task an executor maps."""
+    """Writes one data variable for one block of stored positions (a `Part`): the task an
+    executor maps."""
 
     source: Source
     store: Location
@@ -44,13 +46,18 @@ class BlockWriter:
     order: np.ndarray  # the file number stored at each position
     storage_options: dict | None = None
 
-    def __call__(self, block: range, step: Progress = None) -> BlockResult:
-        files = [int(i) for i in self.order[block.start : block.stop]]
-        return write_block(self.source, self.store, self.data_vars, self.expect, block, step, self.storage_options, files)
+    def __call__(self, part: Part, step: Progress = None) -> BlockResult:
+        files = [int(i) for i in self.order[part.block.start : part.block.stop]]
+        return write_block(self.source, self.store, {part.key: self.data_vars[part.key]}, self.expect, part.block, step,
+                           self.storage_options, files)
 
-    def units(self, block: range) -> int:
-        """Work units one block reports through ``step``: its trials, once per data variable."""
-        return len(block) * len(self.data_vars)
+    def parts(self, blocks: Sequence[range]) -> list[Part]:
+        """The tasks that write ``blocks``: one per block and data variable, block by block."""
+        return [Part(b, key) for b in blocks for key in self.data_vars]
+
+    def units(self, part: Part) -> int:
+        """Work units one part reports through ``step``: its trials."""
+        return len(part.block)
 
     def __reduce__(self):  # workers may have another working folder
         return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options))
@@ -100,16 +107,16 @@ def dask(client) -> Executor:
 
         name = getattr(getattr(task, "source", None), "name", "blocks")
         run_id = uuid.uuid4().hex[:12]  # keys unique per conversion: two stores from one source may run at once
-        futures = [client.submit(task, b, pure=False, key=f"sensorium-zarr-{name}-{run_id}-{b.start}") for b in blocks]
+        futures = {client.submit(task, b, pure=False, key=f"sensorium-zarr-{name}-{run_id}-{i}"): b for i, b in enumerate(blocks)}
         try:
             yield None  # every block handed out (`started_now`)
-            for future in as_completed(futures):
+            for future in as_completed(list(futures)):
                 r = future.result()
                 if progress is not None:
-                    progress(task.units(r.block) if hasattr(task, "units") else len(r.block))
+                    progress(task.units(futures[future]) if hasattr(task, "units") else len(futures[future]))
                 yield r
         finally:
-            client.cancel(futures)  # on an error, stop the blocks still queued
+            client.cancel(list(futures))  # on an error, stop the blocks still queued
 
     return lambda task, blocks, progress=None: started_now(run(task, blocks, progress))
 
@@ -140,16 +147,17 @@ def uses_processes(workers: int, blocks: int, local: bool) -> bool:
 
 
 @contextlib.contextmanager
-def started(executor: Executor | int, blocks: int, local: bool) -> Iterator[Executor]:
-    """The executor that writes ``blocks`` blocks, for what `resolve` gave: a number of workers
-    becomes processes (started now, while the caller writes the skeleton) or threads
-    (`uses_processes`); an executor is itself.  Worker processes end when the context does."""
+def started(executor: Executor | int, blocks: int, local: bool, tasks: int | None = None) -> Iterator[Executor]:
+    """The executor that writes ``blocks`` blocks (in ``tasks`` tasks; default: one per block),
+    for what `resolve` gave: a number of workers becomes processes (started now, while the caller
+    writes the skeleton) or threads (`uses_processes`); an executor is itself.  Worker processes
+    end when the context does."""
     if not isinstance(executor, int):
         yield executor
     elif uses_processes(executor, blocks, local):
         from .processes import Workers
 
-        n = min(executor, blocks)
+        n = min(executor, tasks or blocks)
         with Workers(n, threads=max(1, (os.cpu_count() or 1) // n)) as workers:
             yield workers
     else:

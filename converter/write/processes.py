@@ -99,9 +99,10 @@ class Workers:
                     raise value
                 else:  # the worker ended with a block in hand: killed (out of memory?) or crashed
                     how = f"killed by signal {-value}" if value < 0 else f"exit code {value}"
-                    raise ChildProcessError(f"a worker process of the conversion ended unexpectedly ({how}) writing trials "
-                                            f"{busy[k].start}-{busy[k].stop - 1}; the work done so far is kept: run the same "
-                                            "command again to resume")
+                    item = busy[k]
+                    what = f"trials {item.start}-{item.stop - 1}" if isinstance(item, range) else str(item)
+                    raise ChildProcessError(f"a worker process of the conversion ended unexpectedly ({how}) on {what}; the "
+                                            "work done so far is kept: run the same command again to resume")
         finally:
             if busy:
                 self.close()  # blocks still running stop at their next step; those queued never start
@@ -131,6 +132,8 @@ class Workers:
                 proc.wait()
         for reader in self._readers:
             reader.join()
+        for proc in self._procs:
+            proc.stdout.close()
         self._procs, self._readers = [], []
 
 
