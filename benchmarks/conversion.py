@@ -127,9 +127,9 @@ C.create_skeleton = timer("meanwhile, in the main process: skeleton (metadata, c
 C.write_files = timer("meanwhile, in the main process: other files", C.write_files)
 real = executors.started
 @contextlib.contextmanager
-def started(e, n, local):
+def started(*args):
     t = time.perf_counter()
-    with real(e, n, local) as run:
+    with real(*args) as run:
         spent["start workers"] = time.perf_counter() - t
         def blocks(task, todo, bar):
             t, results = time.perf_counter(), run(task, todo, bar)  # handed out now, as convert does
