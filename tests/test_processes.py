@@ -184,3 +184,28 @@ def test_a_worker_and_a_conversion_before_its_skeleton_import_neither_xarray_nor
             "print(sorted(m for m in ('xarray', 'zarr', 'pandas', 'dask') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class WhoRuns:
+    """A task that says which process ran each item, and how many copies of itself that process
+    has made (each unpickling makes one)."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        WhoRuns.made += 1
+
+    def __reduce__(self):
+        return (WhoRuns, ())
+
+    def __call__(self, item, step=None):
+        return item, os.getpid(), WhoRuns.made
+
+
+def test_a_worker_unpickles_its_task_once_however_many_items():
+    """The task (a zip source reads its directory of ~28,000 entries when unpickled) goes to each
+    worker once; then only the items."""
+    with Workers(2) as workers:
+        ran = list(workers(WhoRuns(), list(range(12))))
+    assert sorted(item for item, _, _ in ran) == list(range(12))
+    assert {made for _, _, made in ran} == {1} and os.getpid() not in {pid for _, pid, _ in ran}

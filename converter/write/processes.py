@@ -9,7 +9,7 @@ deadlock, and `multiprocessing`'s other ways of starting import the caller's mai
 Each imports what a block needs (numpy, numcodecs; not xarray or zarr-python) in ~0.15 s,
 while the caller writes the store's skeleton.
 
-Tasks go to a worker pickled on its stdin; its steps, results and errors come back pickled on
+Tasks go to a worker pickled on its stdin (the task once, then only the items it is to run on); its steps, results and errors come back pickled on
 its stdout, read by one thread per worker.  Workers run in a session of their own, so a Ctrl-C
 at the terminal reaches only the caller, which stops them: each stops at its next step, as a
 thread would.  A worker whose caller has gone stops there too, or at once when idle.
@@ -45,6 +45,7 @@ class Workers:
         package = str(Path(__file__).resolve().parents[2])  # importable as here, whatever sys.path the worker gets
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
         self._messages: queue.Queue = queue.Queue()
+        self._tasks: dict[int, Callable] = {}  # the task each worker holds
         self._procs: list[subprocess.Popen] = []
         self._readers: list[threading.Thread] = []
         try:
@@ -83,7 +84,7 @@ class Workers:
         try:
             for k in range(len(self._procs)):
                 if todo:
-                    busy[k] = self._send(k, (task, todo.popleft()))
+                    busy[k] = self._send(k, task, todo.popleft())
             yield None  # handed out (`converter.write.executors.started_now`)
             while busy:
                 k, (kind, value) = self._messages.get()
@@ -93,7 +94,7 @@ class Workers:
                 elif kind == "done":
                     del busy[k]
                     if todo:
-                        busy[k] = self._send(k, (task, todo.popleft()))
+                        busy[k] = self._send(k, task, todo.popleft())
                     yield value
                 elif kind == "error":
                     raise value
@@ -107,14 +108,17 @@ class Workers:
             if busy:
                 self.close()  # blocks still running stop at their next step; those queued never start
 
-    def _send(self, k: int, message) -> range:
+    def _send(self, k: int, task: Callable, item):
+        """``item`` to worker ``k``, with ``task`` unless it has it already: a task unpickles its
+        source anew (a zip: its directory of ~28,000 entries), once per worker, not per item."""
         stdin = self._procs[k].stdin
         try:
-            pickle.dump(message, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((None if self._tasks.get(k) is task else task, item), stdin, protocol=pickle.HIGHEST_PROTOCOL)
             stdin.flush()
+            self._tasks[k] = task
         except OSError:  # it has ended: its reader reports how
             pass
-        return message[1]
+        return item
 
     def close(self) -> None:
         """Stop every worker (each at its next step) and wait until it has ended."""
@@ -164,11 +168,13 @@ def serve(threads: int) -> None:
             raise _Stopped
         send(("step", n))
 
+    task = None
     while not stopping.is_set():
         try:
-            task, block = pickle.load(tasks)
+            sent, block = pickle.load(tasks)
         except EOFError:
             return
+        task = sent if sent is not None else task
         try:
             send(("done", task(block, step)))
         except _Stopped:
