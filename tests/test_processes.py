@@ -145,8 +145,8 @@ def test_a_killed_worker_is_one_line_and_a_rerun_resumes(four_blocks, reference,
     os.kill(workers[0], signal.SIGKILL)  # as the kernel's out-of-memory killer would
     r = c.finish()
     assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
-    assert "a worker process of the conversion ended unexpectedly (killed by signal 9)" in r.stderr
-    assert "run the same command again to resume" in r.stderr
+    assert "a worker process ended unexpectedly (killed by signal 9) on data/" in r.stderr
+    assert "run the same command again (a conversion resumes from the work done so far)" in r.stderr
     assert not c.workers()
     c.flag.unlink()
     assert resumed(four_blocks, dest, reference)
@@ -209,3 +209,16 @@ def test_a_worker_unpickles_its_task_once_however_many_items():
         ran = list(workers(WhoRuns(), list(range(12))))
     assert sorted(item for item, _, _ in ran) == list(range(12))
     assert {made for _, _, made in ran} == {1} and os.getpid() not in {pid for _, pid, _ in ran}
+
+
+class Sleepy:
+    def __call__(self, item, step=None):
+        time.sleep(1.0)
+        return item
+
+
+def test_an_idle_worker_that_dies_leaves_the_busy_ones_be():
+    with Workers(2) as workers:
+        results = workers(Sleepy(), [7])  # the first worker has it; the second has nothing to do
+        os.kill(workers._procs[1].pid, signal.SIGKILL)
+        assert list(results) == [7]

@@ -72,15 +72,15 @@ class Workers:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __call__(self, task: Callable, blocks: Sequence[range], progress: Callable[[int], None] | None = None) -> Iterator:
-        """Each block's ``task(block, step)`` on the workers; results as they finish, in any order.
-        The first blocks are handed out before this returns, as `converter.write.executors.started_now` says."""
-        results = self._results(task, blocks, progress)
+    def __call__(self, task: Callable, items: Sequence, progress: Callable[[int], None] | None = None) -> Iterator:
+        """Each item's ``task(item, step)`` on the workers; results as they finish, in any order.
+        The first items are handed out before this returns, as `converter.write.executors.started_now` says."""
+        results = self._results(task, items, progress)
         next(results)
         return results
 
-    def _results(self, task: Callable, blocks: Sequence[range], progress: Callable[[int], None] | None) -> Iterator:
-        todo, busy = deque(blocks), {}
+    def _results(self, task: Callable, items: Sequence, progress: Callable[[int], None] | None) -> Iterator:
+        todo, busy = deque(items), {}
         try:
             for k in range(len(self._procs)):
                 if todo:
@@ -98,15 +98,15 @@ class Workers:
                     yield value
                 elif kind == "error":
                     raise value
-                else:  # the worker ended with a block in hand: killed (out of memory?) or crashed
+                elif k in busy:  # the worker ended with an item in hand: killed (out of memory?) or crashed
                     how = f"killed by signal {-value}" if value < 0 else f"exit code {value}"
                     item = busy[k]
                     what = f"trials {item.start}-{item.stop - 1}" if isinstance(item, range) else str(item)
-                    raise ChildProcessError(f"a worker process of the conversion ended unexpectedly ({how}) on {what}; the "
-                                            "work done so far is kept: run the same command again to resume")
+                    raise ChildProcessError(f"a worker process ended unexpectedly ({how}) on {what}; run the same command "
+                                            "again (a conversion resumes from the work done so far)")
         finally:
             if busy:
-                self.close()  # blocks still running stop at their next step; those queued never start
+                self.close()  # items still running stop at their next step; those queued never start
 
     def _send(self, k: int, task: Callable, item):
         """``item`` to worker ``k``, with ``task`` unless it has it already: a task unpickles its
