@@ -222,3 +222,16 @@ def test_an_idle_worker_that_dies_leaves_the_busy_ones_be():
         results = workers(Sleepy(), [7])  # the first worker has it; the second has nothing to do
         os.kill(workers._procs[1].pid, signal.SIGKILL)
         assert list(results) == [7]
+
+
+def test_workers_import_this_package_not_a_namesake_in_the_working_folder(four_blocks, reference, tmp_path):
+    """A command run where a folder named ``converter`` sits (someone's own project) starts workers
+    that still import the package the command runs: they do not put their working folder first."""
+    decoy = tmp_path / "converter"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the namesake in the working folder')\n")
+    dest = tmp_path / "out" / "m.zarr"
+    r = subprocess.run([sys.executable, "-P", "-m", "converter.cli", "convert", str(four_blocks), str(dest), "--workers", "2", "--quiet"],
+                       cwd=tmp_path, capture_output=True, text=True)  # -P: the command itself as its script would run it
+    assert r.returncode == 0, r.stderr
+    assert chunk_files(dest) == chunk_files(reference)

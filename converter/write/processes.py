@@ -6,11 +6,11 @@ cores, two threads write a full-size mouse's blocks 1.2-1.5x as fast as one, two
 1.8x (docs/performance.md).  The workers are fresh interpreters running this module, not
 forks: a fork of a process that runs threads (zarr-python's event loop, the caller's own) can
 deadlock, and `multiprocessing`'s other ways of starting import the caller's main script again.
-Each imports what a block needs (numpy, numcodecs; not xarray or zarr-python) in ~0.15 s,
+Each imports what a block needs (numpy, numcodecs; not xarray or zarr-python) in 0.15-0.3 s,
 while the caller writes the store's skeleton.
 
-Tasks go to a worker pickled on its stdin (the task once, then only the items it is to run on); its steps, results and errors come back pickled on
-its stdout, read by one thread per worker.  Workers run in a session of their own, so a Ctrl-C
+Tasks go to a worker pickled on its stdin (the task once, then only the items to run it on);
+its steps, results and errors come back pickled on its stdout, read by one thread per worker.  Workers run in a session of their own, so a Ctrl-C
 at the terminal reaches only the caller, which stops them: each stops at its next step, as a
 thread would.  A worker whose caller has gone stops there too, or at once when idle.
 """
@@ -42,16 +42,19 @@ class Workers:
     while open.  Use as a context manager: leaving it stops and reaps every worker."""
 
     def __init__(self, n: int, threads: int = 1) -> None:
-        package = str(Path(__file__).resolve().parents[2])  # importable as here, whatever sys.path the worker gets
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package, os.environ.get("PYTHONPATH")]))}
+        # The worker imports this package as the command-line script would: not from its working folder
+        # (a folder named `converter` there is not ours), and from where this copy lives only when it is
+        # found nowhere else, appended, so that nothing there can stand in for a module of the standard library.
+        boot = (f"import sys; del sys.path[0]; sys.path.append({str(Path(__file__).resolve().parents[2])!r}); "
+                f"from {__name__} import main; main()")
         self._messages: queue.Queue = queue.Queue()
         self._tasks: dict[int, Callable] = {}  # the task each worker holds
         self._procs: list[subprocess.Popen] = []
         self._readers: list[threading.Thread] = []
         try:
             for k in range(n):
-                proc = subprocess.Popen([sys.executable, "-m", __name__, str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, start_new_session=True)
+                proc = subprocess.Popen([sys.executable, "-c", boot, str(threads)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, start_new_session=True)
                 self._procs.append(proc)
                 reader = threading.Thread(target=self._read, args=(k, proc), daemon=True, name=f"sensorium-zarr-worker-{k}")
                 reader.start()
@@ -194,6 +197,7 @@ def _picklable(e: BaseException) -> bool:
         return False
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """A worker process's entry: ``serve`` with the threads its command line gives."""
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the caller has gone
         serve(int(sys.argv[1]))
