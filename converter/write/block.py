@@ -1,7 +1,7 @@
 """One block of trials written: read from the source, encoded, written as whole chunk files.
 
-What a worker of a conversion runs, in this process or another (`converter.write.pool`); it
-imports neither xarray nor zarr-python, so a worker process starts in a tenth of a second.
+What a worker of a conversion runs, in this process or another (`converter.write.processes`);
+it imports neither xarray nor zarr-python, so a worker process starts in 0.15-0.3 s.
 """
 
 from __future__ import annotations
