@@ -37,7 +37,7 @@ from converter.torch import DeviceLoader, MiceCycler, MouseDataset, VideoDataset
 from . import video
 from .run import HERE, dataset, machine
 
-SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 30, "clips": (180, 7900, 300), "clip_batches": 10},
+SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 60, "clips": (180, 7900, 300), "clip_batches": 10},
          "tiny": {"trials": 300, "neurons": 40, "batches": 4, "clips": (40, 20, 80), "clip_batches": 2}}
 KEYS = ("images", "responses", "behavior", "pupil_center")
 BATCH = 128

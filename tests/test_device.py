@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from converter.read.batch_memory import BatchMemory  # noqa: E402
+from converter.read.device import PREFETCH  # noqa: E402
 from converter.torch import DeviceLoader, MiceCycler, MouseDataset  # noqa: E402
 
 KEYS = ("images", "responses", "behavior", "pupil_center")
@@ -38,10 +40,11 @@ def test_batches_equal_mouse_dataset_bit_for_bit(stores, mode, dtype, device):
     assert b == len(dl) - 1
 
 
-def test_a_neuron_subset_and_raw_values(stores):
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+def test_a_neuron_subset_and_raw_values(stores, mode):
     store = stores["float32"]
     neurons = [5, 1, 3]
-    dl = DeviceLoader(store, batch_size=16, device="cpu", shuffle=False, keys=("responses",), normalize=False, neurons=neurons)
+    dl = DeviceLoader(store, batch_size=16, device="cpu", mode=mode, shuffle=False, keys=("responses",), normalize=False, neurons=neurons)
     ref = MouseDataset(store, tier="train", keys=("responses",), normalize=False, neurons=neurons, float32=True)
     first = next(iter(dl))
     assert np.array_equal(first["responses"].numpy(), ref.batch(list(range(16)))["responses"])
@@ -88,6 +91,30 @@ def test_mice_cycle_with_a_seeded_order_and_resume(stores):
     resumed = [(k, b["responses"]) for k, b in head + tail]
     assert [k for k, _ in resumed] == [k for k, _ in got]
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(resumed, got))
+
+
+def test_batch_memory_is_taken_again_only_once_nothing_holds_it():
+    memory = BatchMemory(torch.device("cpu"), depth=2)
+    a = memory.host((4, 3), np.float32)
+    where = a.data_ptr()
+    view, array = a[1:], a.numpy()[::2]  # a torch view and a numpy one of the same memory
+    del a
+    assert memory.host((4, 3), np.float32).data_ptr() != where
+    del view
+    assert memory.host((4, 3), "float32").data_ptr() != where  # the numpy view still holds it
+    del array
+    again = memory.empty((4, 3), torch.float32)
+    assert again.data_ptr() == where and again.dtype == torch.float32
+    held = [memory.host((4, 3), np.float32) for _ in range(3)]  # beyond ``depth``: new memory, not kept
+    assert len({t.data_ptr() for t in [again, *held]}) == 4 and len(memory._kept[((4, 3), "<f4")]) == 2
+    assert memory.host((2, 3), np.float32).shape == (2, 3)
+
+
+@pytest.mark.parametrize("mode", ["resident", "streaming"])
+def test_batches_let_go_of_are_the_memory_of_later_ones(stores, mode):
+    dl = DeviceLoader(stores["float32"], batch_size=4, device="cpu", mode=mode, keys=KEYS)
+    seen = {b["images"].data_ptr() for _ in range(3) for b in dl}  # three epochs, no batch kept
+    assert len(dl) * 3 > 3 * (PREFETCH + 3) and len(seen) <= PREFETCH + 3 + 1  # (+1: the last, smaller batch)
 
 
 def test_a_streaming_loader_left_early_stops_its_reader(stores):
@@ -212,9 +239,9 @@ def test_runs_of_stored_trials_shuffled_within_buffers_read_once_per_buffer(stor
     assert any(not torch.equal(b.sort().values, b) for b in buffers)  # and is shuffled within
     reads = []
     real = dl.items.read
-    monkeypatch.setattr(dl.items, "read", lambda key, idx, starts: reads.append(len(idx)) or real(key, idx, starts))
-    got = list(dl)
-    assert reads == [n for b in buffers for n in [len(b)] * 2]  # one read per variable and buffer
+    monkeypatch.setattr(dl.items, "read", lambda key, idx, starts, out: reads.append((key, len(idx))) or real(key, idx, starts, out))
+    got = list(dl)  # held: batches the consumer keeps are not overwritten by later ones
+    assert sorted(reads) == sorted((k, len(b)) for b in buffers for k in kw["keys"])  # one read per variable and buffer
     for b, batch in enumerate(got):
         want = ref.batch(order[b * 5:(b + 1) * 5].numpy())
         assert all(np.array_equal(batch[k].numpy(), want[k]) for k in kw["keys"])

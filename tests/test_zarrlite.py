@@ -62,6 +62,9 @@ def test_reader_equals_zarr_for_any_selection(tmp_path_factory, data, dtype, sha
     got = reader.read(sel)
     assert got.shape == want.shape and bits(got) == bits(want)
     assert bits(ZarrReader(zarr.open_array(path)).read(sel)) == bits(want)
+    for r in (reader, ZarrReader(zarr.open_array(path))):  # into memory used before: every element written
+        out = np.full(want.shape, 1, dtype=want.dtype)
+        assert r.read(sel, out) is out and bits(out) == bits(want)
 
 
 def test_out_of_bounds_and_unsupported_layouts(tmp_path):
@@ -70,6 +73,13 @@ def test_out_of_bounds_and_unsupported_layouts(tmp_path):
     r = ChunkReader.from_path(tmp_path / "a.zarr")
     with pytest.raises(IndexError):
         r.read((np.array([5]),))
+    for wrong in (np.empty(3, "f4"), np.empty(2, "f8"), np.empty(4, "f4")[::2], np.empty(2, "f4")[None]):
+        with pytest.raises(ValueError, match=r"^out must be a writeable, C-contiguous float32 array of shape \(2,\), not "):
+            r.read((np.array([0, 1]),), wrong)
+    frozen = np.empty(2, "f4")
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="not a read-only float32 array"):
+        r.read((np.array([0, 1]),), frozen)
     zstd = zarr.create_array(tmp_path / "z.zarr", shape=(5,), dtype="f4", chunks=(2,))  # zarr's default codec: zstd
     zstd[...] = np.arange(5)
     assert bits(ChunkReader.from_path(tmp_path / "z.zarr").read()) == bits(np.arange(5, dtype="f4"))

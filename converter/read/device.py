@@ -10,8 +10,11 @@ Two modes:
   ``PIECE`` bytes), so the host holds one variable at a time; batches are gathered on the
   device, and the windows of video trials cut there.
 - **streaming**: a background thread reads the upcoming batches through the store's reader
-  (windows only, for video), moves them to the device (on a side stream on CUDA) and finishes
-  them there, ``PREFETCH`` batches ahead of the consumer.
+  (windows only, for video) into reused host memory (pinned, for CUDA), moves them to the device
+  (on a side stream on CUDA) and finishes them there, ``PREFETCH`` batches ahead of the consumer.
+
+Batches are made in memory used before (`converter.read.batch_memory`): on the CPU device, a
+batch the consumer has let go of is the memory of a later one.
 
 ``mode="auto"`` takes resident when the tier fits in half the device's free memory.
 `MiceCycler` serves several stores at once, as neuralpredictors' ``LongCycler`` does.  A seed
@@ -21,15 +24,19 @@ next batch.  What differs between the kinds lives in `converter.read.device_item
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from .batches import Trial  # first: says how to install torch
+from .batch_memory import BatchMemory
+from .device_items import kernels_for
 from ..store_info import checked_root
 from ..kinds import kind_of
 
@@ -128,6 +135,8 @@ class DeviceLoader:
         need = self.items.resident_bytes()
         self.mode = mode if mode != "auto" else ("resident" if need <= _free_bytes(self.device) // 2 else "streaming")
         self._resident = {k: to_device(self.items.whole(k), self.device) for k in self.items.keys} if self.mode == "resident" else None
+        self.memory = BatchMemory(self.device, depth=PREFETCH + 3)  # ahead, in the making, and the consumer's last two
+        self.kernels = kernels_for(self.device, self.memory.empty, beside_reads=self.mode == "streaming")
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -183,19 +192,34 @@ class DeviceLoader:
     def _resident_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Trial]:
         for idx, starts in batches[start:]:
             idx = idx.to(self.device)
-            yield self.items.finish({key: self.items.gather(self._resident[key], idx, starts) for key in self.items.keys})
+            yield self.items.finish({key: self.items.gather(self._resident[key], idx, starts, self.kernels) for key in self.items.keys}, self.kernels)
 
-    def _buffers(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
-        """Per buffer from batch ``start`` on, its batches as stored: one read per variable for the
-        whole buffer (one batch, unless ``run_length > 1``), cut into its batches."""
+    def _buffers(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int,
+                 threads: ThreadPoolExecutor) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
+        """Per buffer from batch ``start`` on, its batches as stored, on the host: one read per
+        variable for the whole buffer (one batch, unless ``run_length > 1``), cut into its batches.
+        The variables are read side by side on ``threads``, and the next buffer while this one's
+        batches are taken."""
         per = self._buffer_items() // self.batch_size
-        for _, group in itertools.groupby(range(start, len(batches)), key=lambda b: b // per):
-            parts = [batches[b] for b in group]
+
+        def submit(parts: list) -> tuple[list, dict[str, Future]]:
             idx = torch.cat([i for i, _ in parts]).numpy()
             starts = None if parts[0][1] is None else np.concatenate([s for _, s in parts])
-            whole = {k: self.items.read(k, idx, starts) for k in self.items.keys}
+            return parts, {k: threads.submit(self.items.read, k, idx, starts, self.memory.host(*self.items.stored(k, len(idx))))
+                           for k in self.items.keys}
+
+        def cut(parts: list, reads: dict[str, Future]) -> Iterator[dict[str, torch.Tensor]]:
+            whole = {k: f.result() for k, f in reads.items()}
             bounds = np.cumsum([0] + [len(i) for i, _ in parts]).tolist()
-            yield ({k: torch.from_numpy(v[a:b]) for k, v in whole.items()} for a, b in zip(bounds, bounds[1:]))
+            return ({k: v[a:b] for k, v in whole.items()} for a, b in zip(bounds, bounds[1:]))
+
+        ahead: collections.deque = collections.deque()
+        for _, group in itertools.groupby(range(start, len(batches)), key=lambda b: b // per):
+            ahead.append(submit([batches[b] for b in group]))
+            if len(ahead) > 1:
+                yield cut(*ahead.popleft())
+        while ahead:
+            yield cut(*ahead.popleft())
 
     def _streamed_batches(self, batches: Sequence[tuple[torch.Tensor, np.ndarray | None]], start: int) -> Iterator[Trial]:
         """Batches read, moved and finished by a background thread, ``PREFETCH`` ahead."""
@@ -205,22 +229,25 @@ class DeviceLoader:
         stream = torch.cuda.Stream(self.device) if cuda else None
 
         def prepare() -> None:
+            threads = ThreadPoolExecutor(len(self.items.keys), thread_name_prefix="sensorium-zarr-stream-read")
             try:
-                for buffer in self._buffers(batches, start):
+                for buffer in self._buffers(batches, start, threads):
                     for host in buffer:
                         if stop.is_set():
                             return
-                        if cuda:
+                        if cuda:  # ``host`` is pinned: the copies run alongside, on the side stream
                             with torch.cuda.stream(stream):
-                                batch = self.items.finish({k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()})
+                                batch = self.items.finish({k: v.to(self.device, non_blocking=True) for k, v in host.items()}, self.kernels)
                                 event = torch.cuda.Event()
                                 event.record(stream)
                             ready.put((batch, event))
-                        else:
-                            ready.put((self.items.finish(host), None))
+                        else:  # on the CPU, the batch is made in ``host`` itself
+                            ready.put((self.items.finish({k: v.to(self.device) for k, v in host.items()}, self.kernels), None))
                 ready.put(None)
             except BaseException as e:  # handed to the consumer, who raises it
                 ready.put(e)
+            finally:
+                threads.shutdown(wait=True, cancel_futures=True)
 
         thread = threading.Thread(target=prepare, name="sensorium-zarr-stream", daemon=True)
         thread.start()

@@ -17,6 +17,7 @@ import numpy as np
 from .. import contract
 from ..storage import filesystem, local_path, open_array
 from ..zarrlite import CHUNK_COST, ChunkReader, RemoteRows, read_coordinates as _read_coordinates
+from ..zarrlite.reader import into
 
 Selection = tuple  # one slice or 1-d integer array per axis (orthogonal indexing)
 
@@ -35,8 +36,14 @@ class ZarrReader:
         self.chunks = tuple(array.chunks)
         self.chunk_cost = _REQUEST_COST if remote else CHUNK_COST
 
-    def read(self, selection: Selection = ()) -> np.ndarray:
-        selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
+    def read(self, selection: Selection = (), out: np.ndarray | None = None) -> np.ndarray:
+        got = self._read(tuple(selection) + (slice(None),) * (len(self.shape) - len(selection)))
+        if out is None:
+            return got
+        into(out, got.shape, got.dtype)[...] = got
+        return out
+
+    def _read(self, selection: Selection) -> np.ndarray:
         if all(isinstance(s, slice) for s in selection):
             return np.asarray(self.array[selection])
         # zarr wants sorted unique indices per axis; gather back the order asked for

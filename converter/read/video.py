@@ -21,6 +21,7 @@ from .. import contract
 from ..kinds import kind_of
 from ..storage import open_group
 from ..zarrlite.pool import in_runs
+from ..zarrlite.reader import into
 from ..store_info import checked_root
 from .normalize import Normalizer
 from .statistics import trial_statistics
@@ -138,24 +139,27 @@ class VideoDataset(StoreDataset):
             self._generator = (worker, torch.Generator().manual_seed(self.seed + 1_000_003 * (0 if worker is None else worker + 1)))
         return self._generator[1]
 
-    def read(self, key: str, indices: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+    def read(self, key: str, indices: Sequence[int], starts: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """The windows of items ``indices`` at ``starts`` of one variable, as stored:
-        ``(items, ..., frames)`` in the stored dtype."""
+        ``(items, ..., frames)`` in the stored dtype (into ``out``, when given)."""
         reader = self._reader(key)
         rest = (slice(None),) * (len(reader.shape) - 2)
         windows = [(int(self.trials[i]), int(s)) for i, s in zip(np.asarray(indices).tolist(), np.asarray(starts).tolist())]
+        shape = (len(windows), *reader.shape[1:-1], self.frames)
         if key in self._memory or _nbytes(reader) <= SMALL_BYTES:
             if key not in self._memory:  # behavior, pupil center: a few MB per mouse, read once
                 self._memory[key] = reader.read()
             whole = self._memory[key]
-            parts = [whole[p, ..., s : s + self.frames] for p, s in windows]
-            return np.stack(parts) if parts else np.empty((0, *reader.shape[1:-1], self.frames), reader.dtype)
-        out = np.empty((len(windows), *reader.shape[1:-1], self.frames), reader.dtype)
+            out = into(out, shape, whole.dtype)
+            if windows:
+                np.stack([whole[p, ..., s : s + self.frames] for p, s in windows], out=out)
+            return out
+        out = into(out, shape, np.dtype(reader.dtype).newbyteorder("="))
 
         def fill(ks) -> None:
             for k in ks:
                 p, s = windows[k]
-                out[k] = reader.read((np.array([p]), *rest, slice(s, s + self.frames)))[0]
+                reader.read((np.array([p]), *rest, slice(s, s + self.frames)), out[k : k + 1])
 
         in_runs(fill, range(len(windows)), out.nbytes)  # the windows' inner chunks decode on the pool's threads
         return out

@@ -49,6 +49,16 @@ def whole_rows(selection: Selection, shape: tuple[int, ...]):
     return np.arange(*sel.indices(shape[0])) if isinstance(sel, slice) else sel
 
 
+def into(out: np.ndarray | None, shape: Sequence[int], dtype: np.dtype) -> np.ndarray:
+    """Where a read of ``shape`` and ``dtype`` goes: ``out``, checked, or a new array."""
+    if out is None:
+        return np.empty(tuple(shape), dtype)
+    if out.shape != tuple(shape) or out.dtype != dtype or not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"out must be a writeable, C-contiguous {np.dtype(dtype)} array of shape {tuple(shape)}, "
+                         f"not {'a read-only ' if not out.flags.writeable else ''}{out.dtype} array of shape {out.shape}")
+    return out
+
+
 def axis_indices(sel, n: int) -> np.ndarray:
     """A 1-d integer selection of an axis of length ``n``, negative indices resolved and checked."""
     idx = np.asarray(sel, dtype=np.int64).reshape(-1)
@@ -236,10 +246,10 @@ class ChunkReader:
             entries[mask] = np.full((1, 2), MISSING) if index is None else index.reshape(per, -1, 2)[rows[mask] - shard * per, 0]
         return entries, shard_of
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+    def _read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``rows`` (any order, repeats allowed): one ``pread`` and one decode per row."""
         rows = axis_indices(rows, self.shape[0])
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        out = into(out, (len(rows), *self.shape[1:]), self.dtype)
         rest = (0,) * (len(self.shape) - 1)
         entries, shard_of = self._row_entries(rows)
         offsets, lengths, shards = entries[:, 0].tolist(), entries[:, 1].tolist(), shard_of.tolist()
@@ -265,15 +275,17 @@ class ChunkReader:
         in_runs(fill, np.argsort(rows, kind="stable"), out.nbytes)  # a run: rows stored next to each other
         return out
 
-    def read(self, selection: Selection = ()) -> np.ndarray:
+    def read(self, selection: Selection = (), out: np.ndarray | None = None) -> np.ndarray:
         """``array.oindex[selection]``: per axis a slice (step 1) or a 1-d integer array.
 
         Integer arrays may be in any order and repeat; only the chunks they touch are read.
+        ``out``: a C-contiguous array of the result's shape and native dtype to decode into
+        (reused by a caller that reads many batches: no new memory to fault in).
         """
         selection = tuple(selection) + (slice(None),) * (len(self.shape) - len(selection))
         rows = whole_rows(selection, self.shape) if self._whole_rows and self._compressor is not None else None
         if rows is not None:
-            return self._read_rows(rows)
+            return self._read_rows(rows, out)
         axes = []  # per axis: [(chunk index, positions in chunk, positions in output)]
         out_shape = []
         for sel, n, c in zip(selection, self.shape, self.chunks):
@@ -299,7 +311,7 @@ class ChunkReader:
                 k = int(idx[part[0]] // c)
                 groups.append((k, _compact(idx[part] - k * c), _compact(part)))
             axes.append(groups)
-        out = np.empty(out_shape, dtype=self.dtype.newbyteorder("="))
+        out = into(out, out_shape, self.dtype.newbyteorder("="))
         tasks = list(itertools.product(*axes))
 
         def fill(group: list) -> None:

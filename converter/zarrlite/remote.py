@@ -10,7 +10,7 @@ import numpy as np
 
 from .codecs import MISSING, checked
 from .pool import in_runs
-from .reader import ChunkReader, Selection, axis_indices, whole_rows
+from .reader import ChunkReader, Selection, axis_indices, into, whole_rows
 
 MAX_GAP, MAX_BLOCK = 1 << 20, 16 << 20
 
@@ -88,19 +88,19 @@ class RemoteRows(ChunkReader):
             out.append(memoryview(blocks[j])[start - starts[j] : end - starts[j]])
         return out
 
-    def read(self, selection: Selection = ()) -> np.ndarray:
+    def read(self, selection: Selection = (), out: np.ndarray | None = None) -> np.ndarray:
         rows = whole_rows(selection, self.shape)
         if rows is not None:
-            return self._read_rows(rows)
+            return self._read_rows(rows, out)
         if self._other is None:
             self._other = self._fallback()
-        return self._other.read(selection)
+        return self._other.read(selection, out)
 
-    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+    def _read_rows(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``rows`` (any order, repeats allowed): every distinct row's bytes in one round of
         concurrent range requests, then one decode per row."""
         rows = axis_indices(rows, self.shape[0])
-        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        out = into(out, (len(rows), *self.shape[1:]), self.dtype)
         rest = (0,) * (len(self.shape) - 1)
         unique, first = np.unique(rows, return_inverse=True)
         entries, shard_of = self._row_entries(unique)
