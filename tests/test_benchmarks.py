@@ -83,7 +83,7 @@ def test_tiny_training_benchmark_run(tmp_path, needs_torch):
 
     rows = training.run("tiny", tmp_path / "data", tmp_path / "out", model=False)
     loaders = {r["loader"] for r in rows}
-    assert {"file tree", "loaders", "DeviceLoader resident", "DeviceLoader streaming, 3 mice"} <= loaders
+    assert {"file tree", "loaders", "the streaming reads alone", "DeviceLoader resident", "DeviceLoader streaming, 3 mice"} <= loaders
     assert all(r["trials_per_s"] > 0 and 0 <= r["waiting"] <= 1 and r["peak_mb"] > 0 for r in rows)
     assert "| DeviceLoader resident |" in (tmp_path / "out" / "training-tiny.md").read_text()
 

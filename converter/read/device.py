@@ -135,7 +135,7 @@ class DeviceLoader:
         need = self.items.resident_bytes()
         self.mode = mode if mode != "auto" else ("resident" if need <= _free_bytes(self.device) // 2 else "streaming")
         self._resident = {k: to_device(self.items.whole(k), self.device) for k in self.items.keys} if self.mode == "resident" else None
-        self.memory = BatchMemory(self.device, depth=PREFETCH + 3)  # ahead, in the making, and the consumer's last two
+        self.memory = BatchMemory(self.device, depth=PREFETCH + 4)  # queued, blocked on the queue, being read, the consumer's last two
         self.kernels = kernels_for(self.device, self.memory.empty, beside_reads=self.mode == "streaming")
 
     def __len__(self) -> int:
