@@ -183,6 +183,23 @@ def test_a_statistic_that_fits_no_trial_is_refused_in_one_line():
         align(np.ones(8), ("responses_all_std_dim_0",), "responses", ("neuron", "frame"), (7, 300), "statistics/responses/all/std")
 
 
+@pytest.mark.parametrize("dtype, stat_dtype, inplace", [("float32", "float32", True), ("float64", "float32", True),
+                                                     ("float32", "float64", False), ("uint8", "float32", False)])
+def test_normalising_in_place_gives_the_bits_of_normalising(dtype, stat_dtype, inplace):
+    from converter.read.normalize import Normalizer
+
+    rng = np.random.default_rng(0)
+    stats = {"images": {"mean": np.asarray(rng.random(), stat_dtype), "std": np.asarray(rng.random() + 0.5, stat_dtype)},
+             "responses": {"std": rng.random(5).astype(stat_dtype)}}
+    norm = Normalizer.from_statistics(stats)
+    for key, shape in (("images", (3, 1, 4, 6)), ("responses", (3, 5))):
+        x = (rng.random(shape) * 255).astype(dtype)
+        want = norm(key, x.copy())
+        got = norm.in_place(key, x)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        assert (got is x) == inplace  # new memory only where a step changes the dtype
+
+
 def test_a_trial_read_straight_into_its_row_is_checked_like_any_other(tmp_path):
     """Trials of a folder are read into their rows with one system call; a file whose header no
     longer matches (same size, other byte order) still fails, naming it, and values are exact."""

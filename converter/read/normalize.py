@@ -122,6 +122,16 @@ class Normalizer:
             x = OPERATIONS[op](x, c)
         return x
 
+    def in_place(self, key: str, x: np.ndarray) -> np.ndarray:
+        """`__call__` on a numpy array the caller lets it overwrite: each step in place while it
+        keeps ``x``'s dtype and shape (the same bits, without new memory), else as `__call__`."""
+        for op, c in self.steps(key):
+            if np.result_type(x, c) == x.dtype and np.broadcast_shapes(x.shape, np.shape(c)) == x.shape:
+                UFUNCS[op](x, c, out=x)
+            else:
+                x = OPERATIONS[op](x, c)
+        return x
+
     def inverse(self, key: str, x):
         """Undo `__call__` (as ``NeuroNormalizer.inv`` does)."""
         for op, c in reversed(self.steps(key)):
@@ -131,6 +141,7 @@ class Normalizer:
 
 # Each step of `Normalizer.steps` (and its undoing) as an operation on numpy, xarray or torch values.
 OPERATIONS = {"sub": lambda x, c: x - c, "add": lambda x, c: x + c, "mul": lambda x, c: x * c, "div": lambda x, c: x / c}
+UFUNCS = {"sub": np.subtract, "add": np.add, "mul": np.multiply, "div": np.true_divide}  # the same, as numpy ufuncs (``out=``)
 _UNDO = {"sub": "add", "div": "mul", "mul": "div"}
 
 

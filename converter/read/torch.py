@@ -151,13 +151,13 @@ class MouseDataset(StoreDataset):
         trials = self.trials[np.asarray(indices, dtype=np.intp)]
         raw = {key: self._read(key, trials) for key in self.needed_keys()}
         out = Trial()
-        for key in self.keys:
+        for key in self.keys:  # ``raw`` is new memory: normalised in place
             x = raw[key]
             if self.normalizer is not None:
-                x = self.normalizer(key, x)
+                x = self.normalizer.in_place(key, x)
             out[key] = x
         if self.channel_keys():
-            extra = [out[key] if key in out else (self.normalizer(key, raw[key]) if self.normalizer else raw[key]) for key in self.channel_keys()]
+            extra = [out[key] if key in out else (self.normalizer.in_place(key, raw[key]) if self.normalizer else raw[key]) for key in self.channel_keys()]
             out["images"] = add_channels(out["images"], *extra)
         if self.neurons is not None and "responses" in out:
             out["responses"] = out["responses"][:, self.neurons]

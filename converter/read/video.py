@@ -169,7 +169,7 @@ class VideoDataset(StoreDataset):
         indices = np.asarray(indices, dtype=np.intp)
         starts = self.offsets(indices) if offsets is None else np.asarray(offsets, dtype=np.int64)
         raw = {key: self.read(key, indices, starts) for key in self.needed_keys()}
-        norm = {k: (self.normalizer(k, v) if self.normalizer is not None else v) for k, v in raw.items()}
+        norm = {k: (self.normalizer.in_place(k, v) if self.normalizer is not None else v) for k, v in raw.items()}
         out = Trial()
         for key in self.keys:
             x = norm[key]
