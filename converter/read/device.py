@@ -241,7 +241,7 @@ class DeviceLoader:
                                 event = torch.cuda.Event()
                                 event.record(stream)
                             ready.put((batch, event))
-                        else:  # on the CPU, the batch is made in ``host`` itself
+                        else:  # ``.to`` of the CPU is no copy: there the batch is made in ``host`` itself
                             ready.put((self.items.finish({k: v.to(self.device) for k, v in host.items()}, self.kernels), None))
                 ready.put(None)
             except BaseException as e:  # handed to the consumer, who raises it

@@ -11,9 +11,9 @@ part (`converter.kinds`).
 
 from __future__ import annotations
 
-import numpy as np
-
 from collections.abc import Callable
+
+import numpy as np
 
 from .batches import StoreDataset, Trial  # first: says how to install torch
 from .normalize import UFUNCS
