@@ -93,6 +93,27 @@ def test_mice_cycle_with_a_seeded_order_and_resume(stores):
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(resumed, got))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("scan", ["image", "video"])
+def test_a_resident_loader_reads_in_pieces_the_values_it_would_read_whole(stores, video_store, scan, device, monkeypatch):
+    import converter.read.device as on_device
+
+    store, kw = (stores["float32"], {"keys": KEYS}) if scan == "image" else (video_store, {"frames": 10, "behavior_channels": True})
+    whole = DeviceLoader(store, batch_size=6, device=device, mode="resident", seed=5, **kw)
+    trial_bytes = max(int(np.prod(t.shape[1:])) * t.element_size() for t in whole._resident.values())
+    monkeypatch.setattr(on_device, "PIECE", 3 * trial_bytes - 1)  # two trials a piece, for the largest variable
+    reads = []
+    real = type(whole.items).whole
+    monkeypatch.setattr(type(whole.items), "whole", lambda self, key, items, out: reads.append((key, len(items))) or real(self, key, items, out))
+    pieces = DeviceLoader(store, batch_size=6, device=device, mode="resident", seed=5, **kw)
+    n = len(pieces.dataset)
+    biggest = max(whole._resident, key=lambda k: whole._resident[k][0].numel() * whole._resident[k].element_size())
+    assert [m for k, m in reads if k == biggest] == [2] * (n // 2) + [1] * (n % 2)
+    same = lambda a, b: a.cpu().numpy().tobytes() == b.cpu().numpy().tobytes()  # noqa: E731  (NaN where a clip has no frame)
+    assert all(same(pieces._resident[k], whole._resident[k]) for k in whole._resident)
+    assert all(same(x[k], y[k]) for x, y in zip(pieces, whole, strict=True) for k in x)
+
+
 def test_batch_memory_is_taken_again_only_once_nothing_holds_it():
     memory = BatchMemory(torch.device("cpu"), depth=2)
     a = memory.host((4, 3), np.float32)

@@ -5,10 +5,10 @@ on a torch device, normalised there with the same values as the kind's dataset g
 (`MouseDataset`, `VideoDataset`; bit for bit: every operation runs in the dtype numpy would use).
 Two modes:
 
-- **resident**: the tier's arrays are read once, in their stored dtypes, and moved to the
-  device variable by variable (on CUDA through one reused pinned buffer, in pieces of
-  ``PIECE`` bytes), so the host holds one variable at a time; batches are gathered on the
-  device, and the windows of video trials cut there.
+- **resident**: the tier's arrays are read once, in their stored dtypes, in pieces of ``PIECE``
+  bytes (on CUDA into two pinned buffers, each copied on while the next piece is read), so the
+  host holds two pieces, not a variable; batches are gathered on the device, and the windows of
+  video trials cut there.
 - **streaming**: a background thread reads the upcoming batches through the store's reader
   (windows only, for video) into reused host memory (pinned, for CUDA), moves them to the device
   (on a side stream on CUDA) and finishes them there, ``PREFETCH`` batches ahead of the consumer.
@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from .batches import Trial  # first: says how to install torch
-from .batch_memory import BatchMemory
+from .batch_memory import BatchMemory, dtypes
 from .device_items import kernels_for
 from ..store_info import checked_root
 from ..kinds import kind_of
@@ -43,7 +43,7 @@ from ..kinds import kind_of
 import torch  # noqa: E402,I001
 
 PREFETCH = 3  # batches a streaming loader prepares ahead
-PIECE = 256 * 2**20  # bytes per copy through the pinned buffer, when a resident loader fills a GPU
+PIECE = 64 * 2**20  # bytes per read (and copy through a pinned buffer) when a resident loader fills a device
 
 
 def _free_bytes(device: torch.device) -> int:
@@ -55,20 +55,34 @@ def _free_bytes(device: torch.device) -> int:
         return 1 << 62
 
 
-def to_device(host: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``host`` on ``device``: on CUDA copied through one pinned buffer of at most ``PIECE`` bytes
-    (no pinned copy of the whole array); elsewhere the array itself, without a copy."""
-    src = torch.from_numpy(host)
-    if device.type != "cuda" or src.numel() == 0:
-        return src.to(device)
-    out = torch.empty(src.shape, dtype=src.dtype, device=device)
-    rows = max(1, PIECE // max(1, src[0].numel() * src.element_size()))
-    buffer = torch.empty((min(rows, len(src)), *src.shape[1:]), dtype=src.dtype, pin_memory=True)
-    for i in range(0, len(src), rows):
-        n = min(rows, len(src) - i)
-        buffer[:n].copy_(src[i:i + n])
-        out[i:i + n].copy_(buffer[:n], non_blocking=True)
-        torch.cuda.current_stream(device).synchronize()  # the buffer is refilled next
+def resident(items, key: str, device: torch.device) -> torch.Tensor:
+    """Every item's whole trials of one variable, as stored, on ``device``: read in pieces of at
+    most ``PIECE`` bytes, on the CPU straight into the result; elsewhere into one of two pinned
+    buffers, each copied on while the next piece is read into the other, so the host never holds
+    the variable whole."""
+    shape, dtype = items.rows(key, len(items))
+    _, torch_dtype = dtypes(dtype)
+    out = torch.empty(shape, dtype=torch_dtype, device=device)
+    rows = max(1, PIECE // max(1, out[:1].numel() * out.element_size()))
+    pieces = [np.arange(i, min(i + rows, len(out))) for i in range(0, len(out), rows)]
+    if device.type == "cpu":
+        for piece in pieces:
+            items.whole(key, piece, out[piece[0] : piece[-1] + 1])
+        return out
+    cuda = device.type == "cuda"
+    buffers = [torch.empty((min(rows, len(out)), *shape[1:]), dtype=torch_dtype, pin_memory=cuda) for _ in pieces[:2]]
+    copied: list = [None] * len(buffers)  # the event of each buffer's last copy
+    for j, piece in enumerate(pieces):
+        k = j % len(buffers)
+        if copied[k] is not None:
+            copied[k].synchronize()  # its last copy is done: it can be read into again
+        host = items.whole(key, piece, buffers[k][: len(piece)])
+        out[piece[0] : piece[-1] + 1].copy_(host, non_blocking=cuda)
+        if cuda:
+            copied[k] = torch.cuda.Event()
+            copied[k].record(torch.cuda.current_stream(device))
+    if cuda:
+        torch.cuda.current_stream(device).synchronize()
     return out
 
 
@@ -134,7 +148,7 @@ class DeviceLoader:
         self.epoch, self.next_batch = 0, 0
         need = self.items.resident_bytes()
         self.mode = mode if mode != "auto" else ("resident" if need <= _free_bytes(self.device) // 2 else "streaming")
-        self._resident = {k: to_device(self.items.whole(k), self.device) for k in self.items.keys} if self.mode == "resident" else None
+        self._resident = {k: resident(self.items, k, self.device) for k in self.items.keys} if self.mode == "resident" else None
         self.memory = BatchMemory(self.device, depth=PREFETCH + 4)  # queued, blocked on the queue, being read, the consumer's last two
         self.kernels = kernels_for(self.device, self.memory.empty, beside_reads=self.mode == "streaming")
 

@@ -151,14 +151,20 @@ class _Items:
             total += int(np.prod(meta["shape"][1:], dtype=np.int64)) * np.dtype(meta["data_type"]).itemsize
         return total * len(self.dataset)
 
-    def whole(self, key: str) -> np.ndarray:
-        """Every item's trial of one variable, as stored: what a resident loader holds."""
-        return self.dataset._reader(key).read((self.dataset.trials,))
+    def rows(self, key: str, n: int) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of ``n`` items' whole trials of one variable, as stored."""
+        reader = self.dataset._reader(key)
+        return (n, *reader.shape[1:]), np.dtype(reader.dtype).newbyteorder("=")
+
+    def whole(self, key: str, items: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """Items ``items``' whole trials of one variable, as stored, read into ``out`` (on the
+        host): what a resident loader holds."""
+        self.dataset._reader(key).read((self.dataset.trials[items],), out.numpy())
+        return out
 
     def stored(self, key: str, n: int) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype of ``n`` items of one variable as `read` gives them."""
-        reader = self.dataset._reader(key)
-        return (n, *reader.shape[1:]), np.dtype(reader.dtype).newbyteorder("=")
+        return self.rows(key, n)
 
     def _stimulus(self, x: torch.Tensor) -> torch.Tensor:
         """The stimulus as its dataset serves it, from the stored axis order."""
@@ -215,7 +221,7 @@ class Windows(_Items):
         return self.dataset.offsets(items.numpy(), generator)
 
     def stored(self, key: str, n: int) -> tuple[tuple[int, ...], np.dtype]:
-        shape, dtype = super().stored(key, n)
+        shape, dtype = self.rows(key, n)
         return (*shape[:-1], self.dataset.frames), dtype
 
     def read(self, key: str, items: np.ndarray, starts: np.ndarray, out: torch.Tensor) -> torch.Tensor:
