@@ -4,7 +4,8 @@
 it lists moto's package folder twice and tries its URL patterns, under one lock, then logs the
 request, which makes a request cost about 1.6 times as much. The server here runs the S3 application of
 moto's, in its own process, without that lookup and without the access log: about 690 GETs a
-second of 31 kB objects against 430 (`python benchmarks/moto.py` measures both). Either way moto
+second of 31 kB objects against 430 on one 2-core machine, 375 against 197 on another
+(`python benchmarks/moto.py` measures both). Either way moto
 answers a range by reading and copying the whole object, so ranges of a large object cost more.
 """
 
