@@ -10,7 +10,7 @@ random windows of 60 frames, batches of 32, normalised, behavior as video channe
 - ``converter.torch.loaders`` (``video_loaders``) for the same worker counts;
 - ``DeviceLoader`` resident and streaming, on CUDA where there is one, else on the CPU;
 
-each alone (``--model``: also with the reference model of `benchmarks.model`, image scans).  For each: items/s,
+each alone (``--model``: also with the reference model of `benchmarks.model`, image scans).  For each: items/s (loaders alone: the best of three runs),
 the fraction of the time the consumer waited for data, the time to the first batch, and the peak
 memory of the process tree.  Results go to ``benchmarks/results/training-<size>.{md,json}``.
 """
@@ -41,6 +41,7 @@ from .run import HERE, dataset, machine
 SIZES = {"full": {"trials": 6955, "neurons": 7776, "batches": 60, "clips": (180, 7900, 300), "clip_batches": 10},
          "tiny": {"trials": 300, "neurons": 40, "batches": 4, "clips": (40, 20, 80), "clip_batches": 2}}
 KEYS = ("images", "responses", "behavior", "pupil_center")
+REPEAT = 3  # a loader alone is measured this many times, the best kept: runs on 2 cores differ by up to 40%
 BATCH = 128
 CLIP_BATCH, WINDOW = video.BATCH, video.WINDOW  # 32 clips of 60 frames
 
@@ -220,10 +221,11 @@ def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None
     rows = []
 
     def record(name, make, n, w=None, step=None, scan="image", mice=1):
-        """One row; a loader that fails is a row saying how, and the others still run."""
+        """One row, the best of ``REPEAT`` loaders alone (of one with the model); a loader that
+        fails is a row saying how, and the others still run."""
         with Peak() as peak:
             try:
-                result = consume(make, n, device, step)
+                result = max((consume(make, n, device, step) for _ in range(REPEAT if step is None else 1)), key=lambda r: r["trials_per_s"])
             except Exception as e:  # noqa: BLE001
                 result = {"trials_per_s": float("nan"), "waiting": float("nan"), "first_batch_s": float("nan"), "error": f"{type(e).__name__}: {e}"}
         rows.append({"loader": name, "num_workers": w, "mice": mice, "model": step is not None, "scan": scan, "device": device.type, **result,
