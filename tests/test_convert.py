@@ -287,7 +287,7 @@ def test_a_folder_sources_identity_is_the_digest_that_stores_record(make_dataset
 
 
 def test_the_plan_reads_one_header_per_folder_and_the_blocks_check_every_file(dataset_copy, tmp_path):
-    """`FolderSource.heads` gives a plain read's first bytes and size; the plan reads trial 0's
+    """`Source.head` gives a plain read's first bytes and size; the plan reads trial 0's
     header alone, and a file that differs later is found as its block reads it: one line naming
     it, and nothing left behind."""
     from converter.contract import trial_file
@@ -297,7 +297,7 @@ def test_the_plan_reads_one_header_per_folder_and_the_blocks_check_every_file(da
     folder = dataset_copy()
     source = open_source(folder, None)
     rels = [trial_file(k, i) for k in ("images", "responses") for i in (0, 59)]
-    assert source.heads(rels) == [((folder / r).read_bytes()[: files.HEAD_BYTES], (folder / r).stat().st_size) for r in rels]
+    assert [source.head(r) for r in rels] == [((folder / r).read_bytes()[: files.HEAD_BYTES], (folder / r).stat().st_size) for r in rels]
     np.save(folder / "data/responses/59.npy", np.zeros(3, np.float32))
     assert plan(open_source(folder, None)).expect["responses"].shape == (40,)
     with pytest.raises(converter.SourceError, match=r"data/responses/59.npy: shape \(3,\) dtype <f4 differs from data/responses/0.npy's"):
@@ -305,7 +305,7 @@ def test_the_plan_reads_one_header_per_folder_and_the_blocks_check_every_file(da
     assert not any((tmp_path / "out").iterdir())
     (folder / "data/responses/59.npy").unlink()
     with pytest.raises(converter.SourceError, match="data/responses/59.npy: No such file"):
-        source.heads([trial_file("responses", 59)])
+        source.head(trial_file("responses", 59))
 
 
 def test_a_renamed_dataset_keeps_its_identity(make_dataset, tmp_path):

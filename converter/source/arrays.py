@@ -30,7 +30,7 @@ def trial_header(source: Source, key: str) -> NpyHeader:
     file when its header is malformed or its size does not match what the header declares.
     """
     rel = trial_file(key, 0)
-    (head, size), = source.heads([rel])
+    head, size = source.head(rel)
     expect = _header(source, rel, head, size)
     problem = size_problem(expect, size)
     if problem:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import stat
-import struct
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -36,7 +35,7 @@ def _walk(root: Path, skipped: list[str] | None = None):
         yield dirpath, dirnames, filenames
 
 
-# Bytes `Source.heads` reads of each file: a .npy header is 128 bytes unless its shape is long.
+# Bytes `Source.head` reads of a file: a .npy header is 128 bytes unless its shape is long.
 HEAD_BYTES = 256
 # No array of a Sensorium scan comes near this; a .npy zip entry declaring more is refused (arrays are
 # read whole; other files are streamed in pieces, whatever their size).
@@ -58,13 +57,15 @@ class Source:
         """Map each folder (``""`` for the top) to the names of its files and subfolders."""
         raise NotImplementedError
 
-    def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
-        """The first ``n`` bytes and the size of each file: enough to check a ``.npy`` header."""
-        out = []
-        for rel in rels:
-            data = self.read(rel)
-            out.append((bytes(data[:n]), len(data)))
-        return out
+    def head(self, rel: str, n: int = HEAD_BYTES) -> tuple[bytes, int]:
+        """The first ``n`` bytes of ``rel`` and its size, without reading the rest: enough to check
+        a ``.npy`` header."""
+        with self.open(rel) as f:
+            try:
+                data = f.read(n)
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
+                raise SourceError(self.where(rel), f"unreadable ({e})") from None
+        return data, self.size(rel)
 
     def open(self, rel: str):
         """A binary file object reading ``rel`` in pieces (for files too large to hold at once)."""
@@ -140,19 +141,6 @@ class FolderSource(Source):
             return (self.root / rel).stat().st_size
         except OSError as e:
             raise SourceError(self.where(rel), e.strerror or str(e)) from None
-
-    def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
-        out = []
-        for rel in rels:
-            try:
-                fd = os.open(self.root / rel, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-                try:
-                    out.append((os.pread(fd, n, 0) if hasattr(os, "pread") else os.read(fd, n), os.fstat(fd).st_size))
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                raise SourceError(self.where(rel), e.strerror or str(e)) from None
-        return out
 
     def tree(self) -> dict[str, set[str]]:
         """The folders and their entries; on the way, the ``(path, size, mtime)`` of every file
@@ -243,17 +231,6 @@ class RemoteFolderSource(Source):
             raise SourceError(self.where(rel), "missing")
         return int(self._listing[rel].get("size") or 0)
 
-    def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
-        missing = next((rel for rel in rels if rel not in self._listing), None)
-        if missing is not None:
-            raise SourceError(self.where(missing), "missing")
-        paths = [f"{self._root}/{rel}" for rel in rels]
-        found = self._fs.cat_ranges(paths, [0] * len(paths), [n] * len(paths), on_error="return")  # concurrent requests
-        for rel, data in zip(rels, found):
-            if isinstance(data, BaseException):
-                raise SourceError(self.where(rel), f"unreadable ({data})")
-        return [(bytes(d), int(self._listing[rel].get("size") or 0)) for rel, d in zip(rels, found)]
-
     def tree(self) -> dict[str, set[str]]:
         return _tree_of(self._listing)
 
@@ -343,49 +320,6 @@ class ZipSource(Source):
         if rel not in self._members:
             raise SourceError(self.where(rel), "missing")
         return self._members[rel].file_size
-
-    def heads(self, rels: list[str], n: int = HEAD_BYTES) -> list[tuple[bytes, int]]:
-        infos = []
-        for rel in rels:
-            if rel not in self._members:
-                raise SourceError(self.where(rel), "missing")
-            infos.append(self._members[rel])
-        # each member's local header (its name, and an extra field rarely over 64 bytes), then enough of its data
-        spans = [(i.header_offset, i.header_offset + 30 + len(i.orig_filename.encode()) + 256 + min(i.compress_size, n + 64))
-                 for i in infos]
-        return [(self._head(info, raw, n), info.file_size) for info, raw in zip(infos, self._ranges(spans))]
-
-    def _ranges(self, spans: list[tuple[int, int]]) -> list[bytes]:
-        """Byte ranges of the zip file: read in turn from disk, as concurrent requests from a URL."""
-        if isinstance(self.path, Path):
-            out = []
-            with open(self.path, "rb", buffering=0) as f:
-                for start, end in spans:
-                    f.seek(start)
-                    out.append(f.read(end - start))
-            return out
-        fs, p = filesystem(self.path, self.storage_options)
-        return fs.cat_ranges([p] * len(spans), [a for a, _ in spans], [b for _, b in spans])
-
-    def _head(self, info: zipfile.ZipInfo, raw: bytes, n: int) -> bytes:
-        """The first ``n`` bytes of a member from ``raw``, its local entry onwards (stored or deflated)."""
-        rel = info.filename[len(self.prefix):]
-        if len(raw) < 30 or raw[:4] != b"PK\x03\x04" or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) \
-                or info.flag_bits & 0x1:
-            return self.read(rel)[:n]  # zipfile says what is wrong, or reads what this does not
-        name_len, extra_len = struct.unpack("<HH", raw[26:30])
-        start = 30 + name_len + extra_len
-        data = raw[start:start + info.compress_size]
-        if info.compress_type == zipfile.ZIP_STORED:
-            head = data[:n]
-        else:
-            try:
-                head = zlib.decompressobj(-15).decompress(data, n)
-            except zlib.error as e:
-                raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
-        if len(head) < min(n, info.file_size):  # a long extra field, or a poorly compressible start
-            return self.read(rel)[:n]
-        return head
 
     def crc32(self, rel: str, data: bytes) -> int:
         return self._members[rel].CRC
