@@ -12,7 +12,8 @@ random windows of 60 frames, batches of 32, normalised, behavior as video channe
 
 each alone (``--model``: also with the reference model of `benchmarks.model`, image scans).  For each: items/s (loaders alone: the best of three runs),
 the fraction of the time the consumer waited for data, the time to the first batch, and the peak
-memory of the process tree.  Results go to ``benchmarks/results/training-<size>.{md,json}``.
+memory of the process tree.  Results go to ``benchmarks/results/training-<size>.{md,json}`` (``--images noise``: the image scans of the
+noisy-image sample, into ``training-<size>-noise.*``).
 """
 
 from __future__ import annotations
@@ -202,14 +203,15 @@ def model_alone(step, n: int, neurons: int, device: torch.device) -> dict:
     return {"trials_per_s": n * BATCH / (time.perf_counter() - t), "waiting": 0.0, "first_batch_s": 0.0}
 
 
-def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None = None) -> list[dict]:
+def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None = None, images: str = "smooth") -> list[dict]:
     s = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    work = data / "work" / f"training-{size}"
+    name = f"training-{size}" + ("" if images == "smooth" else f"-{images}")
+    work = data / "work" / name
     work.mkdir(parents=True, exist_ok=True)
     folders, stores = [], []
     for seed in range(3):
-        folder = dataset(data, s["trials"], s["neurons"], "float32", seed=seed)
+        folder = dataset(data, s["trials"], s["neurons"], "float32", seed=seed, images=images)
         folders.append(folder)
         stores.append(converter.convert(folder, work / f"{folder.name}.zarr", progress=False))
     for path in (*folders, *stores):  # the rows compare reads from a warm page cache
@@ -271,16 +273,16 @@ def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None
     memory = {"image": resident_memory(stores[0], device, {"batch_size": BATCH, "keys": KEYS}),
               "video": resident_memory(clips, device, {"batch_size": CLIP_BATCH, "frames": WINDOW, "behavior_channels": True})}
     info = {**machine(), "torch": torch.__version__, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
-    result = {"size": size, "machine": info, "rows": rows, "resident_memory": memory}
+    result = {"size": size, "images": images, "machine": info, "rows": rows, "resident_memory": memory}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"training-{size}.json").write_text(json.dumps(result, indent=1))
-    (out / f"training-{size}.md").write_text(markdown(result))
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(markdown(result))
     return rows
 
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# Training throughput ({result['size']} size)", "",
+    lines = [f"# Training throughput ({result['size']} size, {result.get('images', 'smooth')} images)", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; device {m['device']}; torch {m['torch']}, sensorium-zarr {m['converter']}. "
              "Train tier, batches of 128 trials (image scans) or 32 clips of 60 frames (video), normalised, warm page cache."
              + (f" Note: {result['note']}" if "note" in result else ""), "",
@@ -353,9 +355,10 @@ def main(argv=None) -> None:
     p.add_argument("--model", action="store_true", help="also measure with the reference model training")
     p.add_argument("--workers", type=lambda v: [int(w) for w in v.split(",")], default=None,
                    help="the DataLoaders' num_workers, comma-separated (default: 0, 2, 4, ... up to the cores)")
+    p.add_argument("--images", choices=["smooth", "noise"], default="smooth", help="the image scans' kind of images (make_sample's images=)")
     a = p.parse_args(argv)
-    run(a.size, a.data, a.out, a.model, a.workers)
-    print((a.out / f"training-{a.size}.md").read_text())
+    run(a.size, a.data, a.out, a.model, a.workers, a.images)
+    print((a.out / f"training-{a.size}{'' if a.images == 'smooth' else '-' + a.images}.md").read_text())
 
 
 if __name__ == "__main__":
