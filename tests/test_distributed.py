@@ -195,3 +195,19 @@ def test_ctrl_c_stops_the_mice_the_workers_convert_and_a_rerun_resumes(scheduler
     rows = converter.convert_all(tmp_path / "in", tmp_path / "out", scheduler=address)
     assert [r.status for r in rows] == ["converted"]
     assert converter.verify(src, dest).ok and not state.parent.exists()
+
+
+def test_the_cluster_of_convert_all_keeps_its_workers_memory_and_leaves_our_environment_as_it_was(monkeypatch):
+    """dask spawns a local cluster's workers with variables it puts in the caller's environment
+    (`MALLOC_TRIM_THRESHOLD_=65536`, `OMP_NUM_THREADS=1`, ...): ours, so the workers keep the memory
+    they encode in, and the caller's environment is put back once they have started."""
+    from converter.write.batch import _client
+    from converter.write.processes import MALLOC
+
+    for k in MALLOC:
+        monkeypatch.delenv(k, raising=False)
+    before = dict(os.environ)
+    with _client(None, 1) as client:
+        assert dict(os.environ) == before
+        (got,) = client.run(lambda: {k: os.environ.get(k) for k in MALLOC}).values()
+    assert got == MALLOC

@@ -19,7 +19,7 @@ import pytest
 import converter
 from converter.progress import Progress
 from converter.write import executors
-from converter.write.processes import Workers
+from converter.write.processes import MALLOC, Workers
 
 from .conftest import sigint_as_at_a_terminal
 from .test_faults import RESUMES
@@ -209,6 +209,22 @@ def test_a_worker_unpickles_its_task_once_however_many_items():
         ran = list(workers(WhoRuns(), list(range(12))))
     assert sorted(item for item, _, _ in ran) == list(range(12))
     assert {made for _, _, made in ran} == {1} and os.getpid() not in {pid for _, pid, _ in ran}
+
+
+class Environ:
+    def __call__(self, key, step=None):
+        return key, os.environ.get(key)
+
+
+def test_workers_keep_the_memory_they_encode_in_unless_the_user_said_otherwise(monkeypatch):
+    """Their malloc settings (page faults of memory handed back and taken again cost a 2023
+    mouse 40% of its system time); a value in the caller's environment wins."""
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4096")
+    with Workers(1) as workers:
+        got = dict(workers(Environ(), list(MALLOC)))
+    assert got == {"MALLOC_MMAP_THRESHOLD_": MALLOC["MALLOC_MMAP_THRESHOLD_"], "MALLOC_TRIM_THRESHOLD_": "4096"}
+    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the caller's own environment is left alone
 
 
 class Sleepy:

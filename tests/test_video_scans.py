@@ -60,6 +60,28 @@ def test_sample_has_the_release_layout(clips):
     assert load_source(clips, "meta/statistics/responses/all/std.npy").shape == (30, 1)
 
 
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<f2", "<c8"])
+def test_withheld_flag_is_every_value_zero_or_padding(dtype):
+    """A clip is withheld when every value is zero or NaN (its padding); anything else, an
+    infinity or the smallest subnormal among NaN included, is data."""
+    from converter.write.block import _withheld
+
+    rows = np.zeros((9, 2, 6), dtype=dtype)
+    rows[1] = np.nan
+    rows[2, :, 4:] = np.nan
+    rows[3] = -0.0
+    rows[4, 1, 2] = np.inf
+    rows[5] = np.nan
+    rows[5, 0, 0] = np.finfo(rows.real.dtype).smallest_subnormal
+    rows[6, 0, 0] = -1
+    rows[7, 1, 5] = np.nan
+    rows[7, 0, 3] = -np.inf
+    rows[8] = np.arange(12).reshape(2, 6)
+    expected = [True, True, True, True, False, False, False, False, False]
+    assert _withheld(rows, padded=True).tolist() == expected
+    assert _withheld(rows, padded=False).tolist() == [True, False, False, True, False, False, False, False, False]
+
+
 def test_converted_store_is_lossless_with_frame_axis_and_n_frames(clips, clip_store):
     ds = xr.open_zarr(clip_store)
     assert ds.attrs["schema_version"] == contract.VIDEO_SCHEMA_VERSION and ds.attrs["n_frames_padded"] == 33

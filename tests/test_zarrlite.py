@@ -160,7 +160,6 @@ def test_read_coordinates_equals_zarr_on_every_layout_it_takes(tmp_path):
 
 
 def _sharded(path, index_crc: bool = True):
-    index = [zarr.codecs.BytesCodec(), zarr.codecs.Crc32cCodec()] if index_crc else [zarr.codecs.BytesCodec()]
     z = zarr.create_array(path, shape=(8, 3), dtype="<f4", chunks=(1, 3), shards=(8, 3), fill_value=0,
                           compressors=[BloscCodec(cname="lz4", shuffle="shuffle"), zarr.codecs.Crc32cCodec()],
                           serializer="auto")

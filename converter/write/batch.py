@@ -55,7 +55,10 @@ def _name(src: Location) -> str:
 
 @contextlib.contextmanager
 def _client(scheduler: str | None, workers: int | None):
+    import dask
     from distributed import Client, LocalCluster
+
+    from .processes import malloc_environ
 
     if scheduler:
         try:
@@ -72,10 +75,25 @@ def _client(scheduler: str | None, workers: int | None):
         # its HTTP server on a free loopback port: 8787 may be another cluster's, and a warning would say so.
         # Its own logs stay quiet: what fails in a mouse comes back as that mouse's result, and a worker
         # that outlives its scheduler after a Ctrl-C would log the lost heartbeat as an error.
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.CRITICAL)
+        # dask sets its workers' start-up variables in this process's environment to spawn them
+        spawn = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in malloc_environ().items()}
+        with dask.config.set(spawn), _environ_restored():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.CRITICAL)
     with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def _environ_restored():
+    """This process's environment variables as they were before, whatever the block changed."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for k in set(os.environ) - set(saved):
+            del os.environ[k]
+        os.environ.update(saved)
 
 
 @contextlib.contextmanager

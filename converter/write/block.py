@@ -92,9 +92,16 @@ def _withheld(values: np.ndarray, padded: bool) -> np.ndarray:
     if not values[0].size:
         return np.zeros(len(values), bool)
     # row by row: a whole-block `any` would allocate a boolean copy of the block
-    if padded and values.dtype.kind in "fc":
+    if padded and values.dtype.kind == "f":
+        # fmax and fmin pass over NaN (NaN only where the row is all NaN): no copy of the row
+        return np.array([_zero_or_nan(np.fmax.reduce(row, axis=None)) and _zero_or_nan(np.fmin.reduce(row, axis=None)) for row in values])
+    if padded and values.dtype.kind == "c":
         return np.array([not np.any(np.where(np.isnan(row), 0, row)) for row in values])
     return np.array([not row.any() for row in values])
+
+
+def _zero_or_nan(x) -> bool:
+    return bool(x == 0 or np.isnan(x))
 
 
 def _write_rows(path, v: DataVar, block: range, values: np.ndarray, storage_options: dict | None) -> None:
