@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -203,17 +205,25 @@ def model_alone(step, n: int, neurons: int, device: torch.device) -> dict:
     return {"trials_per_s": n * BATCH / (time.perf_counter() - t), "waiting": 0.0, "first_batch_s": 0.0}
 
 
+def sources(size: str, data: Path, images: str = "smooth") -> tuple[list[Path], Path]:
+    """The three image scans and the video scan a run reads, each generated once (side by side,
+    one process each, where some are missing)."""
+    s = SIZES[size]
+    jobs = [(dataset, (data, s["trials"], s["neurons"], "float32", False, seed, images)) for seed in range(3)]
+    jobs.append((video.dataset, (data, *s["clips"])))
+    with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+        *folders, clips = [f.result() for f in [pool.submit(fn, *args) for fn, args in jobs]]
+    return folders, clips
+
+
 def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None = None, images: str = "smooth") -> list[dict]:
     s = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = f"training-{size}" + ("" if images == "smooth" else f"-{images}")
     work = data / "work" / name
     work.mkdir(parents=True, exist_ok=True)
-    folders, stores = [], []
-    for seed in range(3):
-        folder = dataset(data, s["trials"], s["neurons"], "float32", seed=seed, images=images)
-        folders.append(folder)
-        stores.append(converter.convert(folder, work / f"{folder.name}.zarr", progress=False))
+    folders, folder = sources(size, data, images)
+    stores = [converter.convert(f, work / f"{f.name}.zarr", progress=False) for f in folders]
     for path in (*folders, *stores):  # the rows compare reads from a warm page cache
         warm(path)
     cores = os.cpu_count() or 1
@@ -257,7 +267,6 @@ def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None
             record(f"DeviceLoader {mode}, 3 mice", lambda: MiceCycler({str(k): DeviceLoader(st, batch_size=BATCH, device=device, mode=mode, keys=KEYS)
                                                                        for k, st in enumerate(stores)}, seed=0), n, step=step, mice=3)
     trials, neurons, frames = s["clips"]
-    folder = video.dataset(data, trials, neurons, frames)
     clips = converter.convert(folder, work / f"{folder.name}-{trials}.zarr", progress=False)
     warm(folder)
     warm(clips)
