@@ -120,6 +120,15 @@ def test_encoded_chunks_are_the_bytes_zarr_writes(tmp_path_factory, data, dtype,
             assert not ChunkReader.from_path(path).read(tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks))).any()
 
 
+def test_chunks_that_values_would_leave_part_written_are_refused_before_any_is_encoded():
+    values = np.ones((5, 4), "<f4")
+    assert [idx for idx, _ in encode_chunks(values, (4, 0), (4, 4), (9, 4), "lz4", 5, "shuffle")] == [(1, 0), (2, 0)]  # 9: the edge
+    with pytest.raises(ValueError, match=r"end inside a chunk \(4, 4\) of an array of shape \(10, 4\)"):
+        encode_chunks(values, (4, 0), (4, 4), (10, 4), "lz4", 5, "shuffle")
+    with pytest.raises(ValueError, match="not on the chunk grid"):
+        encode_chunks(values, (2, 0), (4, 4), (9, 4), "lz4", 5, "shuffle")
+
+
 def test_whole_rows_of_a_shard_wider_than_the_array(tmp_path):
     """Found by hypothesis: shards (2, 2) of inner chunks (1, 1) on a (2, 1) array; row 1 is inner
     chunk (1, 0), the third index entry, not the second."""

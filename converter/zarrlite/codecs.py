@@ -10,7 +10,7 @@ zarr-python reads both (the tests compare the bytes with those zarr-python write
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from numcodecs import blosc
@@ -75,8 +75,9 @@ def shard_index(tail: bytes, size: int, entries: int, crc: bool, where: str) -> 
 
 
 def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int, ...], shape: tuple[int, ...],
-                  cname: str, clevel: int, shuffle: str, fill_value=0) -> list[tuple[tuple[int, ...], bytes]]:
-    """``(chunk index, encoded bytes)`` for every chunk of an unsharded array that ``values`` covers.
+                  cname: str, clevel: int, shuffle: str, fill_value=0) -> Iterator[tuple[tuple[int, ...], bytes]]:
+    """``(chunk index, encoded bytes)`` for every chunk of an unsharded array that ``values`` covers,
+    encoded as they are taken: a block's chunks are never all in memory at once.
 
     ``values`` sits at ``origin`` (a chunk corner) of an array of ``shape`` and covers its chunks
     whole, except at the array's far edges, where chunks are padded with ``fill_value`` as Zarr
@@ -84,20 +85,21 @@ def encode_chunks(values: np.ndarray, origin: tuple[int, ...], chunks: tuple[int
     """
     if any(o % c for o, c in zip(origin, chunks)):
         raise ValueError(f"origin {origin} is not on the chunk grid {chunks}")
+    if any((o + n) % c and o + n < s for o, n, c, s in zip(origin, values.shape, chunks, shape)):
+        raise ValueError(f"values of shape {values.shape} at {origin} end inside a chunk {chunks} of an array of shape {shape}")
     values = values.astype(values.dtype.newbyteorder("<"), copy=False)
     grid = [range(o // c, -(-(o + n) // c)) for o, n, c in zip(origin, values.shape, chunks)]
-    out = []
-    for idx in itertools.product(*grid):
+
+    def encode(idx: tuple[int, ...]) -> bytes:
         lo = [i * c - o for i, c, o in zip(idx, chunks, origin)]
         part = values[tuple(slice(a, a + c) for a, c in zip(lo, chunks))]
-        if part.shape != chunks:
-            if any(o + a + p < min(s, o + a + c) for o, a, p, c, s in zip(origin, lo, part.shape, chunks, shape)):
-                raise ValueError(f"values end inside chunk {idx} of an array of shape {shape}")
+        if part.shape != chunks:  # at the array's far edge: padded
             padded = np.full(chunks, fill_value, dtype=values.dtype)
             padded[tuple(slice(0, n) for n in part.shape)] = part
             part = padded
-        out.append((idx, with_crc32c(_blosc(part, cname, clevel, shuffle))))
-    return out
+        return with_crc32c(_blosc(part, cname, clevel, shuffle))
+
+    return ((idx, encode(idx)) for idx in itertools.product(*grid))
 
 
 def encode_shard(values: np.ndarray, inner: tuple[int, ...], shard: tuple[int, ...], cname: str, clevel: int,
