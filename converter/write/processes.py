@@ -34,9 +34,10 @@ STOP_SECONDS = 30  # the longest `close` waits for a stopped worker before killi
 
 
 # glibc's malloc, left to itself, hands the memory a block is encoded in back to the system and
-# takes it again, faulting every page in anew: for a quarter-size 2023 mouse on 2 workers, 1.2 million
-# page faults and 40% of the conversion's system time (docs/performance.md).  The workers keep it instead (their memory stays
-# at its peak, which one block sets).  A value the user set is kept; other C libraries ignore these.
+# takes it again, faulting every page in anew: for a quarter-size 2023 mouse on 2 workers, 1.2
+# million page faults and 40% of the conversion's system time (docs/performance.md).  The workers
+# keep it instead (their memory stays at its peak, which one block sets).  A value the user set is
+# kept; other C libraries ignore these.
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
