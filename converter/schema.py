@@ -14,14 +14,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import jsonschema
-
 from . import contract
 from .contract import SCHEMA_VERSION
 from .errors import StoreError
 from .kinds import kind_of
 from .storage import child, exists, read_bytes
-from .damage import metadata_problems
 
 
 @functools.cache
@@ -143,6 +140,10 @@ def validate(path: str | os.PathLike, storage_options: dict | None = None) -> di
 
     Raises `StoreError` with the first problems found, on one line.
     """
+    import jsonschema  # here, not above: reading a store's root (every command that opens one) needs neither
+
+    from .damage import metadata_problems
+
     root = read_root(path, storage_options)
     m = manifest(root)
     version = m["attributes"].get("schema_version", SCHEMA_VERSION)

@@ -10,7 +10,7 @@ from . import contract
 from .errors import StoreError
 from .kinds import kind_of
 from .schema import manifest, read_root
-from .storage import child, open_group, tree_bytes
+from .storage import child, filesystem, open_group, tree_bytes
 
 
 def checked_root(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
@@ -53,7 +53,7 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
         "tier_counts": attrs["tier_counts"],
         "withheld_trials": attrs["withheld_trials"],
         "kind": kind.name,
-        **({"frames": _frames(path, attrs, storage_options)} if kind.frames else {}),
+        **({"frames": _frames(path, root, storage_options)} if kind.frames else {}),
         "dims": dims,
         "arrays": arrays,
         "disk_bytes": disk_total,
@@ -62,9 +62,15 @@ def info(path: str | os.PathLike, storage_options: dict | None = None) -> dict:
     }
 
 
-def _frames(path, attrs: dict, storage_options: dict | None) -> dict:
+def _frames(path, root: dict, storage_options: dict | None) -> dict:
     """A 2023 store's clip lengths: padded, and the valid frames per trial."""
-    n = open_group(path, storage_options)[contract.N_FRAMES][...]
+    from .zarrlite import read_coordinates  # numcodecs; zarr-python only for a layout it leaves out
+
+    attrs = root["attributes"]
+    fs, where = filesystem(path, storage_options)
+    n = read_coordinates(fs, where, [contract.N_FRAMES], root.get("consolidated_metadata", {}).get("metadata", {})).get(contract.N_FRAMES)
+    if n is None:
+        n = open_group(path, storage_options)[contract.N_FRAMES][...]
     return {"padded": attrs["n_frames_padded"], "rate_hz": attrs["frame_rate_hz"], "valid_min": int(n.min()),
             "valid_median": float(np.median(n)), "valid_max": int(n.max())}
 

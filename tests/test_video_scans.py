@@ -155,6 +155,18 @@ def test_cli_sample_convert_info_validate(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_info_gives_the_clip_lengths_the_store_holds(clip_store, monkeypatch):
+    """Read without zarr-python, or through it where our reader leaves the layout out: the same."""
+    import converter.zarrlite
+
+    n = xr.open_zarr(clip_store).n_frames.values
+    want = {"valid_min": int(n.min()), "valid_median": float(np.median(n)), "valid_max": int(n.max())}
+    assert want["valid_min"] < want["valid_max"]  # padded clips and whole ones
+    assert {k: converter.info(clip_store)["frames"][k] for k in want} == want
+    monkeypatch.setattr(converter.zarrlite, "read_coordinates", lambda *a: {})
+    assert {k: converter.info(clip_store)["frames"][k] for k in want} == want
+
+
 def test_plain_xarray_reads_it_without_our_package(clip_store):
     code = ("import sys, xarray as xr, numpy as np; ds = xr.open_zarr(sys.argv[1]); "
             "assert 'converter' not in sys.modules; "
