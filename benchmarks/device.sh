@@ -13,7 +13,7 @@
 # {training,scaling}-<size>.{md,json}, for benchmarks/results/ here as *-h200.*.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS="zarr numcodecs google-crc32c crc32c donfig msgspec typing-extensions dask distributed flox numpy-groupies
+WHEELS="zarr numcodecs google-crc32c crc32c isal donfig msgspec typing-extensions dask distributed flox numpy-groupies
         xarray jsonschema jsonschema-specifications referencing rpds-py tblib zict tornado partd locket"
 
 case "${1:-}" in

@@ -149,6 +149,25 @@ def flip_crc(src: Path, dst: Path) -> Path:
     return dst
 
 
+def edit_entry(src: Path, dst: Path, member: str, flags: int = 0, size_delta: int = 0) -> Path:
+    """Set general-purpose ``flags`` bits and change the declared uncompressed size of one member,
+    in its local header and in the central directory alike."""
+    shutil.copy(src, dst)
+    with zipfile.ZipFile(dst) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(member))
+        directory = zf.start_dir
+    data = bytearray(dst.read_bytes())
+    # its directory record: "version made by", then the local header's fields from "version needed to extract"
+    central = data.index(data[info.header_offset + 4 : info.header_offset + 26], directory) - 6
+    assert data[central : central + 4] == b"PK\x01\x02"
+    for header, flag_at, size_at in ((info.header_offset, 6, 22), (central, 8, 24)):
+        data[header + flag_at] |= flags
+        size = int.from_bytes(data[header + size_at : header + size_at + 4], "little") + size_delta
+        data[header + size_at : header + size_at + 4] = size.to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
 @pytest.mark.parametrize(
     "make, expected",
     [
@@ -159,9 +178,15 @@ def flip_crc(src: Path, dst: Path) -> Path:
         (lambda s, d: rewrite_zip(s, d, lambda n, b: [(n, b[:-10] if n.endswith("responses/9.npy") else b)]),
          "data/responses/9.npy: truncated"),
         (flip_crc, "data/responses/4.npy: damaged zip entry"),
+        (lambda s, d: edit_entry(s, d, "data/responses/5.npy", size_delta=-1),
+         "data/responses/5.npy: damaged zip entry (inflates to other than"),
+        (lambda s, d: edit_entry(s, d, "data/responses/6.npy", size_delta=+1),
+         "data/responses/6.npy: damaged zip entry (inflates to other than"),
+        (lambda s, d: edit_entry(s, d, "data/responses/7.npy", flags=0x1), "data/responses/7.npy: encrypted zip entry"),
         (lambda s, d: (d.write_bytes(s.read_bytes()[:1000]), d)[1], "bad.zip: cannot open as a zip"),
     ],
-    ids=["dotdot", "absolute", "truncated_member", "bad_crc", "truncated_zip"],
+    ids=["dotdot", "absolute", "truncated_member", "bad_crc", "longer_than_declared", "shorter_than_declared", "encrypted",
+         "truncated_zip"],
 )
 def test_bad_zip(make_dataset, tmp_path, make, expected):
     bad = make(make_dataset("none", True), tmp_path / "bad.zip")

@@ -12,7 +12,6 @@ import base64
 import os
 import shutil
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from .. import contract
 from ..errors import StorageError, StoreError
 from ..progress import Progress
+from ..source.files import crc32
 from ..source.npy import parse_header
 from ..storage import check_creatable, discard_zip, first_missing, open_group
 from ..write.layout import blocks, to_file_order
@@ -92,7 +92,7 @@ def self_check(dest: str | os.PathLike, *, progress: bool | None = None, limit: 
         try:
             got = 0
             for piece in make():
-                got = zlib.crc32(piece, got)
+                got = crc32(piece, got)
         except StoreError as e:
             report.add(str(e))
             continue
@@ -139,17 +139,17 @@ def _write(pieces: Iterator[bytes], zf: zipfile.ZipFile | None, member: str, pat
     second = next(pieces, None)
     if zf is not None and second is None:
         zf.writestr(member, first)  # an array: one piece
-        return zlib.crc32(first)
+        return crc32(first)
     crc = 0
     if zf is None:
         path.parent.mkdir(parents=True, exist_ok=True)
     with (zf.open(member, "w", force_zip64=True) if zf is not None else open(path, "wb")) as f:
         for piece in (first, *(() if second is None else (second,))):
             f.write(piece)
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
         for piece in pieces:
             f.write(piece)
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
     return crc
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ import numpy as np
 
 from ..contract import trial_file
 from ..errors import SourceError
-from .files import Source
+from .files import Source, crc32
 from .npy import NpyHeader, array_from_header, parse_header, size_problem
 
 
@@ -88,7 +87,7 @@ def read_trials(
             row = memoryview(out[j].reshape(-1)).cast("B")
             got, size = source.read_into(rel, head, row)
             if size == len(head) + len(row) and got == size and parse_header(head, source.where(rel)) == expect:
-                crcs[j] = zlib.crc32(row, zlib.crc32(head))
+                crcs[j] = crc32(row, crc32(head))
                 headers.add(bytes(head))
                 if progress is not None and j % 64 == 63:
                     progress(64)

@@ -15,8 +15,14 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from isal import isal_zlib
+
 from ..errors import SourceError
 from ..storage import filesystem, local_path, stamp
+
+# zlib's CRC-32 (a zip's, and the one recorded for each source file) through ISA-L: 10 GB/s here
+# against zlib's 1.9 GB/s.  Its inflate is 2x zlib's on the sample zips.
+crc32 = isal_zlib.crc32
 
 _IGNORED_TOP = ("__MACOSX",)  # macOS archive metadata: not part of any dataset
 
@@ -40,6 +46,7 @@ HEAD_BYTES = 256
 # No array of a Sensorium scan comes near this; a .npy zip entry declaring more is refused (arrays are
 # read whole; other files are streamed in pieces, whatever their size).
 MAX_MEMBER_BYTES = 2**31
+_INFLATE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # read by `ZipSource` itself; other methods through zipfile
 
 
 class Source:
@@ -77,7 +84,7 @@ class Source:
 
     def crc32(self, rel: str, data: bytes) -> int:
         """CRC-32 of a file just read; a zip already knows it (and has checked it)."""
-        return zlib.crc32(data)
+        return crc32(data)
 
     def where(self, rel: str) -> str:
         """How to name ``rel`` in an error message."""
@@ -297,22 +304,56 @@ class ZipSource(Source):
     def where(self, rel: str) -> str:
         return f"{self.location}:{self.prefix}{rel}"
 
+    def _member(self, rel: str) -> zipfile.ZipInfo:
+        info = self._members.get(rel)
+        if info is None:
+            raise SourceError(self.where(rel), "missing")
+        if info.flag_bits & 0x1:
+            raise SourceError(self.where(rel), "encrypted zip entry (a zip as published is not encrypted)")
+        return info
+
     def read(self, rel: str) -> bytes:
-        try:
-            info = self._members[rel]
-        except KeyError:
-            raise SourceError(self.where(rel), "missing") from None
+        info = self._member(rel)
+        if isinstance(self.path, Path) and info.compress_type in _INFLATE:
+            return self._read_member(rel, info)
         try:
             return self._zf.read(info)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
 
+    def _read_member(self, rel: str, info: zipfile.ZipInfo) -> bytes:
+        """A stored or deflated member of a zip on disk, by offset (safe from any thread), inflated
+        with ISA-L (2x zlib's speed here) to at most its declared size, its CRC-32 checked."""
+        fd = self._fd()
+        head = os.pread(fd, 30, info.header_offset)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise SourceError(self.where(rel), "damaged zip entry (no local header where the directory points)")
+        start = info.header_offset + 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little")
+        data = os.pread(fd, info.compress_size, start)
+        if len(data) < info.compress_size:
+            raise SourceError(self.where(rel), "damaged zip entry (the zip ends inside it)")
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            inflate = isal_zlib.decompressobj(-15)
+            try:
+                data = inflate.decompress(data, info.file_size + 1)  # one byte more than declared shows a longer member
+            except isal_zlib.error as e:
+                raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
+            if len(data) != info.file_size or not inflate.eof:
+                raise SourceError(self.where(rel), f"damaged zip entry (inflates to other than the {info.file_size} bytes its directory declares)")
+        if crc32(data) != info.CRC:
+            raise SourceError(self.where(rel), "damaged zip entry (its CRC-32 does not match)")
+        return data
+
+    def _fd(self) -> int:
+        if getattr(self, "_fd_pid", None) != os.getpid():  # a descriptor is never shared across a fork
+            self._fd_pid, self._fd_value = os.getpid(), os.open(self.path, os.O_RDONLY)
+        return self._fd_value
+
     def open(self, rel: str):
         """The member, decompressed as it is read; zipfile checks its CRC-32 at the end."""
-        if rel not in self._members:
-            raise SourceError(self.where(rel), "missing")
+        info = self._member(rel)
         try:
-            return self._zf.open(self._members[rel])
+            return self._zf.open(info)
         except (zipfile.BadZipFile, zlib.error, OSError) as e:
             raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
 
@@ -347,6 +388,9 @@ class ZipSource(Source):
     def close(self) -> None:
         self._zf.close()
         self._file.close()  # a ZipFile leaves a file object it was given open
+        if getattr(self, "_fd_pid", None) == os.getpid():
+            os.close(self._fd_value)
+            self._fd_pid = None
 
     def __reduce__(self):
         return (ZipSource, (self.path, self.storage_options))

@@ -35,6 +35,7 @@ _FILE_CHUNK = 1 << 20  # bytes per chunk of files/bytes
 from .. import contract, zarrlite
 from ..errors import SourceError
 from ..source import Source
+from ..source.files import crc32
 from ..storage import child, filesystem, open_array, read_objects, renames, write_bytes, write_objects
 from .block import BlockResult
 from .layout import DataVar, row_copy
@@ -293,7 +294,7 @@ def write_files(path, source: Source, files: dict[str, int], storage_options: di
         crc, n = 0, 0
         with source.open(rel) as f:
             while piece := _read_piece(source, rel, f, _FILE_CHUNK - len(chunk)):
-                crc, n = zlib.crc32(piece, crc), n + len(piece)
+                crc, n = crc32(piece, crc), n + len(piece)
                 chunk += piece
                 if len(chunk) == _FILE_CHUNK:
                     data[written : written + _FILE_CHUNK] = np.frombuffer(chunk, dtype=np.uint8)
