@@ -314,9 +314,9 @@ class ZipSource(Source):
 
     def read(self, rel: str) -> bytes:
         info = self._member(rel)
-        if isinstance(self.path, Path) and info.compress_type in _INFLATE:
-            return self._read_member(rel, info)
         try:
+            if isinstance(self.path, Path) and info.compress_type in _INFLATE and hasattr(os, "pread"):  # not on Windows
+                return self._read_member(rel, info)
             return self._zf.read(info)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
@@ -324,7 +324,7 @@ class ZipSource(Source):
     def _read_member(self, rel: str, info: zipfile.ZipInfo) -> bytes:
         """A stored or deflated member of a zip on disk, by offset (safe from any thread), inflated
         with ISA-L (2x zlib's speed here) to at most its declared size, its CRC-32 checked."""
-        fd = self._fd()
+        fd = self._file.fileno()  # zipfile's own: `pread` leaves its position alone
         head = os.pread(fd, 30, info.header_offset)
         if len(head) < 30 or head[:4] != b"PK\x03\x04":
             raise SourceError(self.where(rel), "damaged zip entry (no local header where the directory points)")
@@ -338,16 +338,12 @@ class ZipSource(Source):
                 data = inflate.decompress(data, info.file_size + 1)  # one byte more than declared shows a longer member
             except isal_zlib.error as e:
                 raise SourceError(self.where(rel), f"damaged zip entry ({e})") from None
-            if len(data) != info.file_size or not inflate.eof:
-                raise SourceError(self.where(rel), f"damaged zip entry (inflates to other than the {info.file_size} bytes its directory declares)")
+        if len(data) != info.file_size or (info.compress_type == zipfile.ZIP_DEFLATED and not inflate.eof):  # cut short, or longer
+            raise SourceError(self.where(rel), f"damaged zip entry (holds other than the {info.file_size} bytes its directory declares)")
         if crc32(data) != info.CRC:
             raise SourceError(self.where(rel), "damaged zip entry (its CRC-32 does not match)")
         return data
 
-    def _fd(self) -> int:
-        if getattr(self, "_fd_pid", None) != os.getpid():  # a descriptor is never shared across a fork
-            self._fd_pid, self._fd_value = os.getpid(), os.open(self.path, os.O_RDONLY)
-        return self._fd_value
 
     def open(self, rel: str):
         """The member, decompressed as it is read; zipfile checks its CRC-32 at the end."""
@@ -388,9 +384,6 @@ class ZipSource(Source):
     def close(self) -> None:
         self._zf.close()
         self._file.close()  # a ZipFile leaves a file object it was given open
-        if getattr(self, "_fd_pid", None) == os.getpid():
-            os.close(self._fd_value)
-            self._fd_pid = None
 
     def __reduce__(self):
         return (ZipSource, (self.path, self.storage_options))
