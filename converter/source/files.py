@@ -344,7 +344,6 @@ class ZipSource(Source):
             raise SourceError(self.where(rel), "damaged zip entry (its CRC-32 does not match)")
         return data
 
-
     def open(self, rel: str):
         """The member, decompressed as it is read; zipfile checks its CRC-32 at the end."""
         info = self._member(rel)
