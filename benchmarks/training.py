@@ -205,6 +205,11 @@ def model_alone(step, n: int, neurons: int, device: torch.device) -> dict:
     return {"trials_per_s": n * BATCH / (time.perf_counter() - t), "waiting": 0.0, "first_batch_s": 0.0}
 
 
+def result_name(size: str, images: str = "smooth") -> str:
+    """The name of a run's results and working folder: ``training-<size>[-<images>]``."""
+    return f"training-{size}" + ("" if images == "smooth" else f"-{images}")
+
+
 def sources(size: str, data: Path, images: str = "smooth") -> tuple[list[Path], Path]:
     """The three image scans and the video scan a run reads, each generated once (side by side,
     one process each, where some are missing)."""
@@ -219,7 +224,7 @@ def sources(size: str, data: Path, images: str = "smooth") -> tuple[list[Path], 
 def run(size: str, data: Path, out: Path, model: bool, workers: list[int] | None = None, images: str = "smooth") -> list[dict]:
     s = SIZES[size]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = f"training-{size}" + ("" if images == "smooth" else f"-{images}")
+    name = result_name(size, images)
     work = data / "work" / name
     work.mkdir(parents=True, exist_ok=True)
     folders, folder = sources(size, data, images)
@@ -367,7 +372,7 @@ def main(argv=None) -> None:
     p.add_argument("--images", choices=["smooth", "noise"], default="smooth", help="the image scans' kind of images (make_sample's images=)")
     a = p.parse_args(argv)
     run(a.size, a.data, a.out, a.model, a.workers, a.images)
-    print((a.out / f"training-{a.size}{'' if a.images == 'smooth' else '-' + a.images}.md").read_text())
+    print((a.out / f"{result_name(a.size, a.images)}.md").read_text())
 
 
 if __name__ == "__main__":
