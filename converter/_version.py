@@ -1,3 +1,3 @@
 """The package version, in one place."""
 
-__version__ = "0.9.1"
+__version__ = "0.10.0"

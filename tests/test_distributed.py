@@ -202,12 +202,12 @@ def test_the_cluster_of_convert_all_keeps_its_workers_memory_and_leaves_our_envi
     (`MALLOC_TRIM_THRESHOLD_=65536`, `OMP_NUM_THREADS=1`, ...): ours, so the workers keep the memory
     they encode in, and the caller's environment is put back once they have started."""
     from converter.write.batch import _client
-    from converter.write.processes import MALLOC
+    from converter.write.processes import WORKER_ENVIRON
 
-    for k in MALLOC:
+    for k in WORKER_ENVIRON:
         monkeypatch.delenv(k, raising=False)
     before = dict(os.environ)
     with _client(None, 1) as client:
         assert dict(os.environ) == before
-        (got,) = client.run(lambda: {k: os.environ.get(k) for k in MALLOC}).values()
-    assert got == MALLOC
+        (got,) = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRON}).values()
+    assert got == WORKER_ENVIRON

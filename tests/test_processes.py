@@ -19,7 +19,7 @@ import pytest
 import converter
 from converter.progress import Progress
 from converter.write import executors
-from converter.write.processes import MALLOC, Workers
+from converter.write.processes import MALLOC, WORKER_ENVIRON, ZARR, Workers
 
 from .conftest import sigint_as_at_a_terminal
 from .test_faults import RESUMES
@@ -225,6 +225,30 @@ def test_workers_keep_the_memory_they_encode_in_unless_the_user_said_otherwise(m
         got = dict(workers(Environ(), list(MALLOC)))
     assert got == {"MALLOC_MMAP_THRESHOLD_": MALLOC["MALLOC_MMAP_THRESHOLD_"], "MALLOC_TRIM_THRESHOLD_": "4096"}
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the caller's own environment is left alone
+
+
+class ZarrBatch:
+    def __call__(self, item, step=None):
+        import zarr
+
+        return zarr.config.get("codec_pipeline.batch_size")
+
+
+def test_zarr_in_a_worker_decodes_in_batches_and_in_the_caller_as_it_was(monkeypatch):
+    """Worker processes start with `ZARR`, which zarr-python reads as its codec pipeline's batch
+    size (verify's reads of a block, half the CPU time); the caller's zarr config is untouched."""
+    import zarr
+
+    for k in WORKER_ENVIRON:
+        monkeypatch.delenv(k, raising=False)
+    before = zarr.config.get("codec_pipeline.batch_size")
+    with Workers(1) as workers:
+        (got,) = workers(ZarrBatch(), [0])
+    assert got == int(ZARR["ZARR_CODEC_PIPELINE__BATCH_SIZE"]) != before
+    assert zarr.config.get("codec_pipeline.batch_size") == before
+    monkeypatch.setenv("ZARR_CODEC_PIPELINE__BATCH_SIZE", "3")
+    with Workers(1) as workers:
+        assert list(workers(ZarrBatch(), [0])) == [3]
 
 
 class Sleepy:

@@ -218,3 +218,42 @@ def test_a_trial_read_straight_into_its_row_is_checked_like_any_other(tmp_path):
     np.save(folder / "data/responses/3.npy", values[3].astype(">f4"))  # written after trial 0's header was read
     with pytest.raises(converter.SourceError, match="data/responses/3.npy: shape .* dtype >f4 differs from data/responses/0.npy's"):
         read_trials(source, "responses", range(5), expect)
+
+
+def test_blocks_read_into_scratch_memory_reuse_it_per_role_and_thread(tmp_path):
+    """`Scratch` hands a role's memory back for the next block (no fresh pages to zero), grows it
+    when a block is larger, and keeps threads apart; trials read into it are those `np.load` gives,
+    whatever the memory held before (byte-swapped files included)."""
+    import threading
+
+    from converter.source import open_source, read_trials, trial_header
+    from converter.source.arrays import Scratch
+
+    scratch = Scratch()
+    a = scratch("x", (4, 5), np.float32)
+    a[...] = 1
+    b = scratch("x", (2, 3), np.int16)
+    assert np.shares_memory(a, b) and b.shape == (2, 3) and b.dtype == np.int16
+    assert not np.shares_memory(a, scratch("y", (4, 5), np.float32))
+    c = scratch("x", (8, 5), np.float32)  # larger: new memory
+    assert not np.shares_memory(a, c) and np.shares_memory(c, scratch("x", (8, 5), np.float32))
+    other = []
+    t = threading.Thread(target=lambda: other.append(scratch("x", (8, 5), np.float32)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(c, other[0])
+    assert scratch("x", (0, 5), np.float32).shape == (0, 5)
+
+    folder = tmp_path / "scan"
+    (folder / "data" / "responses").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for dtype in ("<f4", ">f4"):
+        values = rng.normal(size=(6, 7)).astype(dtype)
+        for i, row in enumerate(values):
+            np.save(folder / f"data/responses/{i}.npy", row)
+        source = open_source(folder)
+        alloc = lambda shape, dt: scratch("source", shape, dt)  # noqa: E731
+        scratch("source", (6, 7), np.float32)[...] = np.nan  # what a previous block left
+        block = read_trials(source, "responses", range(6), trial_header(source, "responses"), alloc=alloc)
+        assert np.shares_memory(block.values, scratch("source", (1,), np.uint8))
+        assert np.array_equal(block.values, [np.load(folder / f"data/responses/{i}.npy") for i in range(6)])

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .. import contract
 from ..errors import StoreError
 from ..progress import Progress
 from ..source import Source, open_source, read_array, read_trials, scan, trial_header
+from ..source.arrays import Scratch
 from ..source.npy import NpyHeader
 from ..storage import Location, child, exists, local_path, open_group, portable
 from ..write import executors, layout
@@ -118,6 +120,7 @@ class BlockCheck:
     trial: np.ndarray  # the file number stored at each position
     recorded: dict[str, str]  # each data variable's ``source_dtype`` attribute
     expect: dict[str, NpyHeader]  # the header every file of a folder shares (trial 0's)
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a block's arrays, reused by the next
 
     def __call__(self, block: range, step=None) -> tuple[range, list[tuple[str, dict[str, int]]]]:
         group = open_group(self.dest, self.storage_options)
@@ -126,17 +129,25 @@ class BlockCheck:
         for key in self.keys:
             arr = group[key]
             copies = [(key, arr)] + [(c, group[c]) for c in (contract.row_copy_path(key),) if c in group]
-            tb = read_trials(self.source, key, files.tolist(), self.expect[key], step)
+            tb = read_trials(self.source, key, files.tolist(), self.expect[key], step, partial(self.scratch, "source"))
             paths = [contract.trial_file(key, int(i)) for i in files]
             for name, a in copies:
                 if a.shape[1:] != tb.values.shape[1:] or a.shape[0] != len(self.trial):
                     found.append((f"{name}: source trials of shape {tb.values.shape[1:]}, store array {a.shape}", {}))
                     continue
-                problem = compare(name, a[block.start : block.stop], tb.values, self.recorded[key], tb.source_dtype, paths)
+                problem = compare(name, self._read(a, block), tb.values, self.recorded[key], tb.source_dtype, paths)
                 found.append((problem or "", dict(zip(paths, tb.crc32.tolist()))))
             if key == contract.VIDEOS and contract.N_FRAMES in group:
                 found.append((_check_n_frames(group[contract.N_FRAMES][block.start : block.stop], tb.values, files), {}))
         return block, found
+
+    def _read(self, a, block: range) -> np.ndarray:
+        """Rows ``block`` of zarr array ``a``, read by zarr-python into this thread's scratch array."""
+        from zarr.core.buffer import default_buffer_prototype
+
+        out = self.scratch("store", (len(block), *a.shape[1:]), a.dtype)
+        a.get_basic_selection(slice(block.start, block.stop), out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
+        return out
 
     def __reduce__(self):  # workers may have another working folder
         return (BlockCheck, (self.source, portable(self.dest), self.storage_options, self.keys, self.trial, self.recorded, self.expect))

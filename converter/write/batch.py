@@ -58,7 +58,7 @@ def _client(scheduler: str | None, workers: int | None):
     import dask
     from distributed import Client, LocalCluster
 
-    from .processes import malloc_environ
+    from .processes import worker_environ
 
     if scheduler:
         try:
@@ -76,7 +76,7 @@ def _client(scheduler: str | None, workers: int | None):
         # Its own logs stay quiet: what fails in a mouse comes back as that mouse's result, and a worker
         # that outlives its scheduler after a Ctrl-C would log the lost heartbeat as an error.
         # dask sets its workers' start-up variables in this process's environment to spawn them
-        spawn = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in malloc_environ().items()}
+        spawn = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}
         with dask.config.set(spawn), _environ_restored():
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                                    silence_logs=logging.CRITICAL)
