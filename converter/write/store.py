@@ -74,8 +74,8 @@ def small() -> dict:
     """The codecs of every other array (coordinates, statistics, checksums, files): zstd, as xarray
     writes by default, then a CRC-32C of every chunk, so that no reader takes damaged bytes for values.
 
-    zarr-python is imported on first use: a conversion's blocks
-    start on its workers while this process imports them (`converter.write.convert`)."""
+    zarr-python is imported on first use: a conversion's blocks start on its workers while this
+    process imports it (`converter.write.convert`)."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     return {"compressors": [ZstdCodec(), Crc32cCodec()]}
