@@ -62,18 +62,19 @@ def write_block(
     progress=None,
     storage_options: dict | None = None,
     files: list[int] | None = None,
+    alloc=np.empty,
 ) -> BlockResult:
     """Read one block of trials of every data folder and write it into its chunks.
 
     ``block`` is a run of stored positions; ``files`` the file number stored at each
-    (default: the positions themselves).
+    (default: the positions themselves); ``alloc`` gives the arrays they are read into (`read_trials`).
 
     Opens only the arrays it writes (not the root group), so it works on a store whose
     root metadata is not written yet.
     """
     result = BlockResult(block)
     for key, v in data_vars.items():
-        tb = read_trials(source, key, block if files is None else files, expect[key], progress)
+        tb = read_trials(source, key, block if files is None else files, expect[key], progress, alloc)
         for target in (v, row_copy(v)):
             if target is not None:
                 _write_rows(path, target, block, tb.values, storage_options)

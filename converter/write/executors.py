@@ -20,11 +20,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from ..source import Source
+from ..source.arrays import Scratch
 from ..source.npy import NpyHeader
 from ..storage import Location, portable
 from .layout import DataVar
@@ -45,11 +47,12 @@ class BlockWriter:
     expect: dict[str, NpyHeader]
     order: np.ndarray  # the file number stored at each position
     storage_options: dict | None = None
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a part's trials, read into the last part's memory
 
     def __call__(self, part: Part, step: Progress = None) -> BlockResult:
         files = [int(i) for i in self.order[part.block.start : part.block.stop]]
         return write_block(self.source, self.store, {part.key: self.data_vars[part.key]}, self.expect, part.block, step,
-                           self.storage_options, files)
+                           self.storage_options, files, partial(self.scratch, "source"))
 
     def parts(self, blocks: Sequence[range]) -> list[Part]:
         """The tasks that write ``blocks``: one per block and data variable, block by block."""
