@@ -218,13 +218,16 @@ class Environ:
 
 def test_workers_keep_the_memory_they_encode_in_unless_the_user_said_otherwise(monkeypatch):
     """Their malloc settings (page faults of memory handed back and taken again cost a 2023
-    mouse 40% of its system time); a value in the caller's environment wins."""
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    mouse 40% of its system time), one BLAS thread, zarr's batches; a value in the caller's
+    environment wins."""
+    for k in WORKER_ENVIRON:
+        monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4096")
     with Workers(1) as workers:
-        got = dict(workers(Environ(), list(MALLOC)))
-    assert got == {"MALLOC_MMAP_THRESHOLD_": MALLOC["MALLOC_MMAP_THRESHOLD_"], "MALLOC_TRIM_THRESHOLD_": "4096"}
-    assert "MALLOC_MMAP_THRESHOLD_" not in os.environ  # the caller's own environment is left alone
+        got = dict(workers(Environ(), list(WORKER_ENVIRON)))
+    assert got == {**WORKER_ENVIRON, "MALLOC_TRIM_THRESHOLD_": "4096"}
+    assert got["MALLOC_MMAP_THRESHOLD_"] == MALLOC["MALLOC_MMAP_THRESHOLD_"] and got["OPENBLAS_NUM_THREADS"] == "1"
+    assert not any(k in os.environ for k in WORKER_ENVIRON if k != "MALLOC_TRIM_THRESHOLD_")  # the caller's own is left alone
 
 
 class ZarrBatch:

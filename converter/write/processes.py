@@ -43,7 +43,11 @@ MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str
 # chunks of one read in batches rather than one at a time: a block's 1024 inner chunks of a shard
 # take about half the CPU time, and verify of a full-size mouse 5.0-5.9 -> 4.2-4.5 s (docs/performance.md).
 ZARR = {"ZARR_CODEC_PIPELINE__BATCH_SIZE": "64"}
-WORKER_ENVIRON = {**MALLOC, **ZARR}
+# No worker multiplies matrices, but numpy's OpenBLAS starts a thread per core in each one, and they
+# spin at its start: ~50 ms of CPU a worker here, and a core's worth of threads in each of 16
+# workers on a 16-core machine. One, as dask's own workers have it.
+THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+WORKER_ENVIRON = {**MALLOC, **ZARR, **THREADS}
 
 
 def worker_environ() -> dict[str, str]:
