@@ -176,70 +176,77 @@ def verify(
     m = manifest(root)
     by_source = {a["attributes"][contract.SOURCE]: path for path, a in m["arrays"].items() if contract.SOURCE in a["attributes"]}
     report = VerifyReport(limit=limit)
-    if damaged(report, dest, root, storage_options):
-        return report
     source = open_source(src, storage_options)
     try:
         inv = scan(source)
-        group = open_group(dest, storage_options)
-        trial = group[contract.TRIAL][...]  # the file number stored at each position
-        made_from = m["attributes"].get("dataset", "?")
-        if sorted(trial.tolist()) != list(range(inv.n_trials)) or _same_source(source, inv, m["attributes"]) is False:
-            report.add(f"the store was made from another source ({made_from}, {len(trial)} trials), not from {inv.name} "
-                       f"({inv.n_trials} trials): its files' checksums or trial numbers differ")
-            return report
-        crcs: dict[str, int] = {}
-        meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
-        meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]
-        meta_files += [f"meta/statistics/{s}.npy" for s in inv.statistics]
-        for rel in meta_files:
-            values, crcs[rel], _ = read_array(source, rel)
-            report.files_checked += 1
-            path = by_source.pop(rel, None)
-            if path is None:
-                report.add(f"{rel}: not in the store")
-                continue
-            stored = group[path][...]
-            if (m["arrays"][path]["dims"] or [None])[0] == contract.TRIAL:
-                stored = layout.to_file_order(stored, trial)
-            problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get(contract.SOURCE_DTYPE, ""))
-            if problem:
-                report.add(problem)
-
-        for problem in _compare_other_files(source, inv.other_files, group, m["attributes"]):
-            report.add(problem)
-        report.files_checked += len(inv.other_files)
-
-        keys = [k for k in inv.data_keys if by_source.pop(contract.data_source(k), None) == k]
-        for k in inv.data_keys:
-            if k not in keys:
-                report.add(f"data/{k}: not in the store")
-        for extra in by_source:
-            report.add(f"{extra}: in the store but not in the source")
-
-        check = BlockCheck(source, dest, storage_options, tuple(keys), trial,
-                           {k: m["arrays"][k]["attributes"].get(contract.SOURCE_DTYPE, "") for k in keys},
-                           {k: trial_header(source, k) for k in keys})
-        blocks = layout.blocks(inv.n_trials, block_trials(group, keys))
+        stored = [k for k in inv.data_keys if k in m["arrays"]]
+        blocks = layout.blocks(inv.n_trials, m["arrays"][stored[0]]["chunks"][0] if stored else layout.BLOCK_TRIALS)
         local = local_path(src) is not None and local_path(dest) is not None
-        found: dict[int, list] = {}
-        with Progress(inv.n_trials * len(keys), "verify", progress) as bar, \
-                executors.started(executors.resolve(workers), len(blocks), local) as run, \
-                contextlib.closing(run(check, blocks, bar)) as results:
-            for block, problems in results:
-                found[block.start] = problems
-        for b in blocks:  # mismatches in the order of the trials, whichever block finished first
-            for problem, block_crcs in found[b.start]:
-                if problem:
-                    report.add(problem)
-                crcs.update(block_crcs)
-        report.files_checked += len(keys) * inv.n_trials
-        if len(keys) == len(inv.data_keys) and contract.fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
-            if report.ok:
-                report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
-            else:  # said first: every mismatch below follows from it
-                report.mismatches.insert(0, f"source fingerprint differs: {src} is not the dataset this store was made from "
-                                            f"({m['attributes'].get('dataset')})")
+        # the workers start now, and import while this process looks for damage and compares the meta arrays
+        with executors.started(executors.resolve(workers), len(blocks), local) as run:
+            _verify(report, src, source, inv, dest, root, m, by_source, blocks, run, progress, storage_options)
     finally:
         source.close()
     return report
+
+
+def _verify(report: VerifyReport, src, source: Source, inv, dest: Location, root: dict, m: dict, by_source: dict[str, str],
+            blocks: list[range], run, progress: bool | None, storage_options: dict | None) -> None:
+    """`verify`, once its workers are starting: the store's damage first, then every array."""
+    if damaged(report, dest, root, storage_options):
+        return
+    group = open_group(dest, storage_options)
+    trial = group[contract.TRIAL][...]  # the file number stored at each position
+    made_from = m["attributes"].get("dataset", "?")
+    if sorted(trial.tolist()) != list(range(inv.n_trials)) or _same_source(source, inv, m["attributes"]) is False:
+        report.add(f"the store was made from another source ({made_from}, {len(trial)} trials), not from {inv.name} "
+                   f"({inv.n_trials} trials): its files' checksums or trial numbers differ")
+        return
+    crcs: dict[str, int] = {}
+    meta_files = [f"meta/trials/{f}.npy" for f in inv.trial_meta]
+    meta_files += [f"meta/neurons/{f}.npy" for f in inv.neuron_meta]
+    meta_files += [f"meta/statistics/{s}.npy" for s in inv.statistics]
+    for rel in meta_files:
+        values, crcs[rel], _ = read_array(source, rel)
+        report.files_checked += 1
+        path = by_source.pop(rel, None)
+        if path is None:
+            report.add(f"{rel}: not in the store")
+            continue
+        stored = group[path][...]
+        if (m["arrays"][path]["dims"] or [None])[0] == contract.TRIAL:
+            stored = layout.to_file_order(stored, trial)
+        problem = compare(rel, stored, values, m["arrays"][path]["attributes"].get(contract.SOURCE_DTYPE, ""))
+        if problem:
+            report.add(problem)
+
+    for problem in _compare_other_files(source, inv.other_files, group, m["attributes"]):
+        report.add(problem)
+    report.files_checked += len(inv.other_files)
+
+    keys = [k for k in inv.data_keys if by_source.pop(contract.data_source(k), None) == k]
+    for k in inv.data_keys:
+        if k not in keys:
+            report.add(f"data/{k}: not in the store")
+    for extra in by_source:
+        report.add(f"{extra}: in the store but not in the source")
+
+    check = BlockCheck(source, dest, storage_options, tuple(keys), trial,
+                       {k: m["arrays"][k]["attributes"].get(contract.SOURCE_DTYPE, "") for k in keys},
+                       {k: trial_header(source, k) for k in keys})
+    found: dict[int, list] = {}
+    with Progress(inv.n_trials * len(keys), "verify", progress) as bar, contextlib.closing(run(check, blocks, bar)) as results:
+        for block, problems in results:
+            found[block.start] = problems
+    for b in blocks:  # mismatches in the order of the trials, whichever block finished first
+        for problem, block_crcs in found[b.start]:
+            if problem:
+                report.add(problem)
+            crcs.update(block_crcs)
+    report.files_checked += len(keys) * inv.n_trials
+    if len(keys) == len(inv.data_keys) and contract.fingerprint(crcs) != m["attributes"].get("source_fingerprint"):
+        if report.ok:
+            report.add("source fingerprint differs: same values, but the files are not the ones the store was made from")
+        else:  # said first: every mismatch below follows from it
+            report.mismatches.insert(0, f"source fingerprint differs: {src} is not the dataset this store was made from "
+                                        f"({m['attributes'].get('dataset')})")
