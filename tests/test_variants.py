@@ -223,13 +223,25 @@ def test_a_trial_read_straight_into_its_row_is_checked_like_any_other(tmp_path):
 def test_blocks_read_into_scratch_memory_reuse_it_per_role_and_thread(tmp_path):
     """`Scratch` hands a role's memory back for the next block (no fresh pages to zero), grows it
     when a block is larger, and keeps threads apart; trials read into it are those `np.load` gives,
-    whatever the memory held before (byte-swapped files included)."""
+    whatever the memory held before (byte-swapped files included). Only our executors turn it on
+    (`reusing`): a task as made, or as a dask worker unpickles and keeps it, holds no memory."""
+    import pickle
     import threading
 
     from converter.source import open_source, read_trials, trial_header
-    from converter.source.arrays import Scratch
+    from converter.source.arrays import Scratch, reusing
+    from converter.write.executors import BlockWriter
 
-    scratch = Scratch()
+    plain = Scratch()
+    assert not np.shares_memory(plain("x", (4, 5), np.float32), plain("x", (4, 5), np.float32))
+    task = BlockWriter(None, "s.zarr", {}, {}, np.arange(3))
+    assert not task.scratch.keep and not pickle.loads(pickle.dumps(task)).scratch.keep
+    kept = reusing(task)
+    assert kept.scratch.keep and not task.scratch.keep and kept == task
+    assert pickle.loads(pickle.dumps(kept)).scratch.keep  # as a worker process gets it: on, and empty
+    assert reusing(print) is print
+
+    scratch = Scratch(keep=True)
     a = scratch("x", (4, 5), np.float32)
     a[...] = 1
     b = scratch("x", (2, 3), np.int16)

@@ -120,7 +120,7 @@ class BlockCheck:
     trial: np.ndarray  # the file number stored at each position
     recorded: dict[str, str]  # each data variable's ``source_dtype`` attribute
     expect: dict[str, NpyHeader]  # the header every file of a folder shares (trial 0's)
-    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a block's arrays, reused by the next
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a block's arrays (`executors.reusing`)
 
     def __call__(self, block: range, step=None) -> tuple[range, list[tuple[str, dict[str, int]]]]:
         group = open_group(self.dest, self.storage_options)
@@ -150,7 +150,8 @@ class BlockCheck:
         return out
 
     def __reduce__(self):  # workers may have another working folder
-        return (BlockCheck, (self.source, portable(self.dest), self.storage_options, self.keys, self.trial, self.recorded, self.expect))
+        return (BlockCheck, (self.source, portable(self.dest), self.storage_options, self.keys, self.trial, self.recorded, self.expect,
+                             self.scratch))
 
 
 def verify(

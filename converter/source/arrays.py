@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections.abc import Callable, Iterable
@@ -50,18 +51,26 @@ def _header(source: Source, rel: str, head: bytes, size: int) -> NpyHeader:
 
 
 class Scratch:
-    """Buffers kept for the next block of trials, one per role and thread.
+    """Buffers kept for the next block of trials, one per role and thread, when ``keep``.
 
     A fresh array over 32 MB is mapped anew and every page of it zeroed as it is first written:
     a third of the time of verifying a 2023 scan went there. ``scratch(role, shape, dtype)`` gives
     an uninitialised array in memory that the last call for ``role`` on this thread used (grown
-    when too small); it stays valid until the next such call. The memory goes with the object.
+    when too small); it stays valid until the next such call. The memory goes with the object, so
+    only an executor that holds one copy of a task for a run turns ``keep`` on (`reusing`).
+    Without ``keep``, each call gives a new array. A copy made by pickling starts empty.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
         self._held = threading.local()
 
+    def __reduce__(self):
+        return (Scratch, (self.keep,))
+
     def __call__(self, role: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        if not self.keep:
+            return np.empty(shape, dtype)
         dtype = np.dtype(dtype)
         n = math.prod(shape) * dtype.itemsize
         buf = getattr(self._held, role, None)
@@ -69,6 +78,15 @@ class Scratch:
             buf = np.empty(max(n, 1), dtype=np.uint8)
             setattr(self._held, role, buf)
         return buf[:n].view(dtype).reshape(shape)
+
+
+def reusing(task):
+    """``task`` with a `Scratch` that keeps its arrays from item to item, if it has a ``scratch``:
+    for an executor that holds one copy of a task for a run (our threads and worker processes;
+    a dask worker keeps the tasks it has run, so a cluster gets them as they are)."""
+    if dataclasses.is_dataclass(task) and any(f.name == "scratch" for f in dataclasses.fields(task)):
+        return dataclasses.replace(task, scratch=Scratch(keep=True))
+    return task
 
 
 @dataclass

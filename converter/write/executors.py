@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from ..source import Source
-from ..source.arrays import Scratch
+from ..source.arrays import Scratch, reusing
 from ..source.npy import NpyHeader
 from ..storage import Location, portable
 from .layout import DataVar
@@ -47,7 +47,7 @@ class BlockWriter:
     expect: dict[str, NpyHeader]
     order: np.ndarray  # the file number stored at each position
     storage_options: dict | None = None
-    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a part's trials, read into the last part's memory
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a part's trials (`reusing`)
 
     def __call__(self, part: Part, step: Progress = None) -> BlockResult:
         files = [int(i) for i in self.order[part.block.start : part.block.stop]]
@@ -63,7 +63,7 @@ class BlockWriter:
         return len(part.block)
 
     def __reduce__(self):  # workers may have another working folder
-        return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options))
+        return (BlockWriter, (self.source, portable(self.store), self.data_vars, self.expect, self.order, self.storage_options, self.scratch))
 
 
 def threads(workers: int | None = None) -> Executor:
@@ -81,6 +81,7 @@ def threads(workers: int | None = None) -> Executor:
                 progress(n)
 
         pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+        task = reusing(task)  # its memory goes with the run
         futures = [pool.submit(task, b, step) for b in blocks]
         try:
             yield None  # every block handed out (`started_now`)

@@ -99,8 +99,11 @@ class Workers:
 
     def __call__(self, task: Callable, items: Sequence, progress: Callable[[int], None] | None = None) -> Iterator:
         """Each item's ``task(item, step)`` on the workers; results as they finish, in any order.
-        The first items are handed out before this returns, as `converter.write.executors.started_now` says."""
-        results = self._results(task, items, progress)
+        The first items are handed out before this returns, as `converter.write.executors.started_now` says.
+        Each worker holds one copy of the task for the call, whose memory its items reuse (`reusing`)."""
+        from ..source.arrays import reusing
+
+        results = self._results(reusing(task), items, progress)
         next(results)
         return results
 
