@@ -66,25 +66,43 @@ class _Interrupts:
     swallows it (in a finalizer or a callback), and ignored once the result is being reported.
 
     So a command either reports its result and exits with its code, or says it was interrupted
-    and exits 130; never both, and never neither.
+    and exits 130; never both, and never neither. One that lands in a finalizer or a weakref
+    callback (zarr-python's event loop runs many), where Python can only print it, is raised
+    again as soon as that returns, and not printed.
     """
 
     def __init__(self) -> None:
         self.hit = False
         self._previous = None
+        self._hook = None
 
     def __enter__(self) -> _Interrupts:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         return self
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            sys.unraisablehook = self._hook
 
     def _handler(self, signum, frame) -> None:
         self.hit = True
         raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and self.hit:
+            import _thread
+
+            # the signal again, sent from a thread that waits for nothing: our handler runs once the
+            # finalizer has returned, and a blocking call of the main thread is woken for it
+            if hasattr(signal, "pthread_kill"):
+                _thread.start_new_thread(signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+            else:  # Windows
+                _thread.start_new_thread(_thread.interrupt_main, ())
+            return
+        self._hook(unraisable)
 
     def settle(self) -> None:
         """The work is done: an interrupt that came (even one swallowed) counts; later ones are ignored."""

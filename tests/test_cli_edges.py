@@ -282,3 +282,32 @@ def test_every_command_imports_its_modules_while_ctrl_c_still_ends_it_at_once():
     for modules in cli._COMMAND_MODULES.values():
         for m in modules:
             assert importlib.util.find_spec(m, "converter") is not None, m
+
+
+_SWALLOWED = r"""
+import os, signal, sys, time
+from converter.cli import _Interrupts
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler raises here, where Python can only print it
+        for _ in range(1000):
+            pass
+
+with _Interrupts():
+    try:
+        Finalized()
+        time.sleep(30)  # a blocking call: woken for it
+        print("not interrupted")
+    except KeyboardInterrupt:
+        print("interrupted")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="os.kill(SIGINT) of oneself")
+def test_a_ctrl_c_that_lands_in_a_finalizer_is_raised_again_and_not_printed():
+    """zarr-python's event loop runs weakref callbacks in the main thread: a Ctrl-C there was
+    printed as "Exception ignored in ..." with a traceback, and the command went on to the end.
+    It is now raised again once the callback returns, and nothing is printed."""
+    r = subprocess.run([sys.executable, "-c", _SWALLOWED], capture_output=True, text=True, cwd=ROOT, timeout=20)
+    assert r.stdout == "interrupted\n" and r.stderr == "", (r.stdout, r.stderr)
