@@ -85,6 +85,7 @@ class _Interrupts:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        if self._hook is not None:
             sys.unraisablehook = self._hook
 
     def _handler(self, signum, frame) -> None:

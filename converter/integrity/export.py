@@ -74,7 +74,7 @@ def source_files(dest: str | os.PathLike, progress: bool | None = None, storage_
             header = base64.b64decode(checks.attrs[contract.NPY_HEADER])
             crcs = checks[...]
             arr = group[key]
-            for b in blocks(len(trial), block_trials(group, [key])):
+            for b in blocks(len(trial), block_trials(m["arrays"], [key])):
                 rows = arr[b.start : b.stop]
                 for j, pos in enumerate(b):
                     name = src.replace(contract.TRIAL_FIELD, str(int(trial[pos])))
@@ -115,7 +115,7 @@ def _check_copies(dest, storage_options: dict | None) -> Iterator[str]:
         if copy.shape != orig.shape or copy.dtype != orig.dtype:
             yield f"{path}: shape or dtype differs from {original}"
             continue
-        for b in blocks(copy.shape[0], block_trials(group, [original])):
+        for b in blocks(copy.shape[0], block_trials(m["arrays"], [original])):
             x, y = copy[b.start : b.stop], orig[b.start : b.stop]
             rows = np.flatnonzero((row_bits(x) != row_bits(y)).any(axis=1)) if x.size else []
             if len(rows):

@@ -54,12 +54,12 @@ def damaged(report: VerifyReport, dest, root: dict, storage_options: dict | None
     return bool(found)
 
 
-def block_trials(group, keys: list[str]) -> int:
-    """Trials per write block of a store: what one read of every data variable may hold in memory."""
+def block_trials(arrays: dict[str, dict], keys: list[str]) -> int:
+    """Trials per write block of a store, from its manifest's ``arrays`` (`converter.schema.manifest`):
+    what one read of every data variable may hold in memory."""
     for key in keys:
-        if key in group:
-            a = group[key]
-            return (a.shards or a.chunks)[0]  # a data variable's write unit is one block of trials
+        if key in arrays:
+            return arrays[key]["chunks"][0]  # a data variable's write unit (chunk or shard) is one block of trials
     return layout.BLOCK_TRIALS
 
 

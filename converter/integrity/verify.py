@@ -120,7 +120,7 @@ class BlockCheck:
     trial: np.ndarray  # the file number stored at each position
     recorded: dict[str, str]  # each data variable's ``source_dtype`` attribute
     expect: dict[str, NpyHeader]  # the header every file of a folder shares (trial 0's)
-    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a block's arrays (`executors.reusing`)
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)  # a block's arrays (`converter.source.arrays.reusing`)
 
     def __call__(self, block: range, step=None) -> tuple[range, list[tuple[str, dict[str, int]]]]:
         group = open_group(self.dest, self.storage_options)
@@ -180,8 +180,7 @@ def verify(
     source = open_source(src, storage_options)
     try:
         inv = scan(source)
-        stored = [k for k in inv.data_keys if k in m["arrays"]]
-        blocks = layout.blocks(inv.n_trials, m["arrays"][stored[0]]["chunks"][0] if stored else layout.BLOCK_TRIALS)
+        blocks = layout.blocks(inv.n_trials, block_trials(m["arrays"], inv.data_keys))
         local = local_path(src) is not None and local_path(dest) is not None
         # the workers start now, and import while this process looks for damage and compares the meta arrays
         with executors.started(executors.resolve(workers), len(blocks), local) as run:

@@ -41,7 +41,7 @@ STOP_SECONDS = 30  # the longest `close` waits for a stopped worker before killi
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 # zarr-python, where a worker uses it (`converter.verify` reads each block through it), decodes the
 # chunks of one read in batches rather than one at a time: a block's 1024 inner chunks of a shard
-# take about half the CPU time, and verify of a full-size mouse 5.0-5.9 -> 4.2-4.5 s (docs/performance.md).
+# take about half the CPU time, and verify of a full-size mouse 4.5-5.6 -> 4.3-4.5 s (docs/performance.md).
 ZARR = {"ZARR_CODEC_PIPELINE__BATCH_SIZE": "64"}
 # No worker multiplies matrices, but numpy's OpenBLAS starts a thread per core in each one, and they
 # spin at its start: ~50 ms of CPU a worker here, and a core's worth of threads in each of 16
